@@ -1,0 +1,1 @@
+"""State stores: ``open_store(url)`` picks the backend from the URL scheme."""
