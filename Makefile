@@ -1,4 +1,5 @@
 PYTHON ?= python3
+DEMO_PORT ?= 9464
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -14,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/keywatch demo
+	$(BIN)/keywatch demo --port $(DEMO_PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check monitor tests bench

@@ -275,8 +275,13 @@ def parse_signing_key(raw: object, where: str) -> KeyState:
         not_before=facts.not_before,
         not_after=facts.not_after,
         key_size=facts.key_size,
-        **flags,
-        **dates,
+        current=flags["current"],
+        next=flags["next"],
+        previous=flags["previous"],
+        revoked=flags["revoked"],
+        current_since=dates["current_since"],
+        current_until=dates["current_until"],
+        revoked_at=dates["revoked_at"],
     )
 
 

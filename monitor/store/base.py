@@ -66,4 +66,15 @@ class Store(Protocol):
     def delivery_counts(self) -> dict[tuple[str, str], int]:
         """{(destination, state): count}."""
 
+    def oldest_pending_at(self) -> datetime | None:
+        """When the oldest pending delivery was created; None when nothing is pending."""
+
+    def acquire_lease(self, name: str, holder: str, *, now: datetime, ttl: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` until ``now + ttl`` seconds. False
+        while another holder's lease has not expired. Holders' clocks must agree to well
+        within ``ttl``."""
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up (on shutdown) if ``holder`` still holds it."""
+
     def close(self) -> None: ...

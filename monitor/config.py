@@ -1,0 +1,873 @@
+"""YAML configuration -> frozen, validated ``Settings``.
+
+Loading happens in three steps, each reporting every problem it finds with the key path and
+the YAML line (``tenants[1].domain: ... (line 14)``):
+
+1. ``yaml.compose`` builds a node tree (syntax errors stop here, with their line).
+2. ``_YamlReader`` turns nodes into plain values, remembering each path's line, rejecting
+   duplicate keys, and expanding ``${VAR}`` / ``${VAR:-default}`` inside each string scalar
+   (after parsing, so a variable's value can never inject YAML).
+3. pydantic validates the plain values; its errors are mapped back to paths and lines.
+
+Everything is reported together as one ``ConfigError``. Values of secret keys are never echoed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    SecretStr,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from monitor.errors import ConfigError
+
+__all__ = [
+    "Defaults",
+    "Settings",
+    "TenantConfig",
+    "is_secret_key",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+]
+
+KeyPath = tuple[str | int, ...]
+
+DEFAULT_LISTEN = "0.0.0.0:9464"
+DEFAULT_INTERVAL = 60.0
+DEFAULT_JITTER = 0.1
+DEFAULT_TIMEOUT = 10.0
+MAX_JITTER = 0.5
+
+# Keys whose values are never echoed, wherever they appear (``destinations`` adds its own).
+_SECRET_KEYS = frozenset({"client_secret", "token", "password"})
+_SECRET_DESTINATION_KEYS = frozenset({"secret", "url"})
+# A custom pydantic error type: ``detail`` is the message, ``field`` (optional) a sub-key.
+_KEYWATCH_ERROR = "keywatch"
+
+
+def is_secret_key(path: Sequence[str | int]) -> bool:
+    """Whether the value at ``path`` (e.g. ``("tenants", 0, "token")``) must never be shown."""
+    keys = [part for part in path if isinstance(part, str)]
+    if not keys:
+        return False
+    if keys[-1] in _SECRET_KEYS:
+        return True
+    return keys[0] == "destinations" and keys[-1] in _SECRET_DESTINATION_KEYS
+
+
+# --- durations and fractions -------------------------------------------------------------
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d)")
+_DURATION = re.compile(rf"(?:{_DURATION_PART.pattern})+")
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in ``value``: ``"500ms"``, ``"60s"``, ``"5m"``, ``"1h30m"``, ``"2d"``, or a bare
+    number of seconds (``60``, ``0.5``, ``"60"``). Raises ``ValueError`` unless it is > 0."""
+    seconds = _duration_seconds(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"must be a positive duration, got {value!r}")
+    return seconds
+
+
+def _duration_seconds(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if _NUMBER.fullmatch(text):
+            return float(text)
+        if _DURATION.fullmatch(text):
+            return sum(
+                float(number) * _DURATION_UNITS[unit]
+                for number, unit in _DURATION_PART.findall(text)
+            )
+    raise ValueError(f"not a duration: {value!r}")
+
+
+def _parse_fraction(value: object) -> float:
+    """A jitter fraction from ``0.1`` or ``"10%"``, between 0 and ``MAX_JITTER``."""
+    fraction: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        fraction = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith("%") and _NUMBER.fullmatch(text[:-1].strip()):
+            fraction = float(text[:-1]) / 100
+        elif _NUMBER.fullmatch(text):
+            fraction = float(text)
+    if fraction is None:
+        raise ValueError(f"not a fraction or percentage: {value!r}")
+    if not 0 <= fraction <= MAX_JITTER:
+        raise ValueError(f"must be between 0 and {MAX_JITTER} (0% to 50%), got {value!r}")
+    return fraction
+
+
+# --- field validators ----------------------------------------------------------------------
+
+_TENANT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*(?::\d{{1,5}})?")
+_LISTEN_HOST = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9A-Fa-f:.]+\]")
+
+
+def _check_tenant_name(value: str) -> str:
+    if not _TENANT_NAME.fullmatch(value):
+        raise ValueError(
+            f"must be letters, digits, '_', '.' or '-' (it is the metrics label), got {value!r}"
+        )
+    return value
+
+
+def _check_domain(value: str) -> str:
+    if "://" in value:
+        raise ValueError(
+            f"must be a host name without a scheme (use base_url for a full URL), got {value!r}"
+        )
+    if "/" in value:
+        raise ValueError(f"must be a host name without a path (use base_url), got {value!r}")
+    if not _DOMAIN.fullmatch(value):
+        raise ValueError(f"not a valid host name, got {value!r}")
+    return value
+
+
+def _check_base_url(value: str) -> str:
+    """``http(s)://host[:port][/path]``; returned without a trailing slash. Never echoed."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not contain credentials (use client_secret or token)")
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        raise ValueError("must not contain a query or fragment")
+    try:
+        parts.port  # noqa: B018 - urlsplit validates the port lazily
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return value.rstrip("/")
+
+
+def _check_not_empty(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _check_secret_not_empty(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _split_listen(value: str) -> tuple[str, int]:
+    host, colon, port_text = value.rpartition(":")
+    if not colon or not _LISTEN_HOST.fullmatch(host) or not port_text.isdigit():
+        raise ValueError(f"expected host:port (e.g. 0.0.0.0:9464 or [::1]:9464), got {value!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port must be between 0 and 65535, got {value!r}")
+    return host.strip("[]"), port
+
+
+def _check_listen(value: str) -> str:
+    _split_listen(value)
+    return value
+
+
+def _check_state(value: str) -> str:
+    """A state URL; never echoed because a PostgreSQL URL may carry a password."""
+    expected = "expected sqlite:///PATH, sqlite:///:memory: or postgresql://..."
+    scheme, separator, rest = value.partition("://")
+    if not separator:
+        raise ValueError(f"not a URL: {expected}")
+    if scheme in ("postgresql", "postgres"):
+        return value
+    if scheme != "sqlite":
+        raise ValueError(f"unsupported scheme {scheme!r}: {expected}")
+    if not rest.startswith("/") or len(rest) < 2:
+        raise ValueError(f"sqlite URL without a path: {expected}")
+    return value
+
+
+def _lowercase(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _none_as(empty: object) -> BeforeValidator:
+    return BeforeValidator(lambda value: empty if value is None else value)
+
+
+def _check_unique_kids(kids: tuple[str, ...]) -> tuple[str, ...]:
+    seen: set[str] = set()
+    for kid in kids:
+        if kid in seen:
+            raise ValueError(f"duplicate kid {kid!r}")
+        seen.add(kid)
+    return kids
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Fraction = Annotated[float, BeforeValidator(_parse_fraction)]
+NonEmptyStr = Annotated[StrictStr, AfterValidator(_check_not_empty)]
+Secret = Annotated[SecretStr, AfterValidator(_check_secret_not_empty)]
+TenantName = Annotated[StrictStr, AfterValidator(_check_tenant_name)]
+Domain = Annotated[StrictStr, AfterValidator(_check_domain)]
+BaseUrl = Annotated[StrictStr, AfterValidator(_check_base_url)]
+Kids = Annotated[tuple[NonEmptyStr, ...], _none_as(()), AfterValidator(_check_unique_kids)]
+Listen = Annotated[StrictStr, AfterValidator(_check_listen)]
+StateUrl = Annotated[StrictStr, AfterValidator(_check_state)]
+DataDir = Annotated[StrictStr, AfterValidator(_check_not_empty)]
+LogFormat = Annotated[Literal["text", "json"], BeforeValidator(_lowercase)]
+LogLevel = Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lowercase)]
+
+
+def _keywatch_error(detail: str, *, field: str | None = None) -> PydanticCustomError:
+    template = "{field}: {detail}" if field else "{detail}"
+    return PydanticCustomError(_KEYWATCH_ERROR, template, {"detail": detail, "field": field})
+
+
+def _revalidated(
+    title: str, error: ValidationError | None, extra: list[InitErrorDetails]
+) -> ValidationError:
+    """One ``ValidationError`` with the errors pydantic found and the ones a wrap check added."""
+    details = [_as_init_details(found) for found in error.errors()] if error else []
+    return ValidationError.from_exception_data(title, [*details, *extra])
+
+
+def _as_init_details(found: ErrorDetails) -> InitErrorDetails:
+    context = found.get("ctx", {})
+    if found["type"] == _KEYWATCH_ERROR:
+        return {
+            "type": _keywatch_error(context["detail"], field=context.get("field")),
+            "loc": found["loc"],
+            "input": found["input"],
+        }
+    details: InitErrorDetails = {
+        "type": found["type"],
+        "loc": found["loc"],
+        "input": found["input"],
+    }
+    if context:
+        details["ctx"] = context
+    return details
+
+
+def _validate_with_checks(
+    model: type[BaseModel],
+    data: Any,
+    handler: ModelWrapValidatorHandler[Any],
+    checks: list[InitErrorDetails],
+) -> Any:
+    """Run pydantic's validation and ``checks`` together, so both kinds are reported at once."""
+    try:
+        validated = handler(data)
+    except ValidationError as error:
+        if not checks:
+            raise
+        raise _revalidated(model.__name__, error, checks) from None
+    if checks:
+        raise _revalidated(model.__name__, None, checks)
+    return validated
+
+
+# --- models --------------------------------------------------------------------------------
+
+
+class Defaults(BaseModel):
+    """Values every tenant inherits unless it sets its own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    interval: Duration = DEFAULT_INTERVAL
+    """Seconds between two polls of a tenant."""
+    jitter: Fraction = DEFAULT_JITTER
+    """Random spread of each interval, as a fraction of it (0..0.5)."""
+    timeout: Duration = DEFAULT_TIMEOUT
+    """Seconds one HTTP request may take."""
+
+
+class TenantConfig(BaseModel):
+    """One Auth0 tenant to watch; ``interval``, ``timeout`` and ``jitter`` are always resolved."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: TenantName
+    domain: Domain | None = None
+    base_url: BaseUrl | None = None
+    audience: NonEmptyStr | None = None
+    client_id: NonEmptyStr | None = None
+    client_secret: Secret | None = None
+    token: Secret | None = None
+    kids: Kids = ()
+    interval: Duration = DEFAULT_INTERVAL
+    timeout: Duration = DEFAULT_TIMEOUT
+    jitter: Fraction = DEFAULT_JITTER
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_exactly_one(
+        cls, data: Any, handler: ModelWrapValidatorHandler[TenantConfig]
+    ) -> TenantConfig:
+        checks = _tenant_shape_problems(data) if isinstance(data, Mapping) else []
+        validated: TenantConfig = _validate_with_checks(cls, data, handler, checks)
+        return validated
+
+    @property
+    def api_base(self) -> str:
+        """``https://{domain}`` or ``base_url``, without a trailing slash."""
+        return self.base_url if self.base_url is not None else f"https://{self.domain}"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.api_base}/oauth/token"
+
+    @property
+    def management_audience(self) -> str:
+        return self.audience if self.audience is not None else f"{self.api_base}/api/v2/"
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.api_base}/.well-known/jwks.json"
+
+
+def _tenant_shape_problems(data: Mapping[str, Any]) -> list[InitErrorDetails]:
+    """Exactly one of domain/base_url and exactly one way to authenticate."""
+
+    def given(key: str) -> bool:
+        return data.get(key) is not None
+
+    problems: list[PydanticCustomError] = []
+    if given("domain") and given("base_url"):
+        problems.append(_keywatch_error("domain and base_url are both set (set exactly one)"))
+    elif not given("domain") and not given("base_url"):
+        problems.append(_keywatch_error("missing domain or base_url (set exactly one)"))
+    has_id, has_secret, has_token = given("client_id"), given("client_secret"), given("token")
+    if has_token and (has_id or has_secret):
+        problems.append(
+            _keywatch_error("client credentials and token are both set (set exactly one)")
+        )
+    elif has_id and not has_secret:
+        problems.append(_keywatch_error("missing", field="client_secret"))
+    elif has_secret and not has_id:
+        problems.append(_keywatch_error("missing", field="client_id"))
+    elif not (has_id or has_token):
+        problems.append(
+            _keywatch_error("missing credentials (set client_id and client_secret, or token)")
+        )
+    return [{"type": problem, "loc": (), "input": dict(data)} for problem in problems]
+
+
+class Settings(BaseModel):
+    """The whole configuration, validated once."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    listen: Listen = DEFAULT_LISTEN
+    data_dir: DataDir
+    state: StateUrl
+    log_format: LogFormat = "text"
+    log_level: LogLevel = "info"
+    defaults: Annotated[Defaults, _none_as({})] = Field(default_factory=Defaults)
+    tenants: tuple[TenantConfig, ...]
+
+    @field_validator("tenants", mode="before")
+    @classmethod
+    def _inherit_defaults(cls, tenants: Any, info: ValidationInfo) -> Any:
+        """Fill each tenant's unset (or null) interval/timeout/jitter from ``defaults``."""
+        defaults = info.data.get("defaults", Defaults())
+        if not isinstance(tenants, list | tuple):
+            return tenants
+        if not tenants:
+            # Checked here: pydantic's min_length would also fire when every tenant is invalid.
+            raise ValueError("at least one tenant is required")
+        inherited: dict[str, Any] = defaults.model_dump()
+        return [
+            _with_inherited(tenant, inherited) if isinstance(tenant, Mapping) else tenant
+            for tenant in tenants
+        ]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_state_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        """Default ``data_dir`` from the environment (``context={"env": ...}``) and ``state``."""
+        if not isinstance(data, Mapping):
+            return data
+        env = (info.context or {}).get("env", os.environ)
+        return _with_state_defaults(data, env)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_unique_names(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Settings]
+    ) -> Settings:
+        checks = _duplicate_name_problems(data.get("tenants")) if isinstance(data, Mapping) else []
+        validated: Settings = _validate_with_checks(cls, data, handler, checks)
+        return validated
+
+    @property
+    def listen_host(self) -> str:
+        return _split_listen(self.listen)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return _split_listen(self.listen)[1]
+
+    @property
+    def state_backend(self) -> Literal["sqlite", "postgresql"]:
+        return "sqlite" if self.state.startswith("sqlite://") else "postgresql"
+
+    @property
+    def sqlite_path(self) -> str | None:
+        """The database path of a ``sqlite:///PATH`` state URL (``:memory:`` included)."""
+        return self.state.removeprefix("sqlite:///") if self.state_backend == "sqlite" else None
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, (_redact_url(value) if name == "state" else value)
+
+
+def _with_inherited(tenant: Mapping[str, Any], inherited: dict[str, Any]) -> dict[str, Any]:
+    own = {key: value for key, value in tenant.items() if value is not None or key not in inherited}
+    return {**inherited, **own}
+
+
+def _with_state_defaults(data: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    filled = dict(data)
+    data_dir = filled.get("data_dir")
+    if data_dir is None:
+        data_dir = _default_data_dir(env)
+    if isinstance(data_dir, str):
+        data_dir = _expand_home(data_dir, env)
+    filled["data_dir"] = data_dir
+    if filled.get("state") is None:
+        base = data_dir.rstrip("/") if isinstance(data_dir, str) and data_dir else "."
+        filled["state"] = f"sqlite:///{base}/state.db"
+    return filled
+
+
+def _default_data_dir(env: Mapping[str, str]) -> str:
+    if env.get("KEYWATCH_DATA_DIR"):
+        return env["KEYWATCH_DATA_DIR"]
+    # systemd's StateDirectory= may list several directories, separated by colons.
+    state_directory = env.get("STATE_DIRECTORY", "").split(":")[0]
+    return state_directory or "~/.local/state/keywatch"
+
+
+def _expand_home(path: str, env: Mapping[str, str]) -> str:
+    if path != "~" and not path.startswith("~/"):
+        return path
+    home = env.get("HOME") or str(Path.home())
+    return home + path[1:]
+
+
+def _duplicate_name_problems(tenants: object) -> list[InitErrorDetails]:
+    if not isinstance(tenants, list | tuple):
+        return []
+    first_index: dict[str, int] = {}
+    problems: list[InitErrorDetails] = []
+    for index, tenant in enumerate(tenants):
+        name = tenant.get("name") if isinstance(tenant, Mapping) else None
+        if isinstance(tenant, TenantConfig):
+            name = tenant.name
+        if not isinstance(name, str):
+            continue
+        if name in first_index:
+            detail = f"duplicate tenant name {name!r}, already used by tenants[{first_index[name]}]"
+            problems.append(
+                {"type": _keywatch_error(detail), "loc": ("tenants", index, "name"), "input": name}
+            )
+        else:
+            first_index[name] = index
+    return problems
+
+
+def _redact_url(url: object) -> object:
+    """``url`` without its password and query (a PostgreSQL URL may carry either)."""
+    if not isinstance(url, str):
+        return url
+    parts = urlsplit(url)
+    if parts.password is None and not parts.query:
+        return url
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    return parts._replace(netloc=netloc, query="***" if parts.query else "").geturl()
+
+
+# --- YAML -> plain values with lines ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Problem:
+    message: str
+    path: KeyPath | None = None
+    line: int | None = None
+    column: int | None = None
+
+    def render(self) -> str:
+        text = self.message if self.path is None else f"{_render_path(self.path)}: {self.message}"
+        if self.line is None:
+            return text
+        if self.column is None:
+            return f"{text} (line {self.line})"
+        return f"{text} (line {self.line}, column {self.column})"
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _render_path(path: KeyPath) -> str:
+    rendered = ""
+    for part in path:
+        if isinstance(part, int):
+            rendered += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(part):
+            rendered += f".{part}" if rendered else part
+        else:
+            rendered += f"[{part!r}]"
+    return rendered or "(top level)"
+
+
+class _Unresolved:
+    """Stands in for a value whose interpolation failed (already reported)."""
+
+    def __repr__(self) -> str:
+        return "<unresolved>"
+
+
+_UNRESOLVED = _Unresolved()
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_NULL_TAG = "tag:yaml.org,2002:null"
+_REFERENCE_START = re.compile(r"\$\$\{|\$\{")
+_REFERENCE_BODY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+
+
+class _InterpolationError(Exception):
+    pass
+
+
+def _interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` (default when unset or empty); ``$${`` is a
+    literal ``${``. Raises ``_InterpolationError`` naming the variable, never the text."""
+    pieces: list[str] = []
+    position = 0
+    for start in _REFERENCE_START.finditer(text):
+        if start.start() < position:
+            continue
+        pieces.append(text[position : start.start()])
+        if start.group() == "$${":
+            pieces.append("${")
+            position = start.end()
+            continue
+        end = text.find("}", start.end())
+        if end < 0:
+            raise _InterpolationError("unterminated ${ (write $${ for a literal ${)")
+        pieces.append(_resolve_reference(text[start.end() : end], env))
+        position = end + 1
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
+def _resolve_reference(body: str, env: Mapping[str, str]) -> str:
+    reference = _REFERENCE_BODY.fullmatch(body)
+    if reference is None:
+        raise _InterpolationError("invalid ${...} reference (expected ${NAME} or ${NAME:-default})")
+    name, default = reference.groups()
+    value = env.get(name)
+    if default is not None:
+        return value if value else default
+    if value is None:
+        raise _InterpolationError(f"environment variable {name} is not set")
+    return value
+
+
+@dataclass
+class _YamlReader:
+    """Turns a composed node tree into plain values, recording lines and problems."""
+
+    env: Mapping[str, str]
+    key_lines: dict[KeyPath, int] = field(default_factory=dict)
+    node_lines: dict[KeyPath, int] = field(default_factory=dict)
+    problems: list[_Problem] = field(default_factory=list)
+    secret_values: set[str] = field(default_factory=set)
+    _constructor: SafeConstructor = field(default_factory=SafeConstructor)
+    _open_nodes: set[int] = field(default_factory=set)
+
+    def read(self, node: Node, path: KeyPath) -> object:
+        self.node_lines[path] = _line(node)
+        if isinstance(node, ScalarNode):
+            return self._read_scalar(node, path)
+        if id(node) in self._open_nodes:
+            self.problems.append(_Problem("recursive YAML alias", path, _line(node)))
+            return _UNRESOLVED
+        self._open_nodes.add(id(node))
+        try:
+            if isinstance(node, MappingNode):
+                return self._read_mapping(node, path)
+            assert isinstance(node, SequenceNode)
+            return self._read_sequence(node, path)
+        finally:
+            self._open_nodes.discard(id(node))
+
+    def _read_sequence(self, node: SequenceNode, path: KeyPath) -> list[object]:
+        items: list[object] = []
+        for index, item in enumerate(node.value):
+            self.key_lines[(*path, index)] = _line(item)
+            items.append(self.read(item, (*path, index)))
+        return items
+
+    def _read_mapping(self, node: MappingNode, path: KeyPath) -> dict[str, object]:
+        mapping: dict[str, object] = {}
+        explicit = [(key, value) for key, value in node.value if key.tag != _MERGE_TAG]
+        for key, value in node.value:
+            if key.tag == _MERGE_TAG:
+                mapping.update(self._read_merge(value, path))
+        self.node_lines[path] = _line(node)  # reading a merged mapping moved it to the anchor
+        first_lines: dict[str, int] = {}
+        for key_node, value_node in explicit:
+            if not isinstance(key_node, ScalarNode):
+                self.problems.append(_Problem("keys must be plain strings", path, _line(key_node)))
+                continue
+            key, line = key_node.value, _line(key_node)
+            if key in first_lines:
+                message = f"duplicate key, first defined on line {first_lines[key]}"
+                self.problems.append(_Problem(message, (*path, key), line))
+            first_lines.setdefault(key, line)
+            self.key_lines[(*path, key)] = line
+            mapping[key] = self.read(value_node, (*path, key))
+        return mapping
+
+    def _read_merge(self, node: Node, path: KeyPath) -> dict[str, object]:
+        """``<<: *anchor`` or ``<<: [*a, *b]``; earlier mappings win, explicit keys win over all."""
+        sources = node.value if isinstance(node, SequenceNode) else [node]
+        merged: dict[str, object] = {}
+        for source in reversed(sources):
+            if not isinstance(source, MappingNode):
+                message = "<< must merge a mapping or a list of mappings"
+                self.problems.append(_Problem(message, path, _line(node)))
+                continue
+            read = self.read(source, path)
+            if isinstance(read, dict):
+                merged.update(read)
+        return merged
+
+    def _read_scalar(self, node: ScalarNode, path: KeyPath) -> object:
+        try:
+            value = self._constructor.construct_object(node)
+        except (yaml.YAMLError, ValueError):
+            message = f"unsupported YAML value (tag {node.tag})"
+            self.problems.append(_Problem(message, path, _line(node)))
+            return _UNRESOLVED
+        if not isinstance(value, str):
+            return value
+        try:
+            value = _interpolate(value, self.env)
+        except _InterpolationError as error:
+            self.problems.append(_Problem(str(error), path, _line(node)))
+            return _UNRESOLVED
+        if is_secret_key(path) and value:
+            self.secret_values.add(value)
+        return value
+
+
+def _line(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+# --- pydantic errors -> problem lines -----------------------------------------------------
+
+
+def _type_name(value: object) -> str:
+    names: list[tuple[type | tuple[type, ...], str]] = [
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a number"),
+        (str, "a string"),
+        (Mapping, "a mapping"),
+        ((list, tuple), "a list"),
+        (type(None), "null"),
+        (bytes, "binary data"),
+        (date, "a date"),
+    ]
+    for kind, name in names:
+        if isinstance(value, kind):
+            return name
+    return f"a YAML {type(value).__name__}"
+
+
+_EXPECTED = {
+    "string_type": "a string",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "model_type": "a mapping",
+    "dict_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def _describe(error: ErrorDetails, path: KeyPath) -> str:
+    kind, value, context = error["type"], error["input"], error.get("ctx", {})
+    if kind == "missing":
+        return "missing"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == _KEYWATCH_ERROR:
+        return str(context["detail"])
+    if kind == "value_error":
+        return str(context["error"])
+    if kind in _EXPECTED:
+        hint = " (quote the value)" if isinstance(value, int | float) else ""
+        return f"expected {_EXPECTED[kind]}, got {_type_name(value)}{hint}"
+    if kind == "literal_error":
+        shown = "" if is_secret_key(path) else f", got {value!r}"
+        return f"expected {context['expected']}{shown}"
+    return error["msg"]
+
+
+def _problem_from_error(error: ErrorDetails, reader: _YamlReader) -> _Problem:
+    path: KeyPath = tuple(error["loc"])
+    context = error.get("ctx", {})
+    if error["type"] == _KEYWATCH_ERROR and context.get("field"):
+        return _Problem(str(context["detail"]), (*path, context["field"]), _line_of(path, reader))
+    if error["type"] == "missing":
+        return _Problem("missing", path, _line_of(path[:-1], reader))
+    return _Problem(_describe(error, path), path, _line_of(path, reader))
+
+
+def _line_of(path: KeyPath, reader: _YamlReader) -> int | None:
+    """The line of ``path``'s key, else of the nearest ancestor the YAML has."""
+    for length in range(len(path), -1, -1):
+        prefix = path[:length]
+        line = reader.key_lines.get(prefix) or reader.node_lines.get(prefix)
+        if line is not None:
+            return line
+    return None
+
+
+def _validation_problems(error: ValidationError, reader: _YamlReader) -> list[_Problem]:
+    problems: list[_Problem] = []
+    for found in error.errors(include_url=False):
+        if found["input"] is _UNRESOLVED and found["type"] != "extra_forbidden":
+            continue  # the failed interpolation is already reported
+        problems.append(_problem_from_error(found, reader))
+    return problems
+
+
+def _is_under(path: KeyPath | None, ancestors: Iterable[KeyPath]) -> bool:
+    return path is not None and any(path[: len(parent)] == parent for parent in ancestors)
+
+
+# --- public entry points ------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the YAML file at ``path``; ``env`` defaults to ``os.environ``."""
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError("not a UTF-8 text file") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read: {error.strerror or type(error).__name__}") from None
+    return parse_config(text, source=source, env=env)
+
+
+def parse_config(
+    text: str, *, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> Settings:
+    """Validate YAML ``text``.
+
+    Problem lines never name the file: callers prefix them with ``source`` (the file name, or
+    ``<config>``), as the CLI does, so the same text reads the same wherever it came from.
+    """
+    del source  # part of the API for callers that keep it; see above
+    environment = os.environ if env is None else env
+    root = _compose(text)
+    if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL_TAG):
+        raise ConfigError("the configuration is empty (at least tenants is required)")
+    if not isinstance(root, MappingNode):
+        kind = "a list" if isinstance(root, SequenceNode) else "a single value"
+        message = f"the top level must be a mapping of keys, got {kind}"
+        raise ConfigError(_Problem(message, line=_line(root)).render())
+    reader = _YamlReader(environment)
+    data = reader.read(root, ())
+    settings, problems = _validate(data, reader, environment)
+    if problems or settings is None:
+        raise ConfigError(_redacted(problems, reader.secret_values))
+    return settings
+
+
+def _compose(text: str) -> Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        problem = ", ".join(part for part in (error.context, error.problem) if part)
+        line = None if mark is None else int(mark.line) + 1
+        column = None if mark is None else int(mark.column) + 1
+        rendered = _Problem(f"YAML syntax error: {problem or 'invalid'}", line=line, column=column)
+        raise ConfigError(rendered.render()) from None
+    except yaml.YAMLError:
+        raise ConfigError("YAML syntax error") from None
+
+
+def _validate(
+    data: object, reader: _YamlReader, env: Mapping[str, str]
+) -> tuple[Settings | None, list[_Problem]]:
+    settings: Settings | None = None
+    found: list[_Problem] = []
+    try:
+        settings = Settings.model_validate(data, context={"env": env})
+    except ValidationError as error:
+        found = _validation_problems(error, reader)
+    unknown = [p.path for p in found if p.message == "unknown key" and p.path is not None]
+    earlier = [p for p in reader.problems if not _is_under(p.path, unknown)]
+    problems = sorted([*earlier, *found], key=_problem_order)
+    return settings, problems
+
+
+def _problem_order(problem: _Problem) -> tuple[int, tuple[tuple[int, int, str], ...]]:
+    """By line, then by path (``tenants[1]`` before ``tenants[1].name``)."""
+    path = problem.path or ()
+    return problem.line or 0, tuple(
+        (0, part, "") if isinstance(part, int) else (1, 0, part) for part in path
+    )
+
+
+def _redacted(problems: Iterable[_Problem], secrets: set[str]) -> list[str]:
+    """A last safety net: no secret value of four or more characters survives in a message."""
+    lines = [problem.render() for problem in problems]
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        lines = [line.replace(secret, "***") for line in lines]
+    return lines

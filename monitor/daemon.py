@@ -1,0 +1,350 @@
+"""Wiring: the shared HTTP client, the store, the scheduler, the web server; signals, reload and
+one ordered shutdown path.
+
+One poll of one tenant (``Daemon.poll_tenant``): fetch a snapshot, diff it against the last
+committed one, commit snapshot + events in one store transaction, and only then update the
+in-memory view the metrics collector renders and log the events. If the commit fails, the
+in-memory snapshot is left alone, so the next poll detects the same change again: nothing is
+lost, and the deterministic event ids keep it from being counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CollectorRegistry
+
+from monitor import __version__
+from monitor.config import Settings, TenantConfig, load_config
+from monitor.detect import diff
+from monitor.errors import ConfigError, SourceError, StoreError
+from monitor.httpclient import build_http_client
+from monitor.logs import RedactSecrets
+from monitor.metrics import Telemetry, build_registry
+from monitor.model import Event, Severity, Snapshot
+from monitor.poll import client_for_tenant, fetch_snapshot, utc_now
+from monitor.sources.auth0 import Auth0Client
+from monitor.store import open_store
+from monitor.store.base import Store
+from monitor.web import EmbeddedServer, bind, build_app, build_server
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 10.0
+_JOB_PREFIX = "poll:"
+_JOB_EVENT_KINDS = {
+    EVENT_JOB_ERROR: "error",
+    EVENT_JOB_MISSED: "missed",
+    EVENT_JOB_MAX_INSTANCES: "max_instances",
+}
+EventListener = Callable[[Sequence[Event]], None]
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """Every secret value in the settings, for the log redaction filter."""
+    found: list[str] = []
+    for tenant in settings.tenants:
+        for secret in (tenant.client_secret, tenant.token):
+            if secret is not None:
+                found.append(secret.get_secret_value())
+    return found
+
+
+@dataclass
+class TenantRuntime:
+    config: TenantConfig
+    client: Auth0Client
+    snapshot: Snapshot | None = None
+
+
+@dataclass
+class Daemon:
+    settings: Settings
+    store: Store
+    http: httpx.AsyncClient
+    telemetry: Telemetry
+    registry: CollectorRegistry
+    config_path: str | None = None
+    redactor: RedactSecrets | None = None
+    now: Callable[[], datetime] = utc_now
+    listeners: list[EventListener] = field(default_factory=list)
+    tenants: dict[str, TenantRuntime] = field(default_factory=dict)
+    port: int | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _started: asyncio.Event = field(default_factory=asyncio.Event)
+    _inflight: set[asyncio.Task[Any]] = field(default_factory=set)
+    _scheduler: AsyncIOScheduler | None = None
+    _server: EmbeddedServer | None = None
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    # --- polling ----------------------------------------------------------------------------
+
+    async def poll_tenant(self, name: str) -> list[Event]:
+        """Poll one tenant once; returns the events committed by this poll."""
+        runtime = self.tenants.get(name)
+        if runtime is None:
+            return []
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        started = time.perf_counter()
+        try:
+            return await self._poll(runtime)
+        except SourceError as exc:
+            self.telemetry.record_poll_failure(
+                name, reason=exc.reason, duration=time.perf_counter() - started
+            )
+            log.warning("poll failed: %s", exc, extra={"tenant": name, "reason": exc.reason})
+            return []
+        except StoreError as exc:
+            self.telemetry.record_poll_failure(
+                name, reason="store", duration=time.perf_counter() - started
+            )
+            log.error("could not save poll result: %s", exc, extra={"tenant": name})
+            return []
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def _poll(self, runtime: TenantRuntime) -> list[Event]:
+        started = time.perf_counter()
+        name = runtime.config.name
+        previous = runtime.snapshot
+        snapshot = await fetch_snapshot(
+            runtime.client,
+            tenant=name,
+            previous=previous,
+            watched_kids=runtime.config.kids,
+            now=self.now,
+        )
+        events = diff(previous, snapshot, kids=runtime.config.kids)
+        committed: list[Event] = []
+        if previous is not None and not events and snapshot.same_keys(previous):
+            # Keep the stored snapshot (and its taken_at, part of some event ids) as the
+            # baseline, so in memory and on disk always agree on what "old" is.
+            snapshot = previous
+        else:
+            committed = await asyncio.to_thread(self.store.save_poll, snapshot, events)
+        if self.tenants.get(name) is runtime:  # not removed by a reload meanwhile
+            runtime.snapshot = snapshot
+            self.telemetry.set_snapshot(snapshot)
+        self.telemetry.record_events(committed)
+        self.telemetry.record_poll_success(name, duration=time.perf_counter() - started)
+        if previous is None:
+            log.info(
+                "baseline: %d keys, current %s",
+                len(snapshot.keys),
+                ",".join(snapshot.current_kids) or "none",
+                extra={"tenant": name},
+            )
+        self._announce(committed)
+        return committed
+
+    def _announce(self, events: Sequence[Event]) -> None:
+        for event in events:
+            level = logging.WARNING if event.severity >= Severity.WARNING else logging.INFO
+            fields: dict[str, object] = {"tenant": event.tenant, "event": event.type.value}
+            for name in ("kid", "old_kid", "new_kid"):
+                value = getattr(event, name)
+                if value:
+                    fields[name] = value
+            fields["event_id"] = event.id
+            log.log(level, "%s", event.summary, extra=fields)
+        if events:
+            for listener in self.listeners:
+                listener(events)
+
+    # --- scheduler --------------------------------------------------------------------------
+
+    def _schedule(self, tenant: TenantConfig, *, first_run: datetime) -> None:
+        assert self._scheduler is not None
+        self._scheduler.add_job(
+            self.poll_tenant,
+            IntervalTrigger(
+                seconds=tenant.interval, jitter=tenant.interval * tenant.jitter or None
+            ),
+            args=[tenant.name],
+            id=f"{_JOB_PREFIX}{tenant.name}",
+            name=f"poll {tenant.name}",
+            next_run_time=first_run,
+            replace_existing=True,
+            misfire_grace_time=max(1, int(tenant.interval)),
+        )
+
+    def _on_job_event(self, event: JobExecutionEvent) -> None:
+        kind = _JOB_EVENT_KINDS.get(event.code, "error")
+        tenant = str(event.job_id).removeprefix(_JOB_PREFIX)
+        self.telemetry.record_job_error(tenant, kind)
+        if event.code == EVENT_JOB_ERROR:
+            log.error("poll job crashed: %r", event.exception, extra={"tenant": tenant})
+        else:
+            log.warning("poll job %s", kind.replace("_", " "), extra={"tenant": tenant})
+
+    def _add_tenant(self, config: TenantConfig, snapshot: Snapshot | None) -> None:
+        self.tenants[config.name] = TenantRuntime(
+            config=config, client=client_for_tenant(self.http, config), snapshot=snapshot
+        )
+        self.telemetry.add_tenant(config.name)
+        if snapshot is not None:
+            self.telemetry.set_snapshot(snapshot)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open everything and start polling; returns once the web server listens."""
+        sock = bind(self.settings.listen_host, self.settings.listen_port)
+        self.port = int(sock.getsockname()[1])
+        try:
+            await asyncio.to_thread(self.store.migrate)
+            stored = await asyncio.to_thread(self.store.load_snapshots)
+        except BaseException:
+            sock.close()
+            raise
+        for tenant in self.settings.tenants:
+            self._add_tenant(tenant, stored.get(tenant.name))
+
+        self._server = build_server(
+            build_app(
+                registry=self.registry,
+                ping_store=self.store.ping,
+                polled_all=self.telemetry.polled_all,
+            )
+        )
+        self._spawn(self._server.serve(sockets=[sock]), name="web-server")
+        log.info("serving http://%s:%s/metrics", self.settings.listen_host, self.port)
+
+        self._scheduler = AsyncIOScheduler(
+            timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1}
+        )
+        self._scheduler.add_listener(
+            self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+        )
+        first_run = datetime.now(UTC)
+        for tenant in self.settings.tenants:
+            self._schedule(tenant, first_run=first_run)
+        self._scheduler.start()
+        self._started.set()
+
+    def _spawn(self, coro: Any, *, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def request_reload(self) -> None:
+        self._spawn(self.reload(), name="reload")
+
+    async def reload(self) -> bool:
+        """Re-read the config file; on any problem keep running with the old settings."""
+        if self.config_path is None:
+            log.warning("reload requested but the daemon was not started from a file")
+            return False
+        try:
+            settings = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused, keeping the running configuration: %s", problem)
+            return False
+        self._apply(settings)
+        return True
+
+    def _apply(self, settings: Settings) -> None:
+        assert self._scheduler is not None
+        if (settings.listen, settings.state) != (self.settings.listen, self.settings.state):
+            log.warning("listen and state changes take effect after a restart")
+        wanted = {tenant.name: tenant for tenant in settings.tenants}
+        for name in list(self.tenants):
+            if name not in wanted:
+                self._scheduler.remove_job(f"{_JOB_PREFIX}{name}")
+                del self.tenants[name]
+                self.telemetry.remove_tenant(name)
+                log.info("tenant removed from the configuration", extra={"tenant": name})
+        now = datetime.now(UTC)
+        for name, tenant in wanted.items():
+            runtime = self.tenants.get(name)
+            if runtime is not None and runtime.config == tenant:
+                continue
+            self._add_tenant(tenant, runtime.snapshot if runtime else None)
+            self._schedule(tenant, first_run=now)
+            log.info("tenant %s", "updated" if runtime else "added", extra={"tenant": name})
+        self.settings = settings
+        if self.redactor is not None:
+            self.redactor.update(secrets_of(settings))
+
+    async def wait_stopped(self) -> None:
+        await self._stopping.wait()
+
+    async def shutdown(self) -> None:
+        """The one ordered shutdown path: stop scheduling, let running polls finish (bounded),
+        stop the web server, then close the HTTP client and the store."""
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.pause()
+        if self._inflight:
+            _, pending = await asyncio.wait(set(self._inflight), timeout=SHUTDOWN_GRACE_SECONDS)
+            for task in pending:
+                task.cancel()
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=SHUTDOWN_GRACE_SECONDS)
+        await self.http.aclose()
+        await asyncio.to_thread(self.store.close)
+        log.info("stopped")
+
+    async def run(self, *, install_signals: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            loop.add_signal_handler(signal.SIGTERM, self.stop)
+            loop.add_signal_handler(signal.SIGINT, self.stop)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        try:
+            await self.start()
+            await self.wait_stopped()
+        finally:
+            if install_signals:
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(signum)
+            await self.shutdown()
+
+
+def build_daemon(
+    settings: Settings,
+    *,
+    config_path: str | Path | None = None,
+    redactor: RedactSecrets | None = None,
+    telemetry: Telemetry | None = None,
+) -> Daemon:
+    """Build the daemon from settings: the one shared HTTP client, the store, the metrics."""
+    timeout = max((tenant.timeout for tenant in settings.tenants), default=10.0)
+    telemetry = telemetry or Telemetry()
+    return Daemon(
+        settings=settings,
+        store=open_store(settings.state),
+        http=build_http_client(timeout=timeout),
+        telemetry=telemetry,
+        registry=build_registry(telemetry, version=__version__),
+        config_path=str(config_path) if config_path is not None else None,
+        redactor=redactor,
+    )

@@ -1,0 +1,101 @@
+"""Logging set-up: text or JSON lines with structured fields, and a last-line secret filter.
+
+Code logs with ``extra={"tenant": ..., "kid": ...}``; both formats show those fields. Secrets are
+never logged on purpose; ``RedactSecrets`` is the safety net that replaces any configured secret
+value that still reaches a record (say, inside a third-party exception text) with ``***``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Literal, TextIO
+
+FIELDS = ("tenant", "kid", "old_kid", "new_kid", "event", "event_id", "reason", "destination")
+_MIN_SECRET_LENGTH = 4
+
+
+class RedactSecrets(logging.Filter):
+    """Replace known secret values in the fully formatted message, then freeze it."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+        self.update(secrets)
+
+    def update(self, secrets: Iterable[str]) -> None:
+        unique = {value for value in secrets if len(value) >= _MIN_SECRET_LENGTH}
+        self.secrets = sorted(unique, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = self.redact(record.getMessage())
+        record.msg, record.args = message, None
+        if record.exc_info:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(
+            f"{name}={getattr(record, name)}" for name in FIELDS if hasattr(record, name)
+        )
+        line = f"{_timestamp(record)} {record.levelname:<7} {record.getMessage()}"
+        if fields:
+            line = f"{line} {fields}"
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name in FIELDS:
+            if hasattr(record, name):
+                entry[name] = getattr(record, name)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(
+    *,
+    log_format: Literal["text", "json"] = "text",
+    level: str = "info",
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> RedactSecrets:
+    """Install one handler on the root logger; returns the filter so reloads can update it."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    redactor = RedactSecrets(secrets)
+    handler.addFilter(redactor)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # httpx logs every request URL at INFO; apscheduler every job run.
+    for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return redactor

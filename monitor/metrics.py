@@ -1,0 +1,487 @@
+"""Prometheus metrics: a ``Telemetry`` the daemon updates and a collector that renders it.
+
+The daemon polls Auth0 on its own timer; a scrape never calls Auth0. ``Telemetry`` holds
+everything the collector renders: the latest ``Snapshot`` of each tenant, per-tenant
+counters and the poll-duration histogram. ``KeywatchCollector.collect`` copies that state
+under the lock and builds fresh metric families from the copy, so a kid that left the API
+response (or a tenant removed from the configuration) simply has no series any more.
+Samples are built when the state changes, not at every scrape (see "state" below).
+
+Updates for a tenant that is not known (never added, or removed by a reload while its poll
+was in flight) are dropped, so a late poll cannot bring a removed tenant's series back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.samples import Sample
+
+from monitor.model import KEY_STATES, Event, EventType, Snapshot
+
+log = logging.getLogger(__name__)
+
+POLL_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# SourceError.reason of every leaf in monitor/errors.py: exported at 0 for each known tenant.
+API_ERROR_REASONS: tuple[str, ...] = (
+    "network",
+    "timeout",
+    "rate_limited",
+    "server_error",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "unexpected_status",
+    "malformed",
+)
+
+# The APScheduler events the daemon reports through record_job_error.
+JOB_ERROR_KINDS: tuple[str, ...] = ("error", "missed", "max_instances")
+
+_POLLED_NOTE = "Read from the last poll (keywatch polls on its own timer), not at scrape time."
+
+MetricKind = Literal["gauge", "counter", "histogram"]
+
+# Prebuilt samples: (metric name, samples) pairs, only for names that have samples.
+_Series = tuple[tuple[str, tuple[Sample, ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One exported metric family. ``name`` is the exposed name (counters end in _total)."""
+
+    name: str
+    kind: MetricKind
+    labels: tuple[str, ...]
+    help: str
+
+
+_SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "auth0_signing_key_info",
+        "gauge",
+        ("tenant", "kid", "thumbprint"),
+        f"Always 1: one series per signing key, labelled with its thumbprint. {_POLLED_NOTE}",
+    ),
+    MetricSpec(
+        "auth0_signing_key_state",
+        "gauge",
+        ("tenant", "kid", "state"),
+        "1 when the key has the state flag (current, next, previous, revoked), else 0.",
+    ),
+    MetricSpec(
+        "auth0_signing_key_current_since_timestamp_seconds",
+        "gauge",
+        ("tenant", "kid"),
+        "When the key became the current signing key (Unix seconds), when Auth0 reports it.",
+    ),
+    MetricSpec(
+        "auth0_signing_key_current_until_timestamp_seconds",
+        "gauge",
+        ("tenant", "kid"),
+        "When the key stopped being the current signing key (Unix seconds), when reported.",
+    ),
+    MetricSpec(
+        "auth0_signing_key_revoked_timestamp_seconds",
+        "gauge",
+        ("tenant", "kid"),
+        "When the key was revoked (Unix seconds); only for revoked keys with a known date.",
+    ),
+    MetricSpec(
+        "auth0_signing_key_cert_not_before_timestamp_seconds",
+        "gauge",
+        ("tenant", "kid"),
+        "Start of the validity of the key's X.509 certificate (Unix seconds).",
+    ),
+    MetricSpec(
+        "auth0_signing_key_cert_not_after_timestamp_seconds",
+        "gauge",
+        ("tenant", "kid"),
+        "End of the validity of the key's X.509 certificate (Unix seconds).",
+    ),
+    MetricSpec(
+        "auth0_signing_key_thumbprint_valid",
+        "gauge",
+        ("tenant", "kid"),
+        "1 when the reported thumbprint and fingerprint match the SHA-1 of the certificate.",
+    ),
+    MetricSpec(
+        "auth0_signing_keys",
+        "gauge",
+        ("tenant", "state"),
+        "Number of keys with each state flag; absent while no key list of the tenant is known.",
+    ),
+    MetricSpec(
+        "auth0_signing_key_rotations_total",
+        "counter",
+        ("tenant",),
+        "Rotations detected (the current kid changed) since keywatch started.",
+    ),
+    MetricSpec(
+        "auth0_signing_key_revocations_total",
+        "counter",
+        ("tenant",),
+        "Keys newly seen revoked since keywatch started.",
+    ),
+    MetricSpec(
+        "keywatch_tenant_up",
+        "gauge",
+        ("tenant",),
+        "1 when the last poll of the tenant succeeded, 0 when it failed or has not run yet.",
+    ),
+    MetricSpec(
+        "keywatch_last_successful_poll_timestamp_seconds",
+        "gauge",
+        ("tenant",),
+        "When the last successful poll of the tenant finished (Unix seconds).",
+    ),
+    MetricSpec(
+        "keywatch_poll_duration_seconds",
+        "histogram",
+        (),
+        "Duration of tenant polls (token, API call, parsing), successful or not.",
+    ),
+    MetricSpec(
+        "keywatch_api_errors_total",
+        "counter",
+        ("tenant", "reason"),
+        "Failed polls of the Auth0 Management API, by reason.",
+    ),
+    MetricSpec(
+        "keywatch_events_total",
+        "counter",
+        ("tenant", "event"),
+        "Events detected, by event type.",
+    ),
+    MetricSpec(
+        "keywatch_scheduler_job_errors_total",
+        "counter",
+        ("tenant", "kind"),
+        "Poll jobs that raised (error), ran too late (missed) or overlapped (max_instances).",
+    ),
+    MetricSpec(
+        "keywatch_build_info",
+        "gauge",
+        ("version",),
+        "Always 1; the version label says which keywatch is running.",
+    ),
+)
+
+SPECS: Mapping[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
+METRIC_NAMES: dict[str, str] = {spec.name: spec.help for spec in _SPECS}
+
+
+# --- state -----------------------------------------------------------------------------------
+#
+# A scrape of 1,000 tenants exports about 70,000 samples. Building them all at every scrape
+# costs tens of milliseconds, and most of them have not changed since the last scrape (a
+# tenant changes once per poll). So each tenant keeps its samples ready: the per-key ones
+# are built when its snapshot is set, the per-tenant ones after each update of its counters.
+# Samples are immutable once built and are shared by the scrapes until they are replaced.
+
+
+@dataclass(slots=True)
+class _TenantState:
+    tenant: str
+    polled: bool = False
+    up: bool = False
+    last_success: float | None = None
+    snapshot: Snapshot | None = None
+    rotations: int = 0
+    revocations: int = 0
+    api_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(API_ERROR_REASONS, 0))
+    events: dict[str, int] = field(default_factory=lambda: {kind.value: 0 for kind in EventType})
+    job_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_ERROR_KINDS, 0))
+    key_series: _Series = ()
+    tenant_series: _Series = ()
+
+    def __post_init__(self) -> None:
+        self.rerender()
+
+    def rerender(self) -> None:
+        """Rebuild the per-tenant samples; call after changing any counter or flag."""
+        self.tenant_series = _tenant_series(self)
+
+
+@dataclass(slots=True)
+class _Histogram:
+    bounds: tuple[float, ...]
+    counts: list[int]  # per bucket, not cumulative; the last one is +Inf
+    total: float = 0.0
+
+    @classmethod
+    def with_bounds(cls, bounds: Sequence[float]) -> _Histogram:
+        return cls(bounds=tuple(bounds), counts=[0] * (len(bounds) + 1))
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bucket (le is inclusive)
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative_buckets(self) -> list[tuple[str, float]]:
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+            running += count
+            buckets.append((_le(bound), running))
+        return buckets
+
+
+@dataclass(frozen=True, slots=True)
+class _ScrapeCopy:
+    """What one scrape renders, copied under the lock (the series themselves are immutable)."""
+
+    series: list[_Series]
+    buckets: list[tuple[str, float]]
+    duration_sum: float
+
+
+class Telemetry:
+    """Everything the collector renders. Thread-safe; every ``record_*`` is O(1) per item."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tenants: dict[str, _TenantState] = {}
+        self._durations = _Histogram.with_bounds(POLL_DURATION_BUCKETS)
+
+    def add_tenant(self, tenant: str) -> None:
+        """Start exporting a tenant: counters at 0, tenant_up 0 until polled. Idempotent."""
+        with self._lock:
+            if tenant not in self._tenants:
+                self._tenants[tenant] = _TenantState(tenant)
+
+    def remove_tenant(self, tenant: str) -> None:
+        """Forget a tenant: every series labelled with it disappears."""
+        with self._lock:
+            self._tenants.pop(tenant, None)
+
+    def set_snapshot(self, snapshot: Snapshot) -> None:
+        """Replace the tenant's key view; kids missing from it lose their series."""
+        key_series = _key_series(snapshot)  # built before taking the lock
+        with self._lock:
+            state = self._tenants.get(snapshot.tenant)
+            if state is not None:
+                state.snapshot = snapshot
+                state.key_series = key_series
+        if state is None:
+            _log_unknown(snapshot.tenant, "snapshot")
+
+    def record_poll_success(self, tenant: str, *, duration: float) -> None:
+        _check_duration(tenant, duration)
+        with self._lock:
+            self._durations.observe(duration)
+            state = self._tenants.get(tenant)
+            if state is not None:
+                state.polled = True
+                state.up = True
+                state.last_success = self._clock()
+                state.rerender()
+        if state is None:
+            _log_unknown(tenant, "poll success")
+
+    def record_poll_failure(self, tenant: str, *, reason: str, duration: float) -> None:
+        """``reason`` is the ``SourceError.reason`` of the failure (a short stable label)."""
+        _check_duration(tenant, duration)
+        with self._lock:
+            self._durations.observe(duration)
+            state = self._tenants.get(tenant)
+            if state is not None:
+                state.polled = True
+                state.up = False
+                state.api_errors[reason] = state.api_errors.get(reason, 0) + 1
+                state.rerender()
+        if state is None:
+            _log_unknown(tenant, "poll failure")
+
+    def record_events(self, events: Sequence[Event]) -> None:
+        """Count newly detected events (each at most once: the caller passes new ones only)."""
+        changed: dict[str, _TenantState] = {}
+        dropped: set[str] = set()
+        with self._lock:
+            for event in events:
+                state = self._tenants.get(event.tenant)
+                if state is None:
+                    dropped.add(event.tenant)
+                    continue
+                name = event.type.value
+                state.events[name] = state.events.get(name, 0) + 1
+                if event.type is EventType.KEY_ROTATED:
+                    state.rotations += 1
+                elif event.type is EventType.KEY_REVOKED:
+                    state.revocations += 1
+                changed[event.tenant] = state
+            for state in changed.values():
+                state.rerender()
+        for tenant in dropped:
+            _log_unknown(tenant, "events")
+
+    def record_job_error(self, tenant: str, kind: str) -> None:
+        """A scheduler job of the tenant failed; ``kind`` is error, missed or max_instances."""
+        with self._lock:
+            state = self._tenants.get(tenant)
+            if state is not None:
+                state.job_errors[kind] = state.job_errors.get(kind, 0) + 1
+                state.rerender()
+        if state is None:
+            _log_unknown(tenant, "job error")
+
+    def polled_all(self) -> bool:
+        """True once every known tenant was polled at least once, successfully or not
+        (vacuously true without tenants)."""
+        with self._lock:
+            return all(state.polled for state in self._tenants.values())
+
+    def snapshot_of(self, tenant: str) -> Snapshot | None:
+        with self._lock:
+            state = self._tenants.get(tenant)
+            return state.snapshot if state is not None else None
+
+    def _copy_for_scrape(self) -> _ScrapeCopy:
+        with self._lock:
+            series: list[_Series] = []
+            for state in self._tenants.values():
+                series.append(state.tenant_series)
+                series.append(state.key_series)
+            return _ScrapeCopy(
+                series=series,
+                buckets=self._durations.cumulative_buckets(),
+                duration_sum=self._durations.total,
+            )
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+def _check_duration(tenant: str, duration: float) -> None:
+    if not duration >= 0:  # also rejects NaN
+        raise ValueError(f"poll duration of tenant {tenant!r}: must be >= 0, got {duration!r}")
+
+
+def _log_unknown(tenant: str, what: str) -> None:
+    log.debug("metrics: dropped %s of unknown tenant %r (removed by a reload?)", what, tenant)
+
+
+# --- samples -----------------------------------------------------------------------------------
+
+
+def _tenant_series(state: _TenantState) -> _Series:
+    """The per-tenant samples of one tenant."""
+    tenant = {"tenant": state.tenant}
+    series: list[tuple[str, tuple[Sample, ...]]] = []
+
+    def one(name: str, value: float) -> None:
+        series.append((name, (Sample(name, tenant, value),)))
+
+    def each(name: str, label: str, counts: dict[str, int]) -> None:
+        samples = tuple(
+            Sample(name, {**tenant, label: value}, count) for value, count in counts.items()
+        )
+        series.append((name, samples))
+
+    one("keywatch_tenant_up", 1 if state.up else 0)
+    if state.last_success is not None:
+        one("keywatch_last_successful_poll_timestamp_seconds", state.last_success)
+    one("auth0_signing_key_rotations_total", state.rotations)
+    one("auth0_signing_key_revocations_total", state.revocations)
+    each("keywatch_api_errors_total", "reason", state.api_errors)
+    each("keywatch_events_total", "event", state.events)
+    each("keywatch_scheduler_job_errors_total", "kind", state.job_errors)
+    return tuple(series)
+
+
+def _key_series(snapshot: Snapshot) -> _Series:
+    """Every per-key sample of a snapshot, grouped by metric name."""
+    tenant = snapshot.tenant
+    series: dict[str, list[Sample]] = {spec.name: [] for spec in _SPECS}
+
+    def add(name: str, labels: dict[str, str], value: float) -> None:
+        series[name].append(Sample(name, labels, value))
+
+    per_state = dict.fromkeys(KEY_STATES, 0)
+    for kid, key in snapshot.keys.items():
+        ids = {"tenant": tenant, "kid": kid}
+        add("auth0_signing_key_info", {**ids, "thumbprint": key.thumbprint}, 1)
+        flags = (key.current, key.next, key.previous, key.revoked)
+        for state, flag in zip(KEY_STATES, flags, strict=True):
+            add("auth0_signing_key_state", {**ids, "state": state}, 1 if flag else 0)
+            per_state[state] += flag
+        add("auth0_signing_key_thumbprint_valid", ids, 1 if key.thumbprint_ok else 0)
+        dates = (
+            ("auth0_signing_key_current_since_timestamp_seconds", key.current_since),
+            ("auth0_signing_key_current_until_timestamp_seconds", key.current_until),
+            ("auth0_signing_key_revoked_timestamp_seconds", key.revoked_at),
+            ("auth0_signing_key_cert_not_before_timestamp_seconds", key.not_before),
+            ("auth0_signing_key_cert_not_after_timestamp_seconds", key.not_after),
+        )
+        for name, moment in dates:
+            if moment is not None:
+                add(name, ids, moment.timestamp())
+    for state, count in per_state.items():
+        add("auth0_signing_keys", {"tenant": tenant, "state": state}, count)
+    return tuple((name, tuple(samples)) for name, samples in series.items() if samples)
+
+
+# --- collector ---------------------------------------------------------------------------------
+
+
+def _family(spec: MetricSpec) -> Metric:
+    if spec.kind == "counter":
+        return CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
+    if spec.kind == "histogram":
+        return HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
+    return GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+
+
+class KeywatchCollector:
+    """Renders a ``Telemetry`` at scrape time: no I/O, no Auth0 calls."""
+
+    def __init__(self, telemetry: Telemetry, *, version: str) -> None:
+        self._telemetry = telemetry
+        self._version = version
+
+    def describe(self) -> Iterable[Metric]:
+        """Empty families: lets a registry check names without running a collection."""
+        return [_family(spec) for spec in _SPECS]
+
+    def collect(self) -> Iterator[Metric]:
+        scrape = self._telemetry._copy_for_scrape()
+        families = {spec.name: _family(spec) for spec in _SPECS}
+        for series in scrape.series:
+            for name, samples in series:
+                families[name].samples.extend(samples)
+        histogram = families["keywatch_poll_duration_seconds"]
+        assert isinstance(histogram, HistogramMetricFamily)
+        histogram.add_metric([], scrape.buckets, scrape.duration_sum)
+        families["keywatch_build_info"].samples.append(
+            Sample("keywatch_build_info", {"version": self._version}, 1)
+        )
+        yield from families.values()
+
+
+def build_registry(telemetry: Telemetry, *, version: str) -> CollectorRegistry:
+    """A fresh registry holding only the keywatch collector (nothing from the global one)."""
+    registry = CollectorRegistry()
+    registry.register(KeywatchCollector(telemetry, version=version))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text exposition of ``registry``."""
+    return generate_latest(registry)

@@ -1,0 +1,131 @@
+"""The embedded default store: one SQLite file in WAL mode with ``synchronous=FULL``.
+
+One connection serves every thread, behind a lock. Writes run in ``BEGIN IMMEDIATE``
+transactions, so a second process on the same file waits (``busy_timeout``) instead of
+failing half-way. Instants are stored as ISO-8601 UTC text with microseconds, which sorts
+like the instants themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from monitor.errors import StoreError
+from monitor.store import migrations
+from monitor.store.sql import Session, SQLStore, utc
+
+log = logging.getLogger(__name__)
+
+MEMORY = ":memory:"
+
+
+class _SQLiteSession:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        return self._connection.execute(sql, params).rowcount
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self._connection.execute(sql, params).fetchall()
+
+
+class SQLiteStore(SQLStore):
+    dialect = migrations.SQLITE
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+        self.path = str(path)
+        self.where = f"SQLite store {self.path}"
+        self._lock = threading.Lock()
+        self._closed = False
+        with self._translated("open"):
+            self._connection = self._connect(busy_timeout)
+        self._session_object = _SQLiteSession(self._connection)
+
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        if self.path != MEMORY:
+            self._create_parent_directory()
+        connection = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+        )
+        try:
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            connection.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            connection.close()
+            raise
+        if self.path != MEMORY:
+            log.info("state store: SQLite file %s", Path(self.path).resolve())
+            if mode != "wal":
+                log.warning("%s: journal mode is %s, not WAL (filesystem?)", self.where, mode)
+        return connection
+
+    def _create_parent_directory(self) -> None:
+        parent = Path(self.path).parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{self.where}: cannot create directory {parent}: {exc}") from exc
+
+    @contextmanager
+    def _translated(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.where}: {operation} failed: {exc}") from exc
+
+    @contextmanager
+    def _session(self, operation: str, *, write: bool) -> Iterator[_SQLiteSession]:
+        with self._lock, self._translated(operation):
+            if self._closed:
+                raise StoreError(f"{self.where}: {operation} failed: the store is closed")
+            if not write:
+                yield self._session_object
+                return
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._session_object
+                self._connection.execute("COMMIT")
+            except BaseException:
+                self._roll_back()
+                raise
+
+    def _roll_back(self) -> None:
+        try:
+            if self._connection.in_transaction:
+                self._connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("%s: rollback failed", self.where)
+
+    def _serialise_migrations(self, session: Session) -> None:
+        pass  # BEGIN IMMEDIATE already holds the database's one write lock
+
+    def _to_db_time(self, value: datetime) -> object:
+        return utc(value).isoformat(timespec="microseconds")
+
+    def _from_db_time(self, value: object) -> datetime:
+        return utc(datetime.fromisoformat(str(value)))
+
+    def pragma(self, name: str) -> object:
+        """The value of one PRAGMA (for tests and ``keywatch status``)."""
+        if not name.isidentifier():
+            raise ValueError(f"not a PRAGMA name: {name!r}")
+        with self._session(f"PRAGMA {name}", write=False) as session:
+            return session.query(f"PRAGMA {name}")[0][0]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._translated("close"):
+                self._connection.close()

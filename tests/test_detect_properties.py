@@ -1,0 +1,176 @@
+"""diff against a model tenant: random rotations and revocations, polled at random points."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.detect import diff
+from monitor.model import Event, KeyState, Snapshot
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+TENANT = "model"
+
+Step = tuple[str, int]  # ("rotate" | "revoke" | "noop" | "poll", argument)
+
+steps = st.lists(
+    st.one_of(
+        st.just(("rotate", 0)),
+        st.tuples(st.just("revoke"), st.integers(min_value=0, max_value=7)),
+        st.just(("noop", 0)),
+        st.just(("poll", 0)),
+    ),
+    max_size=40,
+)
+
+
+@dataclass
+class ModelKey:
+    kid: str
+    current: bool = False
+    next: bool = False
+    previous: bool = False
+    revoked: bool = False
+
+    def state(self) -> KeyState:
+        sha1 = hashlib.sha1(self.kid.encode()).hexdigest().upper()
+        return KeyState(
+            kid=self.kid,
+            thumbprint=sha1,
+            fingerprint=":".join(sha1[i : i + 2] for i in range(0, 40, 2)),
+            cert_sha1=sha1,
+            current=self.current,
+            next=self.next,
+            previous=self.previous,
+            revoked=self.revoked,
+        )
+
+
+@dataclass
+class ModelTenant:
+    """Auth0's lifecycle in a few lines, and what happened since the last poll."""
+
+    keys: dict[str, ModelKey] = field(default_factory=dict)
+    serial: int = 0
+    current_at_last_poll: str = ""
+    rotated: bool = False
+    revoked_since_poll: list[str] = field(default_factory=list)
+    created_since_poll: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._create().current = True
+        self._create().next = True
+        self.current_at_last_poll = self.current_kid()
+        self.created_since_poll.clear()
+
+    def _create(self) -> ModelKey:
+        self.serial += 1
+        key = ModelKey(kid=f"k{self.serial:04d}")
+        self.keys[key.kid] = key
+        self.created_since_poll.append(key.kid)
+        return key
+
+    def current_kid(self) -> str:
+        [kid] = [key.kid for key in self.keys.values() if key.current]
+        return kid
+
+    def rotate(self) -> None:
+        [current] = [key for key in self.keys.values() if key.current]
+        [upcoming] = [key for key in self.keys.values() if key.next]
+        current.current, current.previous = False, True
+        upcoming.next, upcoming.current = False, True
+        self._create().next = True
+        self.rotated = True
+
+    def revoke(self, index: int) -> None:
+        previous = sorted(kid for kid, key in self.keys.items() if key.previous)
+        if not previous:
+            return  # Auth0 refuses; nothing changes
+        key = self.keys[previous[index % len(previous)]]
+        key.previous, key.revoked = False, True
+        self.revoked_since_poll.append(key.kid)
+
+    def poll(self, taken_at: datetime) -> tuple[Snapshot, list[tuple[str, str]]]:
+        """The snapshot, and the events a perfect detector reports since the last poll."""
+        snapshot = Snapshot(
+            tenant=TENANT,
+            taken_at=taken_at,
+            keys={kid: key.state() for kid, key in self.keys.items()},
+        )
+        per_kid = [(kid, "key.revoked") for kid in self.revoked_since_poll]
+        per_kid += [
+            (kid, "key.added") for kid in self.created_since_poll if not self.keys[kid].revoked
+        ]
+        expected = [("key.rotated", f"{self.current_at_last_poll}->{self.current_kid()}")]
+        expected = expected if self.rotated else []
+        expected += [(event_type, kid) for kid, event_type in sorted(per_kid)]
+        self.current_at_last_poll = self.current_kid()
+        self.rotated = False
+        self.revoked_since_poll.clear()
+        self.created_since_poll.clear()
+        return snapshot, expected
+
+
+def observed(events: list[Event]) -> list[tuple[str, str]]:
+    return [(e.type.value, e.kid if e.kid else f"{e.old_kid}->{e.new_kid}") for e in events]
+
+
+def run(
+    tenant: ModelTenant, script: list[Step]
+) -> list[tuple[Snapshot, Snapshot, list[tuple[str, str]]]]:
+    """Apply the script; returns (previous poll, this poll, expected events) per poll after the
+    baseline."""
+    polls: list[tuple[Snapshot, Snapshot, list[tuple[str, str]]]] = []
+    previous, _ = tenant.poll(T0)  # the baseline
+    for minute, (action, argument) in enumerate(script, start=1):
+        if action == "rotate":
+            tenant.rotate()
+        elif action == "revoke":
+            tenant.revoke(argument)
+        elif action == "poll":
+            snapshot, expected = tenant.poll(T0 + timedelta(minutes=minute))
+            polls.append((previous, snapshot, expected))
+            previous = snapshot
+    snapshot, expected = tenant.poll(T0 + timedelta(minutes=len(script) + 1))
+    polls.append((previous, snapshot, expected))
+    return polls
+
+
+@settings(max_examples=200, deadline=None)
+@given(script=steps)
+def test_diff_reports_exactly_what_happened_between_polls(script: list[Step]) -> None:
+    seen_ids: dict[str, tuple[str, str]] = {}
+    for previous, snapshot, expected in run(ModelTenant(), script):
+        events = diff(previous, snapshot)
+        assert observed(events) == expected
+        assert all(e.detected_at == snapshot.taken_at for e in events)
+        for event, what in zip(events, observed(events), strict=True):
+            assert seen_ids.setdefault(event.id, what) == what, f"id of {what} repeats"
+        assert diff(None, snapshot) == []
+        assert diff(snapshot, snapshot) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(script=steps)
+def test_redetection_after_a_restart_gives_the_same_ids(script: list[Step]) -> None:
+    for previous, snapshot, _ in run(ModelTenant(), script):
+        later = Snapshot(
+            tenant=TENANT, taken_at=snapshot.taken_at + timedelta(hours=1), keys=snapshot.keys
+        )
+        assert [e.id for e in diff(previous, later)] == [e.id for e in diff(previous, snapshot)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(script=steps, watched=st.sets(st.integers(min_value=1, max_value=30)))
+def test_kids_filter_keeps_tenant_events_and_the_watched_kids(
+    script: list[Step], watched: set[int]
+) -> None:
+    kids = {f"k{number:04d}" for number in watched}
+    for previous, snapshot, _ in run(ModelTenant(), script):
+        everything = diff(previous, snapshot)
+        wanted = [e for e in everything if not kids or e.kid is None or e.kid in kids]
+        assert diff(previous, snapshot, kids=kids) == wanted

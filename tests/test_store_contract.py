@@ -1,0 +1,652 @@
+"""One contract suite for every state store (SQLite on a temp file, PostgreSQL in a fresh
+schema), then what only one backend or ``open_store`` itself promises.
+
+PostgreSQL comes from KEYWATCH_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/
+test). When it is unreachable its tests are skipped, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pytest
+
+from monitor.errors import StoreError
+from monitor.model import Event, EventType, KeyState, Snapshot, make_event
+from monitor.store import migrations, open_store, redact_url
+from monitor.store.base import Store
+from monitor.store.sqlite import SQLiteStore
+
+POSTGRES_URL = os.environ.get(
+    "KEYWATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+PLUS_TWO = timezone(timedelta(hours=2))
+
+
+# --- values ----------------------------------------------------------------------------------
+
+
+def key(kid: str, **changes: Any) -> KeyState:
+    sha1 = hashlib.sha1(kid.encode()).hexdigest().upper()
+    fields: dict[str, Any] = {
+        "kid": kid,
+        "thumbprint": sha1,
+        "fingerprint": ":".join(sha1[i : i + 2] for i in range(0, 40, 2)),
+        "cert_sha1": sha1,
+        "not_before": T0 - timedelta(days=30),
+        "not_after": T0 + timedelta(days=365, microseconds=123),
+        "key_size": 2048,
+    }
+    return KeyState(**(fields | changes))
+
+
+def full_key(kid: str) -> KeyState:
+    """Every field set, datetimes in two time zones and with microseconds."""
+    return key(
+        kid,
+        current=False,
+        next=False,
+        previous=True,
+        revoked=True,
+        current_since=datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+        current_until=datetime(2025, 2, 3, 4, 5, 6, tzinfo=PLUS_TWO),
+        revoked_at=datetime(2025, 2, 28, 23, 59, 59, 999999, tzinfo=UTC),
+        not_before=datetime(2023, 12, 31, tzinfo=UTC),
+        not_after=datetime(2033, 12, 31, 12, 30, tzinfo=PLUS_TWO),
+        key_size=4096,
+    )
+
+
+def snapshot(tenant: str, taken_at: datetime = T0, *keys: KeyState) -> Snapshot:
+    keys = keys or (key(f"{tenant}-current", current=True), key(f"{tenant}-next", next=True))
+    return Snapshot(tenant=tenant, taken_at=taken_at, keys={k.kid: k for k in keys})
+
+
+def event(tenant: str, kid: str, detected_at: datetime = T0, **extra: Any) -> Event:
+    return make_event(
+        tenant,
+        EventType.KEY_REVOKED,
+        detected_at,
+        [kid, "previous", "revoked"],
+        kid=kid,
+        details=extra.pop("details", {"old_state": "previous", "new_state": "revoked"}),
+    )
+
+
+# --- backends --------------------------------------------------------------------------------
+
+
+@dataclass
+class Backend:
+    """Opens stores on one database: a new store on the same URL is a reopen."""
+
+    name: str
+    url: str
+    opened: list[Store]
+
+    def open(self, *, migrate: bool = True) -> Store:
+        store = open_store(self.url, migrate=migrate)
+        self.opened.append(store)
+        return store
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    reason = f"PostgreSQL at {redact_url(POSTGRES_URL)} is unavailable"
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3, autocommit=True) as connection:
+            connection.execute("SELECT 1")
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            cause = " ".join(str(exc).split())
+        pytest.fail(f"{reason} and CI=true never skips it: {cause}")
+        pytest.skip(f"{reason} (set KEYWATCH_TEST_POSTGRES_URL): {cause}")
+    return POSTGRES_URL
+
+
+def with_search_path(url: str, schema: str) -> str:
+    parts = urlsplit(url)
+    option = "options=" + quote(f"-c search_path={schema}")
+    query = f"{parts.query}&{option}" if parts.query else option
+    return urlunsplit(parts._replace(query=query))
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    import psycopg
+    from psycopg import sql
+
+    admin_url: str = request.getfixturevalue("postgres_admin_url")
+    schema = f"kw_test_{secrets.token_hex(6)}"
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield with_search_path(admin_url, schema)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as connection:
+            connection.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state' / 'keywatch.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    opened: list[Store] = []
+    yield Backend(request.param, url, opened)
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(backend: Backend) -> Store:
+    return backend.open()
+
+
+def all_events(store: Store) -> list[Event]:
+    return store.recent_events(limit=10_000)
+
+
+# --- schema ----------------------------------------------------------------------------------
+
+
+def test_migrate_is_idempotent(backend: Backend) -> None:
+    store = backend.open(migrate=False)
+    store.migrate()
+    store.save_poll(snapshot("prod"), [event("prod", "k1")], [(event("prod", "k1").id, "a")])
+    store.migrate()
+    store.migrate()
+    assert schema_versions(backend) == list(range(1, migrations.latest_version() + 1))
+    assert store.load_snapshot("prod") == snapshot("prod")
+    assert store.delivery_counts() == {("a", "pending"): 1}
+
+
+def test_a_new_migration_is_applied_once(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = backend.open()
+    extra = ("CREATE TABLE extra_table (id INTEGER PRIMARY KEY, at {timestamp})",)
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, extra))
+    store.migrate()
+    store.migrate()
+    latest = migrations.latest_version()
+    assert schema_versions(backend) == list(range(1, latest + 1))
+    assert store_query(backend, "SELECT COUNT(*) FROM extra_table") == [(0,)]
+
+
+def test_a_failing_migration_leaves_no_trace(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = backend.open()
+    broken = ("CREATE TABLE half_done (id INTEGER)", "CREATE TABLE broken (")
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, broken))
+    with pytest.raises(StoreError, match=f"migration {migrations.latest_version()} failed"):
+        store.migrate()
+    assert schema_versions(backend) == list(range(1, migrations.latest_version()))
+    assert not table_exists(backend, "half_done")
+
+
+def test_concurrent_migrations_apply_each_migration_once(backend: Backend) -> None:
+    stores = [backend.open(migrate=False) for _ in range(4)]
+    failures: list[BaseException] = []
+
+    def migrate(store: Store) -> None:
+        try:
+            store.migrate()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=migrate, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert failures == []
+    assert schema_versions(backend) == list(range(1, migrations.latest_version() + 1))
+
+
+def test_a_schema_newer_than_the_code_is_refused(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.open()
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:-1])
+    with pytest.raises(StoreError, match="newer than this keywatch knows"):
+        backend.open()
+
+
+def test_ping_answers_and_a_closed_store_does_not(store: Store) -> None:
+    store.ping()
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.ping()
+    store.close()  # twice is fine
+
+
+# --- snapshots -------------------------------------------------------------------------------
+
+
+def test_snapshot_round_trips_every_field(store: Store) -> None:
+    original = snapshot(
+        "prod",
+        datetime(2025, 3, 1, 14, 0, 0, 1, tzinfo=PLUS_TWO),
+        full_key("k-revoked"),
+        key("k-current", current=True, current_since=T0, key_size=None, not_after=None),
+    )
+    store.save_poll(original, [])
+    loaded = store.load_snapshot("prod")
+    assert loaded == original
+    assert loaded is not None
+    assert loaded.keys["k-revoked"].revoked_at == datetime(
+        2025, 2, 28, 23, 59, 59, 999999, tzinfo=UTC
+    )
+    assert loaded.taken_at.utcoffset() is not None
+
+
+def test_a_newer_snapshot_replaces_the_last(store: Store) -> None:
+    store.save_poll(snapshot("prod", T0), [])
+    rotated = snapshot("prod", T0 + timedelta(minutes=1), key("k2", current=True))
+    store.save_poll(rotated, [])
+    assert store.load_snapshot("prod") == rotated
+    assert store.load_snapshot("unknown") is None
+
+
+def test_load_snapshots_returns_every_tenant(store: Store) -> None:
+    assert store.load_snapshots() == {}
+    for tenant in ("prod", "dev", "stage"):
+        store.save_poll(snapshot(tenant), [])
+    loaded = store.load_snapshots()
+    assert sorted(loaded) == ["dev", "prod", "stage"]
+    assert loaded["stage"] == snapshot("stage")
+
+
+# --- save_poll -------------------------------------------------------------------------------
+
+
+def test_save_poll_returns_only_new_events(store: Store) -> None:
+    first, second = event("prod", "k1"), event("prod", "k2")
+    assert store.save_poll(snapshot("prod"), [first]) == [first]
+    duplicate_in_batch = [first, second, second]
+    assert store.save_poll(snapshot("prod"), duplicate_in_batch) == [second]
+    assert store.save_poll(snapshot("prod"), [first, second]) == []
+    assert sorted(e.id for e in all_events(store)) == sorted([first.id, second.id])
+
+
+def test_a_failure_inside_the_transaction_writes_nothing(store: Store) -> None:
+    new = event("prod", "k1")
+    deliveries = [(new.id, "secops"), ("no-such-event", "secops")]  # breaks the foreign key
+    with pytest.raises(StoreError, match="save_poll of tenant 'prod' failed") as caught:
+        store.save_poll(snapshot("prod"), [new], deliveries)
+    assert caught.value.__cause__ is not None
+    assert store.load_snapshot("prod") is None
+    assert all_events(store) == []
+    assert store.delivery_counts() == {}
+    assert store.save_poll(snapshot("prod"), [new], deliveries[:1]) == [new]  # still usable
+
+
+def test_an_unserialisable_event_writes_nothing(store: Store) -> None:
+    store.save_poll(snapshot("prod", T0), [])
+    broken = event("prod", "k2", details={"oops": object()})
+    later = snapshot("prod", T0 + timedelta(minutes=1), key("k9", current=True))
+    with pytest.raises(StoreError, match="cannot serialise") as caught:
+        store.save_poll(later, [event("prod", "k1"), broken], [(broken.id, "a")])
+    assert isinstance(caught.value.__cause__, TypeError)
+    assert store.load_snapshot("prod") == snapshot("prod", T0)
+    assert all_events(store) == []
+
+
+def test_a_closed_store_refuses_to_save(store: Store) -> None:
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.save_poll(snapshot("prod"), [event("prod", "k1")])
+
+
+def test_concurrent_polls_from_threads_all_land(store: Store) -> None:
+    failures: list[BaseException] = []
+
+    def poll(tenant: str) -> None:
+        try:
+            for minute in range(10):
+                at = T0 + timedelta(minutes=minute)
+                store.save_poll(snapshot(tenant, at), [event(tenant, f"k{minute}", at)])
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=poll, args=(f"t{n}",)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert failures == []
+    assert len(all_events(store)) == 60
+    assert {s.taken_at for s in store.load_snapshots().values()} == {T0 + timedelta(minutes=9)}
+
+
+def test_recent_events_newest_first_and_by_tenant(store: Store) -> None:
+    times = [T0 + timedelta(minutes=m) for m in (5, 1, 3)]
+    prod = [event("prod", f"k{n}", at) for n, at in enumerate(times)]
+    dev = event("dev", "kd", T0 + timedelta(minutes=2))
+    store.save_poll(snapshot("prod"), prod)
+    store.save_poll(snapshot("dev"), [dev])
+    newest_first = [e.detected_at for e in store.recent_events()]
+    assert newest_first == sorted(newest_first, reverse=True)
+    assert [e.tenant for e in store.recent_events()] == ["prod", "prod", "dev", "prod"]
+    assert store.recent_events("dev") == [dev]
+    assert store.recent_events("prod", limit=2) == [prod[0], prod[2]]
+    assert store.recent_events(limit=0) == []
+
+
+# --- the outbox ------------------------------------------------------------------------------
+
+
+def test_deliveries_are_created_pending_once(store: Store) -> None:
+    first = event("prod", "k1")
+    pairs = [(first.id, "secops"), (first.id, "audit")]
+    store.save_poll(snapshot("prod"), [first], pairs)
+    store.save_poll(snapshot("prod"), [first], pairs)
+    assert store.delivery_counts() == {("secops", "pending"): 1, ("audit", "pending"): 1}
+    [delivery] = store.pending_deliveries("secops", T0, limit=10)
+    assert delivery.event == first
+    assert (delivery.destination, delivery.state, delivery.attempts) == ("secops", "pending", 0)
+    assert delivery.created_at == delivery.next_attempt_at == T0
+    assert (delivery.delivered_at, delivery.last_error) == (None, None)
+    assert store.oldest_pending_at() == T0
+
+
+def test_pending_deliveries_are_fifo_by_detection_time(store: Store) -> None:
+    # UTC+2 text would sort after UTC text of a later instant: ordering must use instants
+    early = event("prod", "k-early", datetime(2025, 3, 1, 13, 0, tzinfo=PLUS_TWO))
+    middle = event("prod", "k-middle", datetime(2025, 3, 1, 11, 30, tzinfo=UTC))
+    late = event("prod", "k-late", datetime(2025, 3, 1, 12, 0, tzinfo=UTC))
+    same_time = [event("prod", f"k-tie{n}", late.detected_at) for n in range(3)]
+    events = [late, *same_time, middle, early]
+    store.save_poll(snapshot("prod"), events, [(e.id, "chat") for e in events])
+    due = store.pending_deliveries("chat", T0, limit=100)
+    ties = sorted([late, *same_time], key=lambda e: e.id)
+    assert [d.event for d in due] == [early, middle, *ties]
+    assert [d.event for d in store.pending_deliveries("chat", T0, limit=2)] == [early, middle]
+    assert store.pending_deliveries("other", T0, limit=100) == []
+
+
+def test_only_due_deliveries_are_pending(store: Store) -> None:
+    first = event("prod", "k1")
+    store.save_poll(snapshot("prod", T0), [first], [(first.id, "chat")])
+    assert store.pending_deliveries("chat", T0 - timedelta(seconds=1), limit=10) == []
+    retry_at = T0 + timedelta(seconds=30)
+    store.mark_failed(first.id, "chat", error="HTTP 503", retry_at=retry_at)
+    assert store.pending_deliveries("chat", retry_at - timedelta(microseconds=1), limit=10) == []
+    [delivery] = store.pending_deliveries("chat", retry_at.astimezone(PLUS_TWO), limit=10)
+    assert (delivery.attempts, delivery.last_error) == (1, "HTTP 503")
+    assert delivery.next_attempt_at == retry_at
+
+
+def test_mark_delivered(backend: Backend, store: Store) -> None:
+    first = event("prod", "k1")
+    store.save_poll(snapshot("prod"), [first], [(first.id, "chat"), (first.id, "audit")])
+    store.mark_failed(first.id, "chat", error="timeout", retry_at=T0)
+    delivered_at = T0 + timedelta(seconds=5)
+    store.mark_delivered(first.id, "chat", delivered_at)
+    store.mark_delivered(first.id, "chat", delivered_at + timedelta(hours=1))  # no-op
+    store.mark_failed(first.id, "chat", error="late", retry_at=None)  # no-op: not pending
+    assert store.pending_deliveries("chat", T0 + timedelta(days=1), limit=10) == []
+    assert store.delivery_counts() == {("chat", "delivered"): 1, ("audit", "pending"): 1}
+    assert delivery_row(backend, first.id, "chat")[:2] == ("delivered", 2)
+    with pytest.raises(StoreError, match="no delivery of event"):
+        store.mark_delivered(first.id, "nowhere", delivered_at)
+
+
+def test_mark_failed_without_retry_is_dead(backend: Backend, store: Store) -> None:
+    first = event("prod", "k1")
+    store.save_poll(snapshot("prod"), [first], [(first.id, "chat")])
+    store.mark_failed(first.id, "chat", error="HTTP 404 " + "x" * 5000, retry_at=None)
+    assert store.pending_deliveries("chat", T0 + timedelta(days=365), limit=10) == []
+    assert store.delivery_counts() == {("chat", "dead"): 1}
+    assert store.oldest_pending_at() is None
+    state, attempts, last_error = delivery_row(backend, first.id, "chat")
+    assert (state, attempts) == ("dead", 1)
+    assert str(last_error).startswith("HTTP 404 x") and len(str(last_error)) <= 1000
+    with pytest.raises(StoreError, match="no delivery of event"):
+        store.mark_failed("nope", "chat", error="x", retry_at=None)
+
+
+def test_delivery_counts_by_destination_and_state(store: Store) -> None:
+    events = [event("prod", f"k{n}", T0 + timedelta(seconds=n)) for n in range(4)]
+    pairs = [(e.id, d) for e in events for d in ("chat", "audit")]
+    store.save_poll(snapshot("prod"), events, pairs)
+    store.mark_delivered(events[0].id, "chat", T0)
+    store.mark_delivered(events[1].id, "chat", T0)
+    store.mark_failed(events[2].id, "chat", error="gone", retry_at=None)
+    store.mark_failed(events[0].id, "audit", error="slow", retry_at=T0 + timedelta(minutes=1))
+    assert store.delivery_counts() == {
+        ("chat", "delivered"): 2,
+        ("chat", "dead"): 1,
+        ("chat", "pending"): 1,
+        ("audit", "pending"): 4,
+    }
+
+
+# --- leases ----------------------------------------------------------------------------------
+
+
+def test_a_lease_has_one_holder_until_it_expires(store: Store) -> None:
+    assert store.acquire_lease("leader", "a", now=T0, ttl=30)
+    assert not store.acquire_lease("leader", "b", now=T0 + timedelta(seconds=29), ttl=30)
+    assert store.acquire_lease("leader", "a", now=T0 + timedelta(seconds=29), ttl=30)  # renew
+    assert not store.acquire_lease("leader", "b", now=T0 + timedelta(seconds=58), ttl=30)
+    assert store.acquire_lease("leader", "b", now=T0 + timedelta(seconds=59), ttl=30)
+    store.release_lease("leader", "a")  # not a's any more: no effect
+    assert not store.acquire_lease("leader", "a", now=T0 + timedelta(seconds=60), ttl=30)
+    store.release_lease("leader", "b")
+    assert store.acquire_lease("leader", "a", now=T0 + timedelta(seconds=60), ttl=30)
+    assert store.acquire_lease("other", "b", now=T0, ttl=30)
+
+
+# --- durability ------------------------------------------------------------------------------
+
+
+def test_reopening_finds_everything(backend: Backend) -> None:
+    store = backend.open()
+    first, second = event("prod", "k1"), event("dev", "k2", T0 + timedelta(seconds=1))
+    store.save_poll(snapshot("prod"), [first], [(first.id, "chat")])
+    store.save_poll(snapshot("dev"), [second], [(second.id, "chat")])
+    store.mark_delivered(first.id, "chat", T0 + timedelta(seconds=3))
+    store.acquire_lease("leader", "a", now=T0, ttl=30)
+    store.close()
+
+    reopened = backend.open()
+    assert reopened.load_snapshots() == {"prod": snapshot("prod"), "dev": snapshot("dev")}
+    assert reopened.recent_events() == [second, first]
+    assert reopened.delivery_counts() == {("chat", "delivered"): 1, ("chat", "pending"): 1}
+    [due] = reopened.pending_deliveries("chat", T0, limit=5)
+    assert due.event == second
+    assert not reopened.acquire_lease("leader", "b", now=T0, ttl=30)
+    assert schema_versions(backend) == list(range(1, migrations.latest_version() + 1))
+
+
+# --- helpers that look inside ----------------------------------------------------------------
+
+
+def store_query(backend: Backend, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read the database behind the store's back, through a connection of its own."""
+    if backend.name == "sqlite":
+        path = backend.url.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as connection:
+            return connection.execute(sql, params).fetchall()
+    import psycopg
+
+    with psycopg.connect(backend.url, autocommit=True) as connection:
+        return connection.execute(sql.replace("?", "%s"), params).fetchall()
+
+
+def schema_versions(backend: Backend) -> list[int]:
+    return [row[0] for row in store_query(backend, "SELECT version FROM schema_version ORDER BY 1")]
+
+
+def table_exists(backend: Backend, table: str) -> bool:
+    if backend.name == "sqlite":
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?"
+    else:
+        sql = (
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename = ?"
+        )
+    return bool(store_query(backend, sql, (table,)))
+
+
+def delivery_row(backend: Backend, event_id: str, destination: str) -> tuple[Any, ...]:
+    [row] = store_query(
+        backend,
+        "SELECT state, attempts, last_error FROM deliveries WHERE event_id = ? AND destination = ?",
+        (event_id, destination),
+    )
+    return row
+
+
+# --- open_store and SQLite specifics ---------------------------------------------------------
+
+
+def test_sqlite_file_is_wal_with_full_sync_and_parents_created(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "state.db"
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert isinstance(store, SQLiteStore)
+        assert store.pragma("journal_mode") == "wal"
+        assert store.pragma("synchronous") == 2  # FULL
+        assert store.pragma("foreign_keys") == 1
+        assert int(str(store.pragma("busy_timeout"))) > 0
+        assert path.is_file()
+    finally:
+        store.close()
+
+
+def test_sqlite_relative_path_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_store("sqlite:///var/state.db")
+    store.close()
+    assert (tmp_path / "var" / "state.db").is_file()
+
+
+def test_sqlite_in_memory() -> None:
+    store = open_store("sqlite:///:memory:")
+    try:
+        first = event("prod", "k1")
+        assert store.save_poll(snapshot("prod"), [first], [(first.id, "chat")]) == [first]
+        assert store.load_snapshot("prod") == snapshot("prod")
+    finally:
+        store.close()
+
+
+def test_sqlite_unopenable_path_names_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match=r"SQLite store .*file/state\.db"):
+        open_store(f"sqlite:///{blocker}/state.db")
+
+
+def test_sqlite_garbage_file_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not a database, just bytes" * 100)
+    with pytest.raises(StoreError, match=r"state\.db"):
+        open_store(f"sqlite:///{path}")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mysql://root:hunter2@127.0.0.1/db", "'mysql'"),
+        ("redis://:hunter2@127.0.0.1:6379/0", "'redis'"),
+        ("hunter2", "none"),
+        ("sqlite://host:hunter2@x/state.db", "not a SQLite URL"),
+        ("sqlite:///", "not a SQLite URL"),
+    ],
+)
+def test_bad_urls_are_named_without_the_password(url: str, expected: str) -> None:
+    with pytest.raises(StoreError) as caught:
+        open_store(url)
+    assert expected in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_unreachable_postgres_hides_the_password() -> None:
+    port = unused_loopback_port()
+    url = f"postgresql://keywatch:hunter%232@127.0.0.1:{port}/db?connect_timeout=2"
+    with pytest.raises(StoreError) as caught:
+        open_store(url)
+    message = str(caught.value)
+    assert f"postgresql://keywatch:***@127.0.0.1:{port}/db" in message
+    assert "connect failed" in message
+    assert "hunter" not in message
+    assert "hunter" not in str(caught.value.__cause__ or "")
+
+
+def test_postgres_malformed_url_does_not_echo_the_password() -> None:
+    with pytest.raises(StoreError) as caught:
+        open_store("postgresql://keywatch:s3cr%ZZet@127.0.0.1:1/db")
+    assert "s3cr" not in str(caught.value)
+    assert caught.value.__cause__ is None or "s3cr" not in str(caught.value.__cause__)
+
+
+def test_redact_url() -> None:
+    assert redact_url("postgresql://u:p%40ss@db.example:5433/kw?password=x&sslmode=require") == (
+        "postgresql://u:***@db.example:5433/kw"
+    )
+    assert redact_url("postgres://db/kw") == "postgres://db/kw"
+    assert redact_url("postgresql://u@[::1]:5432/kw") == "postgresql://u@[::1]:5432/kw"
+
+
+def unused_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+# --- PostgreSQL specifics --------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_postgres_reconnects_after_the_server_drops_it(postgres_url: str) -> None:
+    import psycopg
+
+    store = open_store(postgres_url)
+    try:
+        [(pid,)] = store_query_pg(store)
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StoreError, match="ping failed"):
+            wait_until_dropped(store)
+        store.ping()
+        store.save_poll(snapshot("prod"), [])
+        assert store.load_snapshot("prod") == snapshot("prod")
+    finally:
+        store.close()
+
+
+def store_query_pg(store: Store) -> list[tuple[Any, ...]]:
+    from monitor.store.postgres import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    with store._session("backend pid", write=False) as session:
+        return session.query("SELECT pg_backend_pid()")
+
+
+def wait_until_dropped(store: Store, *, deadline_seconds: float = 5.0) -> None:
+    """Ping until the terminated connection shows; the termination is asynchronous."""
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        store.ping()
+    raise AssertionError("the connection was never dropped")
