@@ -89,6 +89,7 @@ class Daemon:
     port: int | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _started: asyncio.Event = field(default_factory=asyncio.Event)
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _inflight: set[asyncio.Task[Any]] = field(default_factory=set)
     _scheduler: AsyncIOScheduler | None = None
     _server: EmbeddedServer | None = None
@@ -122,6 +123,8 @@ class Daemon:
         finally:
             if task is not None:
                 self._inflight.discard(task)
+            if not self._ready.is_set() and self.telemetry.polled_all():
+                self._ready.set()
 
     async def _poll(self, runtime: TenantRuntime) -> list[Event]:
         started = time.perf_counter()
@@ -290,6 +293,10 @@ class Daemon:
         self.settings = settings
         if self.redactor is not None:
             self.redactor.update(secrets_of(settings))
+
+    async def wait_ready(self) -> None:
+        """Until every tenant has been polled once (what /readyz reports)."""
+        await self._ready.wait()
 
     async def wait_stopped(self) -> None:
         await self._stopping.wait()

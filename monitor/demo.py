@@ -21,8 +21,7 @@ def _say(text: str) -> None:
 
 
 async def _operator(daemon: Daemon, tenant: SimulatedTenant, *, rotate_every: float) -> None:
-    while not daemon.telemetry.polled_all():
-        await asyncio.sleep(0.1)
+    await daemon.wait_ready()
     while True:
         await asyncio.sleep(rotate_every / 2)
         old = tenant.current_kid

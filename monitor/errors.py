@@ -9,10 +9,10 @@
     │   │   ├── RateLimited             429                                     reason=rate_limited
     │   │   └── ServerError             5xx                                     reason=server_error
     │   ├── SourcePermanentError    retrying will not help until someone changes something
-    │   │   ├── AuthenticationError     401 after a fresh token, token endpoint refused  reason=unauthorized
-    │   │   ├── InsufficientScope       403 (.scope names what is missing)      reason=forbidden
+    │   │   ├── AuthenticationError     401 after a fresh token; token refused  reason=unauthorized
+    │   │   ├── InsufficientScope       403 (.scope: what is missing)           reason=forbidden
     │   │   ├── NotFound                404                                     reason=not_found
-    │   │   └── UnexpectedStatus        any other status                        reason=unexpected_status
+    │   │   └── UnexpectedStatus        any other status              reason=unexpected_status
     │   └── MalformedResponse       the answer is not what the API documents    reason=malformed
     ├── StoreError                  the state store failed; nothing was half-written
     └── NotifyError                 a notification could not be delivered

@@ -233,7 +233,7 @@ def cert_facts(pem: str) -> CertFacts:
         else None
     )
     return CertFacts(
-        sha1=hashlib.sha1(der).hexdigest().upper(),  # noqa: S324 - Auth0's thumbprint is SHA-1
+        sha1=hashlib.sha1(der).hexdigest().upper(),  # Auth0's thumbprint is a SHA-1
         not_before=certificate.not_valid_before_utc,
         not_after=certificate.not_valid_after_utc,
         key_size=key_size,

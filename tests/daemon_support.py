@@ -1,0 +1,77 @@
+"""Helpers for tests that run the daemon against the simulator over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from monitor.config import Settings, parse_config
+from monitor.daemon import Daemon, build_daemon
+from monitor.model import Event
+from monitor.simulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, SimulatorServer
+
+DEADLINE_SECONDS = 15.0
+
+
+def daemon_config(
+    server: SimulatorServer,
+    state_dir: Path,
+    *,
+    tenants: Sequence[str] = ("tenant-1",),
+    interval: str = "1h",
+    secret: str = DEFAULT_CLIENT_SECRET,
+    extra_tenant_lines: str = "",
+) -> str:
+    lines = [
+        'listen: "127.0.0.1:0"',
+        f'state: "sqlite:///{state_dir}/state.db"',
+        f"defaults: {{interval: {interval}, jitter: 0, timeout: 5s}}",
+        "tenants:",
+    ]
+    for name in tenants:
+        lines += [
+            f"  - name: {name}",
+            f"    base_url: {server.tenant_url(name)}",
+            f"    client_id: {DEFAULT_CLIENT_ID}",
+            f"    client_secret: {secret}",
+        ]
+        if extra_tenant_lines:
+            lines.append(extra_tenant_lines)
+    return "\n".join(lines) + "\n"
+
+
+def daemon_settings(server: SimulatorServer, state_dir: Path, **options: Any) -> Settings:
+    return parse_config(daemon_config(server, state_dir, **options))
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Daemon]:
+    """A started daemon that has polled every tenant once; shut down on exit."""
+    daemon = build_daemon(settings)
+    await daemon.start()
+    try:
+        await asyncio.wait_for(daemon.wait_ready(), DEADLINE_SECONDS)
+        yield daemon
+    finally:
+        await daemon.shutdown()
+
+
+async def eventually(check: Callable[[], bool], *, what: str) -> None:
+    """Poll ``check`` until it holds or the deadline passes."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def sample(daemon: Daemon, name: str, **labels: str) -> float | None:
+    return daemon.registry.get_sample_value(name, labels)
+
+
+def stored_events(daemon: Daemon, tenant: str | None = None) -> list[Event]:
+    return daemon.store.recent_events(tenant)

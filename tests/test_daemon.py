@@ -1,0 +1,214 @@
+"""The daemon against the simulator over loopback: detection, persistence, metrics, restarts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from monitor.model import EventType
+from monitor.simulator import Simulator, SimulatorServer
+from tests.daemon_support import (
+    daemon_settings,
+    eventually,
+    running,
+    sample,
+    stored_events,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def server() -> Iterator[SimulatorServer]:
+    with SimulatorServer(Simulator(tenants=2, key_pool_size=4)) as running_server:
+        yield running_server
+
+
+async def test_scheduled_polls_report_rotation_then_revocation(
+    server: SimulatorServer, tmp_path: Path
+) -> None:
+    tenant = server.simulator.tenant("tenant-1")
+    settings = daemon_settings(server, tmp_path, interval="200ms")
+    async with running(settings) as daemon:
+        old_current, old_next = tenant.current_kid, tenant.next_kid
+        tenant.rotate()
+        await eventually(
+            lambda: sample(daemon, "auth0_signing_key_rotations_total", tenant="tenant-1") == 1,
+            what="the rotation counter",
+        )
+        [rotated] = [e for e in stored_events(daemon) if e.type is EventType.KEY_ROTATED]
+        assert (rotated.old_kid, rotated.new_kid) == (old_current, old_next)
+
+        tenant.revoke(old_current)
+        await eventually(
+            lambda: sample(daemon, "auth0_signing_key_revocations_total", tenant="tenant-1") == 1,
+            what="the revocation counter",
+        )
+        [revoked] = [e for e in stored_events(daemon) if e.type is EventType.KEY_REVOKED]
+        assert revoked.kid == old_current
+        state = sample(
+            daemon, "auth0_signing_key_state", tenant="tenant-1", kid=old_current, state="revoked"
+        )
+        assert state == 1
+        assert sample(daemon, "keywatch_tenant_up", tenant="tenant-1") == 1
+
+
+async def test_each_change_is_reported_by_the_next_poll(
+    server: SimulatorServer, tmp_path: Path
+) -> None:
+    tenant = server.simulator.tenant("tenant-1")
+    async with running(daemon_settings(server, tmp_path)) as daemon:
+        assert stored_events(daemon) == []  # the first poll is the baseline
+        tenant.rotate()
+        events = await daemon.poll_tenant("tenant-1")
+        assert [e.type for e in events] == [EventType.KEY_ROTATED, EventType.KEY_ADDED]
+        assert await daemon.poll_tenant("tenant-1") == []  # nothing new, nothing invented
+
+
+async def test_restart_reports_nothing_already_seen(
+    server: SimulatorServer, tmp_path: Path
+) -> None:
+    tenant = server.simulator.tenant("tenant-1")
+    settings = daemon_settings(server, tmp_path)
+    async with running(settings) as daemon:
+        tenant.rotate()
+        assert await daemon.poll_tenant("tenant-1")
+        seen = {e.id for e in stored_events(daemon)}
+    async with running(settings) as restarted:
+        assert {e.id for e in stored_events(restarted)} == seen
+        assert sample(restarted, "auth0_signing_key_rotations_total", tenant="tenant-1") == 0
+        assert sample(restarted, "keywatch_tenant_up", tenant="tenant-1") == 1
+
+
+async def test_change_while_stopped_is_reported_once_after_start(
+    server: SimulatorServer, tmp_path: Path
+) -> None:
+    tenant = server.simulator.tenant("tenant-1")
+    settings = daemon_settings(server, tmp_path)
+    async with running(settings):
+        pass
+    old_current = tenant.current_kid
+    tenant.rotate()
+    tenant.revoke(old_current)
+    async with running(settings) as restarted:
+        types = sorted(e.type.value for e in stored_events(restarted))
+        assert types == ["key.added", "key.revoked", "key.rotated"]
+        assert sample(restarted, "auth0_signing_key_rotations_total", tenant="tenant-1") == 1
+        assert await restarted.poll_tenant("tenant-1") == []
+    async with running(settings) as again:
+        assert len(stored_events(again)) == 3
+
+
+@pytest.mark.parametrize(
+    "kind", ["html", "truncated", "wrong_type", "flag_string", "missing_field", "bad_cert"]
+)
+async def test_malformed_answer_counts_an_error_and_changes_nothing(
+    server: SimulatorServer, tmp_path: Path, kind: str
+) -> None:
+    tenant = server.simulator.tenant("tenant-1")
+    async with running(daemon_settings(server, tmp_path)) as daemon:
+        before = daemon.telemetry.snapshot_of("tenant-1")
+        tenant.malform_next(1, kind=kind)
+        assert await daemon.poll_tenant("tenant-1") == []
+        errors = sample(daemon, "keywatch_api_errors_total", tenant="tenant-1", reason="malformed")
+        assert errors == 1
+        assert sample(daemon, "keywatch_tenant_up", tenant="tenant-1") == 0
+        assert daemon.telemetry.snapshot_of("tenant-1") is before
+        assert await daemon.poll_tenant("tenant-1") == []
+        assert sample(daemon, "keywatch_tenant_up", tenant="tenant-1") == 1
+        assert stored_events(daemon) == []
+
+
+@pytest.mark.parametrize("kind", ["empty", "no_current"])
+async def test_one_suspicious_answer_is_fetched_again_not_believed(
+    server: SimulatorServer, tmp_path: Path, kind: str
+) -> None:
+    tenant = server.simulator.tenant("tenant-1")
+    async with running(daemon_settings(server, tmp_path)) as daemon:
+        tenant.malform_next(1, kind=kind)
+        assert await daemon.poll_tenant("tenant-1") == []
+        assert stored_events(daemon) == []
+
+
+async def test_no_current_key_twice_in_a_row_is_believed(
+    server: SimulatorServer, tmp_path: Path
+) -> None:
+    tenant = server.simulator.tenant("tenant-1")
+    async with running(daemon_settings(server, tmp_path)) as daemon:
+        tenant.malform_next(2, kind="no_current")
+        events = await daemon.poll_tenant("tenant-1")
+        assert EventType.TENANT_NO_CURRENT_KEY in {e.type for e in events}
+        assert EventType.KEY_ROTATED not in {e.type for e in events}
+
+
+async def test_an_empty_list_is_contradicted_by_asking_for_each_known_kid(
+    server: SimulatorServer, tmp_path: Path
+) -> None:
+    tenant = server.simulator.tenant("tenant-1")
+    async with running(daemon_settings(server, tmp_path)) as daemon:
+        tenant.malform_next(2, kind="empty")  # the list is empty twice, GET by kid still works
+        assert await daemon.poll_tenant("tenant-1") == []
+        assert stored_events(daemon) == []
+
+
+async def test_http_endpoints_serve_metrics_health_and_readiness(
+    server: SimulatorServer, tmp_path: Path
+) -> None:
+    async with running(daemon_settings(server, tmp_path, tenants=("tenant-1", "tenant-2"))) as d:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{d.port}") as http:
+            metrics = await http.get("/metrics")
+            health = await http.get("/healthz")
+            ready = await http.get("/readyz")
+    assert metrics.status_code == 200
+    assert 'keywatch_tenant_up{tenant="tenant-2"} 1.0' in metrics.text
+    assert "auth0_signing_key_info{" in metrics.text
+    assert (health.status_code, ready.status_code) == (200, 200)
+
+
+async def test_readyz_waits_for_every_tenant(server: SimulatorServer, tmp_path: Path) -> None:
+    from monitor.daemon import build_daemon
+
+    daemon = build_daemon(daemon_settings(server, tmp_path))
+    daemon.telemetry.add_tenant("tenant-1")
+    from monitor.web import build_app
+
+    app = build_app(
+        registry=daemon.registry,
+        ping_store=daemon.store.ping,
+        polled_all=daemon.telemetry.polled_all,
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await c.get("/readyz")).status_code == 503
+        daemon.telemetry.record_poll_failure("tenant-1", reason="network", duration=0.1)
+        assert (await c.get("/readyz")).status_code == 200
+    await daemon.http.aclose()
+    daemon.store.close()
+
+
+async def test_secrets_never_reach_logs_or_metrics(
+    server: SimulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    tenant = server.simulator.tenant("tenant-1")
+    wrong = "this-secret-is-wrong-1234"
+    settings = daemon_settings(server, tmp_path, tenants=("tenant-1",))
+    async with running(settings) as daemon:
+        tenant.rotate()
+        tenant.fail_next(1, status=401)  # forces a token refresh
+        await daemon.poll_tenant("tenant-1")
+        tenant.malform_next(1, kind="html")
+        await daemon.poll_tenant("tenant-1")
+        body = (await daemon.http.get(f"http://127.0.0.1:{daemon.port}/metrics")).text
+    bad = daemon_settings(server, tmp_path / "bad", tenants=("tenant-2",), secret=wrong)
+    async with running(bad) as failing:
+        body += (await failing.http.get(f"http://127.0.0.1:{failing.port}/metrics")).text
+    logs = "\n".join(record.getMessage() + str(record.__dict__) for record in caplog.records)
+    assert 'reason="unauthorized"' in body  # the wrong secret was used and failed
+    for text in (logs, body):
+        assert "keywatch-demo-secret" not in text
+        assert wrong not in text
+        assert "eyJ" not in text  # no JWT (every access token starts with it)
