@@ -942,3 +942,31 @@ def test_contract_hook_rejects_a_broken_body(t: Harness) -> None:
     t.tenant.malform_next(1, kind="missing_field")
     with pytest.raises(ValidationError, match="'thumbprint' is a required property"):
         t.call("GET", "/api/v2/keys/signing", token)
+
+
+def test_audience_follows_the_host_the_client_used(t: Harness) -> None:
+    """Behind another name (docker, localhost) the audience is that name; tokens minted for one
+    host are refused at another with Auth0's "Bad audience"."""
+    port = t.base.split(":")[2].split("/")[0]
+    other_base = f"http://localhost:{port}/{t.tenant.name}"
+    minted = t.http.post(
+        f"{t.base}/oauth/token",
+        headers={"Host": f"localhost:{port}"},
+        json={
+            "grant_type": "client_credentials",
+            "client_id": DEFAULT_CLIENT_ID,
+            "client_secret": DEFAULT_CLIENT_SECRET,
+            "audience": f"{other_base}/api/v2/",
+        },
+    )
+    assert minted.status_code == 200
+    token = minted.json()["access_token"]
+    assert _jwt_parts(token)[1]["iss"] == f"{other_base}/"
+    via_other_host = t.http.get(
+        f"{t.base}/api/v2/keys/signing",
+        headers={"Host": f"localhost:{port}", "Authorization": f"Bearer {token}"},
+    )
+    assert via_other_host.status_code == 200
+    refused = t.call("GET", "/api/v2/keys/signing", token)
+    assert refused.status_code == 401
+    assert refused.json()["message"] == f"Bad audience: {other_base}/api/v2/"

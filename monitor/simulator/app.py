@@ -352,7 +352,7 @@ class SimulatorApp:
 
     async def openid_configuration(self, request: Request) -> Response:
         tenant = await self._tenant(request)
-        base = tenant.base_url or self._request_base(request, tenant)
+        base = self._request_base(request, tenant)
         return json_response(
             {
                 "issuer": f"{base}/",

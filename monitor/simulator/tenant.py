@@ -416,7 +416,7 @@ class SimulatedTenant:
             self._ensure_keys_locked()
             signer = self._keys_in("current")[0].material
             issued_at = int(self.now())
-        base = self._base_url or issuer_base or f"https://{self.domain}"
+        base = issuer_base or self._base_url or f"https://{self.domain}"
         scope = " ".join(client.scopes)
         claims = {
             "iss": f"{base.rstrip('/')}/",
