@@ -8,6 +8,7 @@ of silently skipping the alerting tests.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shlex
@@ -18,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import IO, TypeVar
 
 import pytest
@@ -26,8 +27,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_DIR = REPO_ROOT / "deploy"
 
-# Tools whose absence fails the run under CI=true (Debian packages prometheus and
-# prometheus-alertmanager); any other missing tool only skips its tests.
+# Tools (and modules) whose absence fails the run under CI=true (Debian packages prometheus and
+# prometheus-alertmanager); any other missing one only skips its tests. Add "kubectl" and
+# "kubernetes_validate" once CI installs them.
 REQUIRED_IN_CI = frozenset({"promtool", "prometheus", "prometheus-alertmanager", "amtool"})
 
 POLL_SECONDS = 0.1
@@ -45,6 +47,17 @@ def find_tool(name: str) -> str:
     if os.environ.get("CI") == "true" and name in REQUIRED_IN_CI:
         pytest.fail(f"{message}; CI must install it")
     pytest.skip(message)
+
+
+def find_module(name: str, *, package: str) -> ModuleType:
+    """Import an optional Python module, or skip (fail under CI for REQUIRED_IN_CI) the test."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        message = f"{name} is not installed (pip install {package})"
+        if os.environ.get("CI") == "true" and name in REQUIRED_IN_CI:
+            pytest.fail(f"{message}; CI must install it")
+        pytest.skip(message)
 
 
 def _debian_package(tool: str) -> str:

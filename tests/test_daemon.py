@@ -212,3 +212,20 @@ async def test_secrets_never_reach_logs_or_metrics(
         assert "keywatch-demo-secret" not in text
         assert wrong not in text
         assert "eyJ" not in text  # no JWT (every access token starts with it)
+
+
+async def test_watched_kids_limit_per_key_events_and_unknown_kids_are_confirmed(
+    server: SimulatorServer, tmp_path: Path
+) -> None:
+    tenant = server.simulator.tenant("tenant-1")
+    watched = tenant.current_kid
+    kids = f"    kids: [{watched}, doesNotExist0000000001]"
+    settings = daemon_settings(server, tmp_path, extra_tenant_lines=kids)
+    async with running(settings) as daemon:
+        assert daemon.telemetry.snapshot_of("tenant-1") is not None
+        tenant.rotate()  # the new next key is not watched: no key.added
+        assert [e.type for e in await daemon.poll_tenant("tenant-1")] == [EventType.KEY_ROTATED]
+        tenant.revoke(watched)
+        [revoked] = await daemon.poll_tenant("tenant-1")
+        assert (revoked.type, revoked.kid) == (EventType.KEY_REVOKED, watched)
+        assert sample(daemon, "keywatch_tenant_up", tenant="tenant-1") == 1

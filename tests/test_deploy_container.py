@@ -78,7 +78,9 @@ def read_image() -> Image:
     env: dict[str, str] = {}
     for name, arguments in runtime:
         if name == "ENV":
-            env.update(item.split("=", 1) for item in shlex.split(arguments))
+            for item in shlex.split(arguments):
+                key, _, value = item.partition("=")
+                env[key] = value
     return Image(
         entrypoint=exec_form(last("ENTRYPOINT")),
         cmd=exec_form(last("CMD")),
@@ -113,9 +115,9 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> FreshVenv:
     (wheel,) = wheels.glob("keywatch-*.whl")
     root = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    python = str(root / "bin" / "python")
     install = subprocess.run(
-        [*pip, "--python", str(root / "bin" / "python"), "install", "--quiet", "--no-deps"]
-        + ["--no-index", str(wheel)],
+        [*pip, "--python", python, "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -206,8 +208,12 @@ def test_image_entrypoint_serves_and_passes_its_healthcheck(
 
     daemon = ManagedProcess("keywatch-image", argv, log_dir=tmp_path, env=env, cwd=tmp_path)
     with daemon:
-        wait_for(lambda: answers("/readyz"), timeout=START_TIMEOUT, what="/readyz",
-                 diagnostics=daemon.log_tail)
+        wait_for(
+            lambda: answers("/readyz"),
+            timeout=START_TIMEOUT,
+            what="/readyz",
+            diagnostics=daemon.log_tail,
+        )
         assert answers("/healthz")
         metrics = httpx.get(base + "/metrics", timeout=5).text
         assert 'keywatch_tenant_up{tenant="image"} 1.0' in metrics, daemon.log_tail()

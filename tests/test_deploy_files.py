@@ -18,7 +18,14 @@ import yaml
 
 from monitor.config import Settings, parse_config
 from monitor.metrics import METRIC_NAMES, SPECS
-from tests.deploy_support import DEPLOY_DIR, REPO_ROOT, dockerfile_instructions, exec_form, find_tool
+from tests.deploy_support import (
+    DEPLOY_DIR,
+    REPO_ROOT,
+    dockerfile_instructions,
+    exec_form,
+    find_module,
+    find_tool,
+)
 
 DOCKERFILE = DEPLOY_DIR / "Dockerfile"
 COMPOSE = DEPLOY_DIR / "compose.yaml"
@@ -124,8 +131,14 @@ def test_metric_names_extracts_only_series_names() -> None:
         'histogram_quantile(0.95, sum by (le) (rate(keywatch_poll_duration_seconds_bucket{a="b c"}'
         "[5m]))) > on (tenant) group_left () keywatch:knob and bool time() - x_total offset 5m"
     )
-    assert metric_names(expr) == {"keywatch_poll_duration_seconds_bucket", "keywatch:knob", "x_total"}
-    assert exported_name("keywatch_poll_duration_seconds_bucket") == "keywatch_poll_duration_seconds"
+    assert metric_names(expr) == {
+        "keywatch_poll_duration_seconds_bucket",
+        "keywatch:knob",
+        "x_total",
+    }
+    assert (
+        exported_name("keywatch_poll_duration_seconds_bucket") == "keywatch_poll_duration_seconds"
+    )
     assert exported_name("keywatch_tenant_up_bucket") is None
 
 
@@ -151,7 +164,10 @@ def test_dockerfile_is_multi_stage_on_slim_python_311() -> None:
     stages = instructions("FROM")
     assert len(stages) >= 2, "a build stage and a runtime stage"
     defaults = dict(arg.split("=", 1) for arg in instructions("ARG") if "=" in arg)
-    images = [stage.split()[0].replace("${PYTHON_IMAGE}", defaults.get("PYTHON_IMAGE", "")) for stage in stages]
+    images = [
+        stage.split()[0].replace("${PYTHON_IMAGE}", defaults.get("PYTHON_IMAGE", ""))
+        for stage in stages
+    ]
     assert all(re.fullmatch(r"python:3\.11-slim(-\w+)?", image) for image in images), images
 
 
@@ -289,7 +305,9 @@ def test_compose_wiring_by_service_name() -> None:
     command = service("keywatch")["command"]
     config_path = command[command.index("--config") + 1]
     config_text = mounts("keywatch")[config_path].read_text(encoding="utf-8")
-    environment = {key: compose_value(value) for key, value in service("keywatch")["environment"].items()}
+    environment = {
+        key: compose_value(value) for key, value in service("keywatch")["environment"].items()
+    }
     settings = parse_config(config_text, env=environment)
     simulator_listen = service("simulator")["command"]
     simulator_port = simulator_listen[simulator_listen.index("--listen") + 1].rsplit(":", 1)[1]
@@ -355,7 +373,9 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     keywatch = Path(find_tool("true"))
     unit = tmp_path / "keywatch.service"
     unit.write_text(
-        SYSTEMD_UNIT.read_text(encoding="utf-8").replace("/opt/keywatch/bin/keywatch", str(keywatch)),
+        SYSTEMD_UNIT.read_text(encoding="utf-8").replace(
+            "/opt/keywatch/bin/keywatch", str(keywatch)
+        ),
         encoding="utf-8",
     )
     result = run([analyze, "verify", str(unit)])
@@ -405,7 +425,8 @@ def markdown_anchors(text: str) -> set[str]:
 def test_every_runbook_url_points_at_a_readme_section() -> None:
     anchors = markdown_anchors(README.read_text(encoding="utf-8"))
     missing = sorted(
-        name for name, rule in alerts().items()
+        name
+        for name, rule in alerts().items()
         if rule["annotations"]["runbook_url"].split("#", 1)[1] not in anchors
     )
     assert not missing, f"README.md has no runbook section (### Name) for {missing}"
@@ -511,7 +532,9 @@ def test_dashboard_queries_only_name_exported_metrics() -> None:
     used = set()
     for query in dashboard_queries():
         for name in metric_names(grafana_to_promql(query)):
-            assert exported_name(name), f"the dashboard reads {name}, which keywatch does not export"
+            assert exported_name(name), (
+                f"the dashboard reads {name}, which keywatch does not export"
+            )
             used.add(exported_name(name))
     # The views the issue asks for: keys per state, rotation age, certificate expiry, poll
     # health, notification outcomes, outbox backlog.
@@ -628,7 +651,9 @@ def test_single_overlay_keeps_sqlite_on_a_claim() -> None:
     deployment = resource("single", "Deployment")
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    volumes = {volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]}
+    volumes = {
+        volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]
+    }
     claim = resource("single", "PersistentVolumeClaim")["metadata"]["name"]
     assert volumes["state"] == {"name": "state", "persistentVolumeClaim": {"claimName": claim}}
     settings = config_of("single", DEMO_ENV)
@@ -664,17 +689,29 @@ def test_selectors_and_ports_line_up(overlay: str) -> None:
 
     assert selects(deployment["spec"]["selector"]["matchLabels"], pod_labels)
     assert selects(service_["spec"]["selector"], pod_labels)
-    assert selects(resource(overlay, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], pod_labels)
-    assert selects(resource(overlay, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"], pod_labels)
+    assert selects(
+        resource(overlay, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], pod_labels
+    )
+    assert selects(
+        resource(overlay, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"], pod_labels
+    )
     monitor = resource(overlay, "ServiceMonitor")
     assert selects(monitor["spec"]["selector"]["matchLabels"], service_["metadata"]["labels"])
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     (port,) = container["ports"]
     assert {p["name"] for p in service_["spec"]["ports"]} == {port["name"]}
     assert monitor["spec"]["endpoints"][0]["port"] == port["name"]
-    listen_port = int(config_of(overlay, {**DEMO_ENV, "KEYWATCH_STATE": "sqlite:///x.db"}).listen.rsplit(":", 1)[1])
+    listen_port = int(
+        config_of(overlay, {**DEMO_ENV, "KEYWATCH_STATE": "sqlite:///x.db"}).listen.rsplit(":", 1)[
+            1
+        ]
+    )
     assert port["containerPort"] == listen_port
-    ingress_ports = {p["port"] for rule in resource(overlay, "NetworkPolicy")["spec"]["ingress"] for p in rule["ports"]}
+    ingress_ports = {
+        p["port"]
+        for rule in resource(overlay, "NetworkPolicy")["spec"]["ingress"]
+        for p in rule["ports"]
+    }
     assert ingress_ports == {listen_port}
     configmap = resource(overlay, "ConfigMap", "keywatch-config")["metadata"]["name"]
     volumes = deployment["spec"]["template"]["spec"]["volumes"]
@@ -688,9 +725,7 @@ def test_rendered_resources_match_the_kubernetes_schemas(overlay: str) -> None:
     documents = rendered(overlay)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # its RefResolver / pkg_resources
-        kubernetes_validate = pytest.importorskip(
-            "kubernetes_validate", reason="schema validation needs the kubernetes-validate package"
-        )
+        kubernetes_validate = find_module("kubernetes_validate", package="kubernetes-validate")
         version = kubernetes_validate.latest_version()
         checked = 0
         for document in documents:

@@ -141,7 +141,10 @@ def prometheus_config(tmp_path: Path, *, keywatch_port: int, alertmanager_port: 
             "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]
         },
         "scrape_configs": [
-            {"job_name": "keywatch", "static_configs": [{"targets": [f"127.0.0.1:{keywatch_port}"]}]}
+            {
+                "job_name": "keywatch",
+                "static_configs": [{"targets": [f"127.0.0.1:{keywatch_port}"]}],
+            }
         ],
     }
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -179,7 +182,11 @@ def firing_in_prometheus(prometheus: str, kid: str) -> dict[str, Any] | None:
     answer = get_json(f"{prometheus}/api/v1/alerts")
     for alert in (answer or {}).get("data", {}).get("alerts", []):
         labels = alert["labels"]
-        if (labels.get("alertname"), labels.get("tenant"), labels.get("kid")) == (ALERT, TENANT, kid):
+        if (labels.get("alertname"), labels.get("tenant"), labels.get("kid")) == (
+            ALERT,
+            TENANT,
+            kid,
+        ):
             if alert["state"] == "firing":
                 return dict(alert)
     return None
@@ -197,7 +204,11 @@ def delivered(receiver: Receiver, kid: str) -> dict[str, Any] | None:
     for body in receiver.received():
         for alert in body.get("alerts", []):
             labels = alert.get("labels", {})
-            if (labels.get("alertname"), labels.get("tenant"), labels.get("kid")) == (ALERT, TENANT, kid):
+            if (labels.get("alertname"), labels.get("tenant"), labels.get("kid")) == (
+                ALERT,
+                TENANT,
+                kid,
+            ):
                 return body
     return None
 
@@ -217,20 +228,28 @@ def test_revoked_key_reaches_the_webhook_through_prometheus_and_alertmanager(
     prometheus = f"http://127.0.0.1:{prometheus_port}"
     alertmanager = f"http://127.0.0.1:{alertmanager_port}"
     tenant = simulator.simulator.tenant("tenant-1")
+    tenant_url = simulator.tenant_url("tenant-1")
+    keywatch_yaml = keywatch_config(tmp_path, port=keywatch_port, tenant_url=tenant_url)
+    alertmanager_yml = alertmanager_config(tmp_path, webhook_url=webhook_url)
+    prometheus_yml = prometheus_config(
+        tmp_path, keywatch_port=keywatch_port, alertmanager_port=alertmanager_port
+    )
 
     keywatch = ManagedProcess(
         "keywatch",
-        [*keywatch_command(), "run", "--config", str(
-            keywatch_config(tmp_path, port=keywatch_port, tenant_url=simulator.tenant_url("tenant-1"))
-        )],
+        [*keywatch_command(), "run", "--config", str(keywatch_yaml)],
         log_dir=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "E2E_CLIENT_SECRET": DEFAULT_CLIENT_SECRET},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "E2E_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
+        },
     )
     am = ManagedProcess(
         "alertmanager",
         [
             alertmanager_bin,
-            f"--config.file={alertmanager_config(tmp_path, webhook_url=webhook_url)}",
+            f"--config.file={alertmanager_yml}",
             f"--storage.path={tmp_path / 'alertmanager'}",
             f"--web.listen-address=127.0.0.1:{alertmanager_port}",
             "--cluster.listen-address=",  # no gossip port, no peers
@@ -241,7 +260,7 @@ def test_revoked_key_reaches_the_webhook_through_prometheus_and_alertmanager(
         "prometheus",
         [
             prometheus_bin,
-            f"--config.file={prometheus_config(tmp_path, keywatch_port=keywatch_port, alertmanager_port=alertmanager_port)}",
+            f"--config.file={prometheus_yml}",
             f"--storage.tsdb.path={tmp_path / 'prometheus'}",
             f"--web.listen-address=127.0.0.1:{prometheus_port}",
         ],
@@ -253,20 +272,32 @@ def test_revoked_key_reaches_the_webhook_through_prometheus_and_alertmanager(
         return "\n".join(process.log_tail() for process in processes)
 
     with keywatch, am, prom:
-        wait_for(lambda: is_ready(f"http://127.0.0.1:{keywatch_port}/readyz"), timeout=START_TIMEOUT,
-                 what="keywatch /readyz", diagnostics=logs)
-        wait_for(lambda: is_ready(f"{alertmanager}/-/ready"), timeout=START_TIMEOUT,
-                 what="Alertmanager /-/ready", diagnostics=logs)
-        wait_for(lambda: is_ready(f"{prometheus}/-/ready"), timeout=START_TIMEOUT,
-                 what="Prometheus /-/ready", diagnostics=logs)
+        wait_for(
+            lambda: is_ready(f"http://127.0.0.1:{keywatch_port}/readyz"),
+            timeout=START_TIMEOUT,
+            what="keywatch /readyz",
+            diagnostics=logs,
+        )
+        wait_for(
+            lambda: is_ready(f"{alertmanager}/-/ready"),
+            timeout=START_TIMEOUT,
+            what="Alertmanager /-/ready",
+            diagnostics=logs,
+        )
+        wait_for(
+            lambda: is_ready(f"{prometheus}/-/ready"),
+            timeout=START_TIMEOUT,
+            what="Prometheus /-/ready",
+            diagnostics=logs,
+        )
 
         # Prometheus has scraped the key that is about to be rotated out and revoked, unrevoked.
         old_kid = tenant.current_kid
+        revoked_flag = (
+            f'auth0_signing_key_state{{tenant="{TENANT}",kid="{old_kid}",state="revoked"}}'
+        )
         wait_for(
-            lambda: query(
-                prometheus,
-                f'auth0_signing_key_state{{tenant="{TENANT}",kid="{old_kid}",state="revoked"}} == 0',
-            ),
+            lambda: query(prometheus, f"{revoked_flag} == 0"),
             timeout=START_TIMEOUT,
             what=f"Prometheus to scrape kid {old_kid}",
             diagnostics=logs,
@@ -276,17 +307,29 @@ def test_revoked_key_reaches_the_webhook_through_prometheus_and_alertmanager(
         assert old_kid in tenant.previous_kids
         tenant.revoke(old_kid)
 
-        alert = wait_for(lambda: firing_in_prometheus(prometheus, old_kid), timeout=ALERT_TIMEOUT,
-                         what=f"{ALERT} firing in Prometheus", diagnostics=logs)
+        alert = wait_for(
+            lambda: firing_in_prometheus(prometheus, old_kid),
+            timeout=ALERT_TIMEOUT,
+            what=f"{ALERT} firing in Prometheus",
+            diagnostics=logs,
+        )
         assert alert["labels"]["severity"] == "critical"
         assert alert["annotations"]["runbook_url"].endswith("#auth0signingkeyrevoked")
 
-        routed = wait_for(lambda: routed_by_alertmanager(alertmanager, old_kid), timeout=ALERT_TIMEOUT,
-                          what=f"{ALERT} in Alertmanager", diagnostics=logs)
+        routed = wait_for(
+            lambda: routed_by_alertmanager(alertmanager, old_kid),
+            timeout=ALERT_TIMEOUT,
+            what=f"{ALERT} in Alertmanager",
+            diagnostics=logs,
+        )
         assert [r["name"] for r in routed["receivers"]] == ["webhook"]
 
-        body = wait_for(lambda: delivered(collected, old_kid), timeout=ALERT_TIMEOUT,
-                        what="the webhook from Alertmanager", diagnostics=logs)
+        body = wait_for(
+            lambda: delivered(collected, old_kid),
+            timeout=ALERT_TIMEOUT,
+            what="the webhook from Alertmanager",
+            diagnostics=logs,
+        )
         assert body["receiver"] == "webhook"
         assert body["status"] == "firing"
         assert body["groupLabels"] == {"alertname": ALERT, "tenant": TENANT, "kid": old_kid}
