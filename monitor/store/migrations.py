@@ -69,6 +69,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             expires_at {timestamp} NOT NULL
         )""",
     ),
+    # 2: the outbox as a queue. ``poll_index`` keeps the order of the events of one poll (the
+    # order ``detect.diff`` reports them in: a rotation before the revocation it caused);
+    # ``failures`` counts the failed attempts that advance the backoff (429 answers do not);
+    # the index serves the per-destination pending/dead summary without reading delivered rows.
+    (
+        "ALTER TABLE events ADD COLUMN poll_index INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE deliveries ADD COLUMN failures INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX deliveries_by_state ON deliveries (state, destination, created_at)",
+    ),
 )
 
 
