@@ -27,6 +27,16 @@ class Delivery:
     created_at: datetime
     delivered_at: datetime | None = None
     last_error: str | None = None
+    failures: int = 0  # failed attempts that advance the backoff: every one but 429 answers
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """The undelivered part of one destination's outbox."""
+
+    pending: int = 0
+    dead: int = 0
+    oldest_pending_at: datetime | None = None  # ``created_at`` of the oldest pending delivery
 
 
 class Store(Protocol):
@@ -56,15 +66,41 @@ class Store(Protocol):
     def pending_deliveries(self, destination: str, now: datetime, limit: int) -> list[Delivery]:
         """Pending deliveries of one destination due at ``now``, oldest event first."""
 
+    def queued_deliveries(self, destination: str, limit: int) -> list[Delivery]:
+        """The head of one destination's queue: pending deliveries, due or not, in the order
+        they must be sent (detection time, then the order of the events within one poll, then
+        event id)."""
+
     def mark_delivered(self, event_id: str, destination: str, at: datetime) -> None: ...
 
     def mark_failed(
-        self, event_id: str, destination: str, *, error: str, retry_at: datetime | None
+        self,
+        event_id: str,
+        destination: str,
+        *,
+        error: str,
+        retry_at: datetime | None,
+        throttled: bool = False,
     ) -> None:
-        """Count an attempt; ``retry_at=None`` moves the delivery to the dead state."""
+        """Count an attempt; ``retry_at=None`` moves the delivery to the dead state. A
+        ``throttled`` attempt (a 429 answer) does not count as a failure for the backoff."""
+
+    def requeue_dead(
+        self, *, now: datetime, destination: str | None = None, event_id: str | None = None
+    ) -> int:
+        """Put dead deliveries (all, or those of one destination and/or event) back in the queue
+        as if new: pending, due at ``now``, attempts and failures reset, ``created_at = now``
+        (a fresh ``max_age``). The last error is kept. Returns how many were requeued."""
+
+    def dead_deliveries(self, *, destination: str | None = None, limit: int = 100) -> list[Delivery]:
+        """Dead deliveries, oldest event first."""
 
     def delivery_counts(self) -> dict[tuple[str, str], int]:
         """{(destination, state): count}."""
+
+    def outbox_stats(self) -> dict[str, OutboxStats]:
+        """Pending and dead deliveries per destination (only destinations that have some);
+        cheap: it does not read delivered rows."""
 
     def oldest_pending_at(self) -> datetime | None:
         """When the oldest pending delivery was created; None when nothing is pending."""
