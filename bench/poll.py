@@ -25,6 +25,7 @@ import asyncio
 import cProfile
 import gc
 import logging
+import math
 import os
 import platform
 import pstats
@@ -56,8 +57,10 @@ RSS_TARGET_MB = 150.0
 BENCH_TENANT = "tenant-1"
 HTTP_TIMEOUT_SECONDS = 10.0
 SIMULATOR_START_SECONDS = 180.0
-DAEMON_READY_SECONDS = 300.0
+DAEMON_READY_SECONDS = 600.0
 STOP_GRACE_SECONDS = 20.0
+SCRAPE_TIMEOUT_SECONDS = 60.0
+FLEET_JITTER = 0.1
 SAMPLE_EVERY_SECONDS = 1.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PROFILE_TOP = 20
@@ -106,10 +109,13 @@ class Child:
                 raise BenchError(f"{self.name}: no {pattern.pattern!r} in its log after {timeout}s")
             time.sleep(0.1)
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after a grace period; only this child, by its pid."""
+    def stop(self) -> float | None:
+        """SIGTERM, then SIGKILL after a grace period; only this child, by its pid.
+
+        Returns the seconds it took to exit after SIGTERM, None when it had to be killed."""
         if self.process.poll() is not None:
-            return
+            return 0.0
+        asked = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=STOP_GRACE_SECONDS)
@@ -117,6 +123,8 @@ class Child:
             log.warning("%s did not stop within %ss; killing it", self.name, STOP_GRACE_SECONDS)
             self.process.kill()
             self.process.wait()
+            return None
+        return time.monotonic() - asked
 
 
 @contextmanager
@@ -339,11 +347,14 @@ class Fleet:
     startup_cpu: float
     window_wall: float
     window_cpu: float
-    window_polls: float
-    window_errors: float
     rss_end_mb: float
     rss_window_max_mb: float
     rss_peak_mb: float
+    stop_seconds: float | None
+    window_polls: float | None = None
+    window_errors: float | None = None
+    tenants_up: float | None = None
+    scrape_problems: int = 0
 
     @property
     def startup_share(self) -> float:
@@ -355,7 +366,8 @@ class Fleet:
 
     @property
     def expected_polls(self) -> float:
-        return self.tenants * self.window_wall / self.interval
+        """Polls at the mean interval: APScheduler's jitter adds 0..jitter to each interval."""
+        return self.tenants * self.window_wall / (self.interval * (1 + FLEET_JITTER / 2))
 
 
 def metric_total(text: str, name: str) -> float:
@@ -377,11 +389,33 @@ def wait_ready(http: httpx.Client, daemon: Child, *, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def scrape(http: httpx.Client) -> str:
-    response = http.get("/metrics")
-    if response.status_code != 200:
-        raise BenchError(f"GET /metrics: HTTP {response.status_code}")
-    return response.text
+class Scraper:
+    """GET /metrics; a failed or slow scrape is a finding to report, not a crash."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self._http = http
+        self.problems = 0
+
+    def __call__(self) -> str | None:
+        try:
+            response = self._http.get("/metrics")
+        except httpx.HTTPError as exc:
+            log.warning("GET /metrics failed: %s", type(exc).__name__)
+            self.problems += 1
+            return None
+        if response.status_code != 200:
+            log.warning("GET /metrics: HTTP %d", response.status_code)
+            self.problems += 1
+            return None
+        return response.text
+
+
+def fleet_config(base_url: str, tenants: int, *, interval: float, workdir: Path) -> Path:
+    names = [f"tenant-{number}" for number in range(1, tenants + 1)]
+    defaults = f"{{interval: {interval:g}s, jitter: {FLEET_JITTER:g}}}"
+    path = workdir / "fleet.yaml"
+    path.write_text(daemon_config(base_url, names, workdir=workdir, defaults=defaults))
+    return path
 
 
 def measure_fleet(
@@ -394,57 +428,57 @@ def measure_fleet(
     scrape_every: float,
     profile_to: Path | None,
 ) -> Fleet:
-    names = [f"tenant-{number}" for number in range(1, tenants + 1)]
-    config_path = workdir / "fleet.yaml"
-    config_path.write_text(
-        daemon_config(
-            base_url, names, workdir=workdir, defaults=f"{{interval: {interval:g}s, jitter: 10%}}"
-        )
-    )
+    config_path = fleet_config(base_url, tenants, interval=interval, workdir=workdir)
     profiler = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
     args = [*profiler, "-m", "monitor", "run", "--config", str(config_path)]
     launched = time.monotonic()
     with child_process("daemon", args, workdir=workdir) as daemon:
         port = daemon.wait_for_log(DAEMON_LISTENING, timeout=DAEMON_READY_SECONDS).group(1)
         with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", timeout=30.0, trust_env=False
+            base_url=f"http://127.0.0.1:{port}", timeout=SCRAPE_TIMEOUT_SECONDS, trust_env=False
         ) as http:
             wait_ready(http, daemon, timeout=DAEMON_READY_SECONDS)
             startup_cpu = cpu_seconds(daemon.pid)
             startup_wall = time.monotonic() - launched
-            before = scrape(http)
+            scrape = Scraper(http)
+            before = scrape()
 
             window_started = time.monotonic()
             cpu_at_start = cpu_seconds(daemon.pid)
             rss_max = 0.0
-            next_scrape = window_started + scrape_every if scrape_every else float("inf")
+            next_scrape = window_started + scrape_every if scrape_every else math.inf
             while (now := time.monotonic()) < window_started + window:
                 daemon.check_alive()
                 rss_max = max(rss_max, memory_mb(daemon.pid)["VmRSS"])
                 if now >= next_scrape:
-                    scrape(http)
+                    scrape()
                     next_scrape += scrape_every
                 time.sleep(min(SAMPLE_EVERY_SECONDS, window_started + window - now))
             window_cpu = cpu_seconds(daemon.pid) - cpu_at_start
             window_wall = time.monotonic() - window_started
             memory = memory_mb(daemon.pid)
 
-            after = scrape(http)
-    polls_metric = "keywatch_poll_duration_seconds_count"
-    errors_metric = "keywatch_api_errors_total"
-    return Fleet(
-        tenants=tenants,
-        interval=interval,
-        startup_wall=startup_wall,
-        startup_cpu=startup_cpu,
-        window_wall=window_wall,
-        window_cpu=window_cpu,
-        window_polls=metric_total(after, polls_metric) - metric_total(before, polls_metric),
-        window_errors=metric_total(after, errors_metric) - metric_total(before, errors_metric),
-        rss_end_mb=memory["VmRSS"],
-        rss_window_max_mb=max(rss_max, memory["VmRSS"]),
-        rss_peak_mb=memory["VmHWM"],
-    )
+            after = scrape()
+        result = Fleet(
+            tenants=tenants,
+            interval=interval,
+            startup_wall=startup_wall,
+            startup_cpu=startup_cpu,
+            window_wall=window_wall,
+            window_cpu=window_cpu,
+            rss_end_mb=memory["VmRSS"],
+            rss_window_max_mb=max(rss_max, memory["VmRSS"]),
+            rss_peak_mb=memory["VmHWM"],
+            stop_seconds=daemon.stop(),
+            scrape_problems=scrape.problems,
+        )
+    if before is not None and after is not None:
+        polls, errors = "keywatch_poll_duration_seconds_count", "keywatch_api_errors_total"
+        result.window_polls = metric_total(after, polls) - metric_total(before, polls)
+        result.window_errors = metric_total(after, errors) - metric_total(before, errors)
+    if after is not None:
+        result.tenants_up = metric_total(after, "keywatch_tenant_up")
+    return result
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -477,10 +511,14 @@ def report_poll_cpu(result: PollCpu, *, rounds: int) -> None:
     )
 
 
+def optional(value: float | None, template: str) -> str:
+    return "n/a" if value is None else template.format(value)
+
+
 def report_fleet(result: Fleet, *, judged: bool) -> None:
     print(
         f"\nFleet: keywatch run, {result.tenants} tenants every {result.interval:g}s "
-        f"(jitter 10%), window {result.window_wall:.0f}s after all were polled once"
+        f"(jitter {FLEET_JITTER:.0%}), window {result.window_wall:.0f}s after all were polled once"
     )
     print(
         row(
@@ -500,14 +538,17 @@ def report_fleet(result: Fleet, *, judged: bool) -> None:
     )
     if result.window_polls:
         per_poll = result.window_cpu * 1000 / result.window_polls
-        print(row("CPU per poll in the daemon (window CPU / polls)", f"{per_poll:.2f} ms"))
+        print(row("daemon CPU per poll (window CPU / polls)", f"{per_poll:.2f} ms"))
     print(
         row(
-            "polls in the window (expected ~)",
-            f"{result.window_polls:.0f} ({result.expected_polls:.0f})",
+            "polls in the window (expected at the mean interval)",
+            f"{optional(result.window_polls, '{:.0f}')} ({result.expected_polls:.0f})",
         )
     )
-    print(row("failed polls in the window", f"{result.window_errors:.0f}"))
+    print(row("failed polls in the window", optional(result.window_errors, "{:.0f}")))
+    print(row("tenants up at the end", optional(result.tenants_up, "{:.0f}")))
+    if result.scrape_problems:
+        print(row("failed or timed-out GET /metrics", f"{result.scrape_problems}"))
     print(row("RSS at the end of the window", f"{result.rss_end_mb:.1f} MB"))
     print(row("RSS, highest sample in the window", f"{result.rss_window_max_mb:.1f} MB"))
     print(
@@ -518,6 +559,10 @@ def report_fleet(result: Fleet, *, judged: bool) -> None:
             verdict(result.rss_peak_mb < RSS_TARGET_MB, judged=judged),
         )
     )
+    stopped = optional(result.stop_seconds, "{:.1f} s")
+    if result.stop_seconds is None:
+        stopped = f"killed after {STOP_GRACE_SECONDS:g} s"
+    print(row("exit after SIGTERM", stopped))
     if result.window_wall < 2 * result.interval:
         print("  note: the window is shorter than two poll intervals; the share is rough")
 
@@ -617,6 +662,7 @@ def run_fleet(args: argparse.Namespace, *, workdir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:

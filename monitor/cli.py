@@ -1,7 +1,8 @@
 """The ``keywatch`` command. No business logic here: parse arguments, call, map to exit codes.
 
-Exit codes: 0 fine; 1 a problem was found (``check``); 2 bad configuration, bad arguments or an
-unreachable tenant.
+Exit codes: 0 fine; 1 a problem was found (``check``) or the test notification was not
+delivered (``test-notify``); 2 bad configuration, bad arguments, an unreachable tenant or an
+unreadable store.
 """
 
 from __future__ import annotations
@@ -15,19 +16,22 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from monitor import __version__
-from monitor.config import Settings, load_config
+from monitor.config import DestinationConfig, Settings, load_config
 from monitor.daemon import build_daemon, secrets_of
 from monitor.detect import problems
-from monitor.errors import ConfigError, SourceError
+from monitor.errors import ConfigError, SourceError, StoreError
 from monitor.httpclient import build_http_client
 from monitor.logs import configure_logging
 from monitor.model import KeyState, Snapshot
+from monitor.notify import build_notifier, sample_event
+from monitor.notify.base import Outcome, Verdict
 from monitor.poll import client_for_tenant, fetch_snapshot
+from monitor.store import Delivery, OutboxStats, Store, open_store
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -75,7 +79,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     settings = _load(args.file)
     if settings is None:
         return EXIT_CONFIG
-    print(f"{args.file}: ok ({len(settings.tenants)} tenant(s))")
+    counts = f"{len(settings.tenants)} tenant(s), {len(settings.destinations)} destination(s)"
+    print(f"{args.file}: ok ({counts})")
     return EXIT_OK
 
 
@@ -204,6 +209,262 @@ def cmd_check(args: argparse.Namespace) -> int:
     return code
 
 
+# --- test-notify ----------------------------------------------------------------------------
+
+TEST_TENANT = "keywatch-test"
+
+
+def _destination(settings: Settings, name: str, source: str) -> DestinationConfig | None:
+    for destination in settings.destinations:
+        if destination.name == name:
+            return destination
+    known = ", ".join(d.name for d in settings.destinations) or "none configured"
+    print(f"{source}: no destination named {name!r} (known: {known})", file=sys.stderr)
+    return None
+
+
+async def _send_test(destination: DestinationConfig) -> Verdict:
+    notifier = build_notifier(destination)
+    now = datetime.now(UTC)
+    event = sample_event(tenant=TEST_TENANT, detected_at=now)
+    async with build_http_client(timeout=destination.timeout) as http:
+        return await notifier.deliver(http, event, now=now)
+
+
+def cmd_test_notify(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    destination = _destination(settings, args.destination, args.config)
+    if destination is None:
+        return EXIT_CONFIG
+    configure_logging(level="warning", secrets=secrets_of(settings))
+    verdict = asyncio.run(_send_test(destination))
+    outcome = "delivered" if verdict.outcome is Outcome.DELIVERED else "NOT delivered"
+    print(f"{destination.name} ({destination.kind}): {outcome}: {verdict.detail}")
+    if verdict.outcome is Outcome.RETRY:
+        wait = f" in {verdict.retry_after:g}s" if verdict.retry_after is not None else ""
+        print(f"the daemon would retry{wait} (a temporary failure)")
+    elif verdict.outcome is Outcome.DEAD:
+        print("the daemon would give up at once (a permanent failure: check the destination)")
+    return EXIT_OK if verdict.outcome is Outcome.DELIVERED else EXIT_PROBLEM
+
+
+# --- status / redeliver ---------------------------------------------------------------------
+
+DEAD_SHOWN = 20
+
+
+def _open_state(settings: Settings, source: str) -> Store | None:
+    """The configured store, or None (reported) when it is missing or unreadable."""
+    path = settings.sqlite_path
+    if path is not None and path != ":memory:" and not Path(path).is_file():
+        print(
+            f"{source}: state: no store at {path} yet (the daemon creates it on its first run)",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        return open_store(settings.state)
+    except StoreError as exc:
+        print(f"{source}: {exc}", file=sys.stderr)
+        return None
+
+
+@dataclass
+class StatusReport:
+    snapshots: dict[str, Snapshot]
+    stats: dict[str, OutboxStats]
+    counts: dict[tuple[str, str], int]
+    dead: list[Delivery]
+    now: datetime
+
+
+def _read_status(store: Store) -> StatusReport:
+    return StatusReport(
+        snapshots=store.load_snapshots(),
+        stats=store.outbox_stats(),
+        counts=store.delivery_counts(),
+        dead=store.dead_deliveries(limit=DEAD_SHOWN),
+        now=datetime.now(UTC),
+    )
+
+
+def _age(since: datetime | None, now: datetime) -> float | None:
+    return None if since is None else max(0.0, (now - since).total_seconds())
+
+
+def _span(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    rest, parts = round(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts[:2]) or "0s"
+
+
+def _status_document(settings: Settings, report: StatusReport) -> dict[str, Any]:
+    """Everything ``status`` shows; configured tenants and destinations first, then the ones
+    only the store still knows (removed from the configuration)."""
+    kinds = {d.name: d.kind for d in settings.destinations}
+    stored = {destination for destination, _ in report.counts}
+    configured_tenants = [t.name for t in settings.tenants]
+    tenants = configured_tenants + sorted(report.snapshots.keys() - set(configured_tenants))
+    return {
+        "tenants": [
+            _tenant_status(name, report.snapshots.get(name), configured=name in configured_tenants)
+            for name in tenants
+        ],
+        "destinations": [
+            _destination_status(name, kinds.get(name), report)
+            for name in [*kinds, *sorted(stored - kinds.keys())]
+        ],
+        "dead": [_dead_status(delivery) for delivery in report.dead],
+    }
+
+
+def _tenant_status(name: str, snapshot: Snapshot | None, *, configured: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "configured": configured,
+        "snapshot_at": _date(snapshot.taken_at) if snapshot else None,
+        "current_kids": snapshot.current_kids if snapshot else [],
+    }
+
+
+def _destination_status(name: str, kind: str | None, report: StatusReport) -> dict[str, Any]:
+    oldest = report.stats.get(name, OutboxStats()).oldest_pending_at
+    return {
+        "name": name,
+        "kind": kind,
+        "configured": kind is not None,
+        "pending": report.counts.get((name, "pending"), 0),
+        "dead": report.counts.get((name, "dead"), 0),
+        "delivered": report.counts.get((name, "delivered"), 0),
+        "oldest_pending_age_seconds": _age(oldest, report.now),
+    }
+
+
+def _dead_status(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "event_id": delivery.event.id,
+        "destination": delivery.destination,
+        "tenant": delivery.event.tenant,
+        "event": delivery.event.type.value,
+        "detected_at": _date(delivery.event.detected_at),
+        "attempts": delivery.attempts,
+        "last_error": delivery.last_error,
+    }
+
+
+def _print_rows(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        print("  ".join(cells).rstrip(), file=out)
+
+
+def _print_status(document: dict[str, Any], out: TextIO) -> None:
+    tenant_rows = [["TENANT", "SNAPSHOT_AT", "CURRENT_KID"]]
+    for tenant in document["tenants"]:
+        note = "" if tenant["configured"] else "  (not configured)"
+        kids = ",".join(tenant["current_kids"]) or "-"
+        tenant_rows.append([tenant["name"], tenant["snapshot_at"] or "never", kids + note])
+    _print_rows(tenant_rows, out)
+    print(file=out)
+    rows = [["DESTINATION", "KIND", "PENDING", "DEAD", "DELIVERED", "OLDEST_PENDING"]]
+    for destination in document["destinations"]:
+        note = "" if destination["configured"] else "  (not configured: not sent)"
+        rows.append(
+            [
+                destination["name"],
+                destination["kind"] or "-",
+                str(destination["pending"]),
+                str(destination["dead"]),
+                str(destination["delivered"]),
+                _span(destination["oldest_pending_age_seconds"]) + note,
+            ]
+        )
+    if len(rows) > 1:
+        _print_rows(rows, out)
+    else:
+        print("no destinations configured and no deliveries stored", file=out)
+    if document["dead"]:
+        print(file=out)
+        print(
+            f"dead deliveries (oldest {DEAD_SHOWN}; `keywatch redeliver` queues them again):",
+            file=out,
+        )
+        dead_rows = [["EVENT_ID", "DESTINATION", "TENANT", "EVENT", "ATTEMPTS", "LAST_ERROR"]]
+        for dead in document["dead"]:
+            dead_rows.append(
+                [
+                    dead["event_id"],
+                    dead["destination"],
+                    dead["tenant"],
+                    dead["event"],
+                    str(dead["attempts"]),
+                    dead["last_error"] or "-",
+                ]
+            )
+        _print_rows(dead_rows, out)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    configure_logging(level="error", secrets=secrets_of(settings))
+    store = _open_state(settings, args.config)
+    if store is None:
+        return EXIT_CONFIG
+    try:
+        report = _read_status(store)
+    except StoreError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        store.close()
+    document = _status_document(settings, report)
+    if args.json:
+        json.dump(document, sys.stdout, indent=2)
+        print()
+    else:
+        _print_status(document, sys.stdout)
+    return EXIT_OK
+
+
+def cmd_redeliver(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    configure_logging(level="error", secrets=secrets_of(settings))
+    configured = {d.name for d in settings.destinations}
+    if args.destination is not None and args.destination not in configured:
+        print(
+            f"note: destination {args.destination!r} is not in {args.config}: its deliveries "
+            "stay queued until it is configured again",
+            file=sys.stderr,
+        )
+    store = _open_state(settings, args.config)
+    if store is None:
+        return EXIT_CONFIG
+    try:
+        count = store.requeue_dead(
+            now=datetime.now(UTC), destination=args.destination, event_id=args.event
+        )
+    except StoreError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        store.close()
+    noun = "delivery" if count == 1 else "deliveries"
+    print(f"{count} dead {noun} queued again")
+    return EXIT_OK
+
+
 # --- simulate / demo ------------------------------------------------------------------------
 
 
@@ -271,6 +532,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="rate-limit preset (default unlimited; free = 2 requests/s)",
     )
     simulate.set_defaults(handler=cmd_simulate)
+
+    test_notify = commands.add_parser(
+        "test-notify", help="send a sample event to one destination and report the answer"
+    )
+    test_notify.add_argument("--config", "-c", required=True, help="configuration file (YAML)")
+    test_notify.add_argument("--destination", "-d", required=True, help="destination name")
+    test_notify.set_defaults(handler=cmd_test_notify)
+
+    status = commands.add_parser(
+        "status", help="tenants, pending and dead deliveries, read from the store"
+    )
+    status.add_argument("--config", "-c", required=True, help="configuration file (YAML)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    status.set_defaults(handler=cmd_status)
+
+    redeliver = commands.add_parser("redeliver", help="queue dead deliveries again")
+    redeliver.add_argument("--config", "-c", required=True, help="configuration file (YAML)")
+    redeliver.add_argument("--destination", "-d", help="only this destination's")
+    redeliver.add_argument("--event", "-e", help="only this event's (an event id)")
+    redeliver.set_defaults(handler=cmd_redeliver)
 
     demo = commands.add_parser("demo", help="simulator + daemon + scripted rotations")
     demo.add_argument("--config", default="config/demo.yaml")

@@ -14,6 +14,10 @@ Everything is reported together as one ``ConfigError``. Values of secret keys ar
 
 from __future__ import annotations
 
+import base64
+import binascii
+import difflib
+import ipaddress
 import math
 import os
 import re
@@ -21,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -44,9 +48,12 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from monitor.errors import ConfigError
+from monitor.model import Event, EventType, Severity
 
 __all__ = [
     "Defaults",
+    "DestinationConfig",
+    "DestinationKind",
     "Settings",
     "TenantConfig",
     "is_secret_key",
@@ -65,7 +72,7 @@ MAX_JITTER = 0.5
 
 # Keys whose values are never echoed, wherever they appear (``destinations`` adds its own).
 _SECRET_KEYS = frozenset({"client_secret", "token", "password"})
-_SECRET_DESTINATION_KEYS = frozenset({"secret", "url"})
+_SECRET_DESTINATION_KEYS = frozenset({"secret", "secrets", "url", "urls", "routing_key"})
 # A custom pydantic error type: ``detail`` is the message, ``field`` (optional) a sub-key.
 _KEYWATCH_ERROR = "keywatch"
 
@@ -316,7 +323,7 @@ class Defaults(BaseModel):
 class TenantConfig(BaseModel):
     """One Auth0 tenant to watch; ``interval``, ``timeout`` and ``jitter`` are always resolved."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     name: TenantName
     domain: Domain | None = None
@@ -384,10 +391,264 @@ def _tenant_shape_problems(data: Mapping[str, Any]) -> list[InitErrorDetails]:
     return [{"type": problem, "loc": (), "input": dict(data)} for problem in problems]
 
 
+# --- destinations --------------------------------------------------------------------------
+
+DestinationKind = Literal[
+    "slack", "teams", "discord", "googlechat", "webhook", "alertmanager", "pagerduty"
+]
+SeverityName = Literal["info", "warning", "critical"]
+
+_DESTINATION_KINDS: tuple[str, ...] = get_args(DestinationKind)
+DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
+DEFAULT_MAX_AGE = 7 * 86400.0
+DEFAULT_RESOLVE_AFTER = 3600.0
+DEFAULT_DESTINATION_TIMEOUT = 10.0
+WEBHOOK_SECRET_PREFIX = "whsec_"
+_KINDS_WITH_URL = ("slack", "teams", "discord", "googlechat", "webhook")
+# Options that only one kind understands: setting them elsewhere is a mistake worth reporting.
+_KIND_OPTIONS = {
+    "urls": "alertmanager",
+    "resolve_after": "alertmanager",
+    "secrets": "webhook",
+    "cloudevents": "webhook",
+    "routing_key": "pagerduty",
+}
+_RETIRED_TEAMS_DOMAIN = "webhook.office.com"
+_MIN_WEBHOOK_KEY_BYTES, _MAX_WEBHOOK_KEY_BYTES = 24, 64
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_destination_url(value: SecretStr) -> SecretStr:
+    """An absolute http(s) URL with a host. Messages never echo it: it is a secret."""
+    text = value.get_secret_value()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - urlsplit validates the port lazily
+    except ValueError:
+        raise ValueError("not a valid URL (bad host or port)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an https:// URL with a host")
+    if any(character.isspace() for character in text):
+        raise ValueError("must not contain spaces")
+    if parts.fragment or text.endswith("#"):
+        raise ValueError("must not contain a fragment (#...)")
+    return value
+
+
+def _check_alertmanager_url(value: SecretStr) -> SecretStr:
+    """A base URL (``http://am:9093`` or a path prefix); returned without a trailing slash."""
+    _check_destination_url(value)
+    text = value.get_secret_value()
+    if urlsplit(text).query or text.endswith("?"):
+        raise ValueError("must be a base URL without a query (keywatch adds /api/v2/alerts)")
+    return SecretStr(text.rstrip("/"))
+
+
+def destination_url_problem(url: str, kind: str) -> str | None:
+    """What is wrong with ``url`` for a destination of ``kind``, beyond its shape."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if kind == "teams" and (
+        host == _RETIRED_TEAMS_DOMAIN or host.endswith("." + _RETIRED_TEAMS_DOMAIN)
+    ):
+        return "retired Office 365 connector URL; create a Workflows webhook"
+    if parts.scheme == "http" and kind != "alertmanager" and not _is_loopback_host(host):
+        return "must be https:// (http:// is allowed only for 127.0.0.1, ::1 and localhost)"
+    return None
+
+
+def _check_webhook_secret(value: SecretStr) -> SecretStr:
+    """A Standard Webhooks secret: ``whsec_`` + base64 of 24 to 64 random bytes."""
+    text = value.get_secret_value()
+    if not text.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError("must start with whsec_ (whsec_ + base64 of 24 to 64 random bytes)")
+    try:
+        key = base64.b64decode(text.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+    except binascii.Error:
+        raise ValueError("the part after whsec_ is not valid base64") from None
+    if not _MIN_WEBHOOK_KEY_BYTES <= len(key) <= _MAX_WEBHOOK_KEY_BYTES:
+        raise ValueError(f"must decode to 24 to 64 bytes, got {len(key)}")
+    return value
+
+
+def webhook_key(secret: SecretStr) -> bytes:
+    """The HMAC key of a validated ``whsec_`` secret."""
+    return base64.b64decode(secret.get_secret_value().removeprefix(WEBHOOK_SECRET_PREFIX))
+
+
+_EVENT_TYPES = tuple(event_type.value for event_type in EventType)
+
+
+def _check_event_type(value: str) -> str:
+    if value in _EVENT_TYPES:
+        return value
+    close = difflib.get_close_matches(value, _EVENT_TYPES, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "expected one of " + ", ".join(_EVENT_TYPES)
+    raise ValueError(f"unknown event type {value!r} ({hint})")
+
+
+def _check_rate_limit(value: float) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"must be a positive number of messages per second, got {value!r}")
+    return value
+
+
+def _check_template(source: str) -> str:
+    if not source.strip():
+        raise ValueError("must not be empty")
+    # Imported here: monitor.notify imports this module, so a top-level import would be a cycle.
+    from monitor.notify.templates import check_template
+
+    check_template(source)
+    return source
+
+
+DestinationUrl = Annotated[SecretStr, AfterValidator(_check_destination_url)]
+AlertmanagerUrl = Annotated[SecretStr, AfterValidator(_check_alertmanager_url)]
+WebhookSecret = Annotated[SecretStr, AfterValidator(_check_webhook_secret)]
+EventTypeName = Annotated[StrictStr, AfterValidator(_check_event_type)]
+RateLimit = Annotated[float, AfterValidator(_check_rate_limit)]
+Template = Annotated[StrictStr, AfterValidator(_check_template)]
+MinSeverity = Annotated[SeverityName, BeforeValidator(_lowercase)]
+
+
+class DestinationConfig(BaseModel):
+    """Where notifications go: one chat webhook, signed webhook, Alertmanager or PagerDuty.
+
+    ``url``, ``urls``, ``secrets`` and ``routing_key`` are secrets: their reprs show ``***``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    name: TenantName
+    """Unique among destinations; the ``destination`` metrics label."""
+    kind: DestinationKind
+    url: DestinationUrl | None = None
+    """Required for every kind but alertmanager (``urls``) and pagerduty (has a default)."""
+    urls: Annotated[tuple[AlertmanagerUrl, ...], _none_as(())] = ()
+    """alertmanager: base URLs; keywatch POSTs ``{url}/api/v2/alerts`` to each."""
+    events: Annotated[tuple[EventTypeName, ...], _none_as(())] = ()
+    """Event types to send; empty: every type at or above ``min_severity``."""
+    tenants: Annotated[tuple[TenantName, ...], _none_as(())] = ()
+    """Tenant names to send for; empty: all."""
+    min_severity: MinSeverity = "warning"
+    rate_limit: RateLimit | None = None
+    """Messages per second; None: the kind's default."""
+    max_age: Duration = DEFAULT_MAX_AGE
+    """Seconds a delivery keeps being retried before it is dead."""
+    timeout: Duration = DEFAULT_DESTINATION_TIMEOUT
+    """Seconds one attempt may take."""
+    template: Template | None = None
+    """Sandboxed Jinja2 text replacing the message's human text; checked at load."""
+    secrets: Annotated[tuple[WebhookSecret, ...], _none_as(())] = ()
+    """webhook: Standard Webhooks signing secrets; several while rotating (signs with each)."""
+    cloudevents: bool = False
+    """webhook: send a CloudEvents 1.0 structured envelope."""
+    routing_key: Secret | None = None
+    """pagerduty: the Events API v2 integration key (required there)."""
+    resolve_after: Duration = DEFAULT_RESOLVE_AFTER
+    """alertmanager: seconds an event's alert stays active unless its condition clears."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url_for_kind(cls, url: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        kind = info.data.get("kind")
+        if url is not None and isinstance(kind, str):
+            problem = destination_url_problem(url.get_secret_value(), kind)
+            if problem:
+                raise ValueError(problem)
+        return url
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_kind_shape(
+        cls, data: Any, handler: ModelWrapValidatorHandler[DestinationConfig]
+    ) -> DestinationConfig:
+        checks = _destination_shape_problems(data) if isinstance(data, Mapping) else []
+        validated: DestinationConfig = _validate_with_checks(cls, data, handler, checks)
+        return validated
+
+    @property
+    def target_url(self) -> str:
+        """The URL to POST to (pagerduty's default included); "" for alertmanager."""
+        if self.url is not None:
+            return self.url.get_secret_value()
+        return DEFAULT_PAGERDUTY_URL if self.kind == "pagerduty" else ""
+
+    def matches(self, event: Event) -> bool:
+        """Whether ``event`` goes to this destination: its tenant, then its type or severity."""
+        if self.tenants and event.tenant not in self.tenants:
+            return False
+        if self.events:
+            return event.type.value in self.events
+        return event.severity >= Severity.parse(self.min_severity)
+
+    def secret_values(self) -> list[str]:
+        """Every secret string of this destination, for log redaction: whole URLs and the
+        tokens inside them (query values, long path segments), secrets, the routing key."""
+        found: list[str] = []
+        for url in (self.url, *self.urls):
+            if url is not None:
+                found.extend(_url_secrets(url.get_secret_value()))
+        found.extend(secret.get_secret_value() for secret in self.secrets)
+        if self.routing_key is not None:
+            found.append(self.routing_key.get_secret_value())
+        return found
+
+
+def _url_secrets(url: str) -> list[str]:
+    parts = urlsplit(url)
+    found = [url, parts.netloc + parts.path]
+    found += [segment for segment in parts.path.split("/") if len(segment) >= 16]
+    query_values = [piece.partition("=")[2] for piece in parts.query.split("&")]
+    found += [value for value in query_values if len(value) >= 8]
+    if parts.password:
+        found.append(parts.password)
+    return found
+
+
+def _destination_shape_problems(data: Mapping[str, Any]) -> list[InitErrorDetails]:
+    """Kind-specific requirements: which URL key, which options, which credentials."""
+    kind = data.get("kind")
+    if kind not in _DESTINATION_KINDS:
+        return []  # pydantic reports the bad kind
+
+    def given(key: str) -> bool:
+        return data.get(key) is not None
+
+    found: list[tuple[PydanticCustomError, KeyPath]] = []
+    for option, owner in _KIND_OPTIONS.items():
+        if given(option) and kind != owner:
+            found.append((_keywatch_error(f"only for kind {owner}"), (option,)))
+    if kind in _KINDS_WITH_URL and not given("url"):
+        found.append((_keywatch_error("missing", field="url"), ()))
+    if kind == "alertmanager":
+        if given("url"):
+            message = "alertmanager takes urls (a list of base URLs), not url"
+            found.append((_keywatch_error(message), ("url",)))
+        elif not data.get("urls"):
+            found.append((_keywatch_error("missing", field="urls"), ()))
+    if kind == "pagerduty" and not given("routing_key"):
+        found.append((_keywatch_error("missing", field="routing_key"), ()))
+    events = data.get("events")
+    if isinstance(events, list | tuple) and events and given("min_severity"):
+        message = "set either events or min_severity, not both (an event type has one severity)"
+        found.append((_keywatch_error(message), ("min_severity",)))
+    return [{"type": problem, "loc": loc, "input": dict(data)} for problem, loc in found]
+
+
 class Settings(BaseModel):
     """The whole configuration, validated once."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     listen: Listen = DEFAULT_LISTEN
     data_dir: DataDir
@@ -396,6 +657,7 @@ class Settings(BaseModel):
     log_level: LogLevel = "info"
     defaults: Annotated[Defaults, _none_as({})] = Field(default_factory=Defaults)
     tenants: tuple[TenantConfig, ...]
+    destinations: Annotated[tuple[DestinationConfig, ...], _none_as(())] = ()
 
     @field_validator("tenants", mode="before")
     @classmethod
@@ -427,7 +689,11 @@ class Settings(BaseModel):
     def _check_unique_names(
         cls, data: Any, handler: ModelWrapValidatorHandler[Settings]
     ) -> Settings:
-        checks = _duplicate_name_problems(data.get("tenants")) if isinstance(data, Mapping) else []
+        checks: list[InitErrorDetails] = []
+        if isinstance(data, Mapping):
+            checks += _duplicate_name_problems(data.get("tenants"))
+            checks += _destination_name_problems(data.get("destinations"))
+            checks += _destination_tenant_problems(data.get("destinations"), data.get("tenants"))
         validated: Settings = _validate_with_checks(cls, data, handler, checks)
         return validated
 
@@ -505,6 +771,57 @@ def _duplicate_name_problems(tenants: object) -> list[InitErrorDetails]:
             )
         else:
             first_index[name] = index
+    return problems
+
+
+def _name_of(item: object) -> object:
+    if isinstance(item, TenantConfig | DestinationConfig):
+        return item.name
+    return item.get("name") if isinstance(item, Mapping) else None
+
+
+def _destination_name_problems(destinations: object) -> list[InitErrorDetails]:
+    if not isinstance(destinations, list | tuple):
+        return []
+    first_index: dict[str, int] = {}
+    problems: list[InitErrorDetails] = []
+    for index, destination in enumerate(destinations):
+        name = _name_of(destination)
+        if not isinstance(name, str):
+            continue
+        if name in first_index:
+            detail = (
+                f"duplicate destination name {name!r}, "
+                f"already used by destinations[{first_index[name]}]"
+            )
+            loc = ("destinations", index, "name")
+            problems.append({"type": _keywatch_error(detail), "loc": loc, "input": name})
+        else:
+            first_index[name] = index
+    return problems
+
+
+def _destination_tenant_problems(destinations: object, tenants: object) -> list[InitErrorDetails]:
+    """Every tenant a destination names must be configured."""
+    if not isinstance(destinations, list | tuple) or not isinstance(tenants, list | tuple):
+        return []
+    known = [name for name in map(_name_of, tenants) if isinstance(name, str)]
+    problems: list[InitErrorDetails] = []
+    for index, destination in enumerate(destinations):
+        wanted = (
+            destination.tenants
+            if isinstance(destination, DestinationConfig)
+            else destination.get("tenants")
+            if isinstance(destination, Mapping)
+            else None
+        )
+        if not isinstance(wanted, list | tuple):
+            continue
+        for position, name in enumerate(wanted):
+            if isinstance(name, str) and name not in known:
+                detail = f"unknown tenant {name!r} (tenants are: {', '.join(known)})"
+                loc = ("destinations", index, "tenants", position)
+                problems.append({"type": _keywatch_error(detail), "loc": loc, "input": name})
     return problems
 
 

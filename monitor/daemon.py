@@ -1,11 +1,16 @@
-"""Wiring: the shared HTTP client, the store, the scheduler, the web server; signals, reload and
-one ordered shutdown path.
+"""Wiring: the shared HTTP client, the store, the scheduler, the notification dispatcher, the
+web server; signals, reload and one ordered shutdown path.
 
 One poll of one tenant (``Daemon.poll_tenant``): fetch a snapshot, diff it against the last
-committed one, commit snapshot + events in one store transaction, and only then update the
-in-memory view the metrics collector renders and log the events. If the commit fails, the
-in-memory snapshot is left alone, so the next poll detects the same change again: nothing is
-lost, and the deterministic event ids keep it from being counted twice.
+committed one, commit snapshot + events + one delivery per matching destination in one store
+transaction, and only then update the in-memory view the metrics collector renders, log the
+events and wake the dispatcher. If the commit fails, the in-memory snapshot is left alone, so
+the next poll detects the same change again: nothing is lost, and the deterministic event ids
+keep it from being counted (or notified) twice.
+
+Start order: store, web server, dispatcher (pending deliveries resume first), scheduler.
+Shutdown order: scheduler (running polls finish), dispatcher (a request in flight finishes and
+its outcome is committed), web server, HTTP client, store.
 """
 
 from __future__ import annotations
@@ -32,13 +37,16 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
-from monitor.config import Settings, TenantConfig, load_config
+from monitor.config import DestinationConfig, Settings, TenantConfig, load_config
 from monitor.detect import diff
 from monitor.errors import ConfigError, SourceError, StoreError
 from monitor.httpclient import build_http_client
 from monitor.logs import RedactSecrets
 from monitor.metrics import Telemetry, build_registry
 from monitor.model import Event, Severity, Snapshot
+from monitor.notify import build_notifier
+from monitor.notify.base import Notifier
+from monitor.notify.dispatcher import Dispatcher
 from monitor.poll import client_for_tenant, fetch_snapshot, utc_now
 from monitor.sources.auth0 import Auth0Client
 from monitor.store import open_store
@@ -58,12 +66,15 @@ EventListener = Callable[[Sequence[Event]], None]
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """Every secret value in the settings, for the log redaction filter."""
+    """Every secret value in the settings, for the log redaction filter: tenant credentials,
+    destination URLs (and the tokens inside them), signing secrets and routing keys."""
     found: list[str] = []
     for tenant in settings.tenants:
         for secret in (tenant.client_secret, tenant.token):
             if secret is not None:
                 found.append(secret.get_secret_value())
+    for destination in settings.destinations:
+        found.extend(destination.secret_values())
     return found
 
 
@@ -94,6 +105,12 @@ class Daemon:
     _scheduler: AsyncIOScheduler | None = None
     _server: EmbeddedServer | None = None
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    notifier_factory: Callable[[DestinationConfig], Notifier] = build_notifier
+    notifiers: dict[str, Notifier] = field(default_factory=dict)
+    dispatcher: Dispatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dispatcher = Dispatcher(store=self.store, http=self.http, telemetry=self.telemetry)
 
     # --- polling ----------------------------------------------------------------------------
 
@@ -139,12 +156,15 @@ class Daemon:
         )
         events = diff(previous, snapshot, kids=runtime.config.kids)
         committed: list[Event] = []
+        deliveries = self._deliveries_of(events)
         if previous is not None and not events and snapshot.same_keys(previous):
             # Keep the stored snapshot (and its taken_at, part of some event ids) as the
             # baseline, so in memory and on disk always agree on what "old" is.
             snapshot = previous
         else:
-            committed = await asyncio.to_thread(self.store.save_poll, snapshot, events)
+            committed = await asyncio.to_thread(self.store.save_poll, snapshot, events, deliveries)
+            if deliveries:
+                self.dispatcher.wake({destination for _, destination in deliveries})
         if self.tenants.get(name) is runtime:  # not removed by a reload meanwhile
             runtime.snapshot = snapshot
             self.telemetry.set_snapshot(snapshot)
@@ -159,6 +179,16 @@ class Daemon:
             )
         self._announce(committed)
         return committed
+
+    def _deliveries_of(self, events: Sequence[Event]) -> list[tuple[str, str]]:
+        """(event id, destination) for every destination that wants each event. Events the
+        store already knows get no second delivery: the store ignores known pairs."""
+        return [
+            (event.id, notifier.name)
+            for event in events
+            for notifier in self.notifiers.values()
+            if notifier.matches(event)
+        ]
 
     def _announce(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -222,6 +252,10 @@ class Daemon:
             raise
         for tenant in self.settings.tenants:
             self._add_tenant(tenant, stored.get(tenant.name))
+        self.notifiers = {
+            destination.name: self.notifier_factory(destination)
+            for destination in self.settings.destinations
+        }
 
         self._server = build_server(
             build_app(
@@ -232,6 +266,9 @@ class Daemon:
         )
         self._spawn(self._server.serve(sockets=[sock]), name="web-server")
         log.info("serving http://%s:%s/metrics", self.settings.listen_host, self.port)
+
+        # Before the scheduler: deliveries left pending by the last run go out first.
+        await self.dispatcher.start(list(self.notifiers.values()))
 
         self._scheduler = AsyncIOScheduler(
             timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1}
@@ -290,9 +327,27 @@ class Daemon:
             self._add_tenant(tenant, runtime.snapshot if runtime else None)
             self._schedule(tenant, first_run=now)
             log.info("tenant %s", "updated" if runtime else "added", extra={"tenant": name})
+        self._apply_destinations(settings.destinations)
         self.settings = settings
         if self.redactor is not None:
             self.redactor.update(secrets_of(settings))
+
+    def _apply_destinations(self, destinations: Sequence[DestinationConfig]) -> None:
+        """Keep the notifier of an unchanged destination (it may hold state, e.g. the alerts
+        an Alertmanager destination re-sends); build new ones for added or changed ones."""
+        notifiers: dict[str, Notifier] = {}
+        for destination in destinations:
+            known = self.notifiers.get(destination.name)
+            if known is not None and known.config == destination:
+                notifiers[destination.name] = known
+                continue
+            notifiers[destination.name] = self.notifier_factory(destination)
+            change = "updated" if known is not None else "added"
+            log.info("destination %s", change, extra={"destination": destination.name})
+        for name in self.notifiers.keys() - notifiers.keys():
+            log.info("destination removed", extra={"destination": name})
+        self.notifiers = notifiers
+        self.dispatcher.configure(list(notifiers.values()))
 
     async def wait_ready(self) -> None:
         """Until every tenant has been polled once (what /readyz reports)."""
@@ -303,7 +358,8 @@ class Daemon:
 
     async def shutdown(self) -> None:
         """The one ordered shutdown path: stop scheduling, let running polls finish (bounded),
-        stop the web server, then close the HTTP client and the store."""
+        stop the dispatcher (a request in flight finishes, bounded by its timeout, and its
+        outcome is committed), stop the web server, then close the HTTP client and the store."""
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.pause()
         if self._inflight:
@@ -312,6 +368,8 @@ class Daemon:
                 task.cancel()
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        timeouts = [notifier.config.timeout for notifier in self.notifiers.values()]
+        await self.dispatcher.stop(grace=max(timeouts, default=0.0) + 1.0)
         if self._server is not None:
             self._server.should_exit = True
         if self._background:

@@ -1,23 +1,38 @@
-"""``keywatch demo``: the simulated tenant, the daemon against it, and an operator script that
-rotates the signing key and then revokes the key it rotated out, again and again."""
+"""``keywatch demo``: the simulated tenant, the daemon against it, an operator script that
+rotates the signing key and then revokes the key it rotated out, again and again, and a local
+receiver that answers like each notification service and prints what it would have shown.
+
+The destinations come from the demo configuration, whose URLs point at
+``${KEYWATCH_DEMO_RECEIVER}``; when it lists none, one destination of each kind is added here.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import html
+import json
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
-from monitor.config import load_config
+from monitor.config import DestinationConfig, Settings, load_config
 from monitor.daemon import Daemon, build_daemon, secrets_of
 from monitor.logs import configure_logging
 from monitor.simulator import SimulatedTenant, SimulatorServer
 
 DEMO_TENANT = "tenant-1"
+RECEIVER_VARIABLE = "KEYWATCH_DEMO_RECEIVER"
+DEMO_WEBHOOK_SECRET = "whsec_a2V5d2F0Y2gtZGVtby1zaWduaW5nLXNlY3JldA=="
+ALERTMANAGER_PATH = "/alertmanager"
 
 
 def _say(text: str) -> None:
-    print(f"demo: {text}", flush=True)
+    _print_line(f"demo: {text}")
 
 
 async def _operator(daemon: Daemon, tenant: SimulatedTenant, *, rotate_every: float) -> None:
@@ -45,6 +60,151 @@ async def _run(daemon: Daemon, tenant: SimulatedTenant, *, rotate_every: float) 
             await operator
 
 
+# --- the receiver -------------------------------------------------------------------------------
+
+Answer = tuple[int, bytes, str]  # status, body, content type
+Reader = Callable[[Any], str]  # the JSON body -> the human text the service would show
+
+
+def _texts(document: Any) -> Iterator[str]:
+    """Every ``text`` value in an Adaptive Card body, in order."""
+    for block in document.get("body", []) if isinstance(document, dict) else []:
+        if isinstance(block, dict) and isinstance(block.get("text"), str):
+            yield block["text"]
+
+
+def _teams_text(body: Any) -> str:
+    card = body["attachments"][0]["content"]
+    return next(_texts(card), "(no text)")
+
+
+def _discord_text(body: Any) -> str:
+    return str(body.get("content") or body["embeds"][0]["title"])
+
+
+def _alertmanager_text(body: Any) -> str:
+    now = datetime.now(UTC).isoformat()
+    return "; ".join(
+        f"{alert['labels']['alertname']} "
+        f"{'resolved' if alert.get('endsAt', '9') <= now else 'firing'}: "
+        f"{alert.get('annotations', {}).get('summary', '')}"
+        for alert in body
+    )
+
+
+def _pagerduty_text(body: Any) -> str:
+    return f"{body['event_action']} {body['payload']['severity']}: {body['payload']['summary']}"
+
+
+def _webhook_text(body: Any) -> str:
+    return str(body["data"]["summary"])
+
+
+_JSON = "application/json"
+RECEIVER_ROUTES: Mapping[str, tuple[str, Answer, Reader]] = {
+    # Slack escapes &, < and > in its text; the app shows them plain
+    "/slack": ("slack", (200, b"ok", "text/plain"), lambda body: html.unescape(body["text"])),
+    "/teams": ("teams", (202, b"", "text/plain"), _teams_text),
+    "/discord": ("discord", (200, b'{"id": "1", "type": 0}', _JSON), _discord_text),
+    "/googlechat": (
+        "googlechat",
+        (200, b'{"name": "spaces/demo/messages/1"}', _JSON),
+        lambda body: str(body["text"]),
+    ),
+    "/webhook": ("webhook", (204, b"", "text/plain"), _webhook_text),
+    f"{ALERTMANAGER_PATH}/api/v2/alerts": ("alertmanager", (200, b"", _JSON), _alertmanager_text),
+    "/pagerduty": (
+        "pagerduty",
+        (202, b'{"status": "success", "message": "Event processed"}', _JSON),
+        _pagerduty_text,
+    ),
+}
+
+
+def describe_post(path: str, body: bytes) -> tuple[Answer, str]:
+    """The answer the service at ``path`` gives and the line the demo prints for the POST."""
+    route = RECEIVER_ROUTES.get(path)
+    if route is None:
+        return (404, b"not found", "text/plain"), f"{path}: no such service in the demo"
+    kind, answer, read = route
+    try:
+        text = read(json.loads(body))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        text = f"(unexpected body: {type(exc).__name__})"
+    return answer, f"{kind:<12} {' '.join(text.split())}"
+
+
+class DemoReceiver:
+    """A loopback HTTP server, in a thread, standing in for every notification service."""
+
+    def __init__(self, *, port: int = 0, say: Callable[[str], None] = print) -> None:
+        self._say = say
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="demo-receiver", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> DemoReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        say = self._say
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                (status, answer, content_type), line = describe_post(
+                    self.path.split("?", 1)[0], body
+                )
+                say(f"receiver: {line}")
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+def demo_destinations(base_url: str) -> tuple[DestinationConfig, ...]:
+    """One destination of each kind, all pointing at the demo receiver."""
+    specs: list[dict[str, Any]] = [
+        {"kind": "slack", "url": f"{base_url}/slack"},
+        {"kind": "teams", "url": f"{base_url}/teams"},
+        {"kind": "discord", "url": f"{base_url}/discord"},
+        {"kind": "googlechat", "url": f"{base_url}/googlechat"},
+        {"kind": "webhook", "url": f"{base_url}/webhook", "secrets": [DEMO_WEBHOOK_SECRET]},
+        {"kind": "alertmanager", "urls": [f"{base_url}{ALERTMANAGER_PATH}"]},
+        {
+            "kind": "pagerduty",
+            "url": f"{base_url}/pagerduty",
+            "routing_key": "keywatch-demo-routing-key",
+        },
+    ]
+    return tuple(
+        DestinationConfig.model_validate({"name": f"demo-{spec['kind']}", **spec}) for spec in specs
+    )
+
+
+def with_demo_destinations(settings: Settings, base_url: str) -> Settings:
+    if settings.destinations:
+        return settings
+    return settings.model_copy(update={"destinations": demo_destinations(base_url)})
+
+
 def run_demo(
     config_path: Path,
     *,
@@ -53,18 +213,22 @@ def run_demo(
     rotate_every: float,
     environ: Mapping[str, str],
 ) -> int:
-    with SimulatorServer(tenants=1) as server:
+    with SimulatorServer(tenants=1) as server, _receiver(environ) as receiver_url:
         env = {
             **environ,
             "KEYWATCH_SIM_PORT": str(server.port),
             "KEYWATCH_LISTEN_PORT": str(listen_port),
             "KEYWATCH_DEMO_STATE": f"{state_dir}/state.db",
+            RECEIVER_VARIABLE: receiver_url,
         }
-        settings = load_config(config_path, env=env)
+        settings = with_demo_destinations(load_config(config_path, env=env), receiver_url)
         redactor = configure_logging(
             log_format=settings.log_format, level=settings.log_level, secrets=secrets_of(settings)
         )
         _say(f"simulated Auth0 tenant at {server.tenant_url(DEMO_TENANT)}")
+        _say(f"notifications go to the local receiver at {receiver_url}:")
+        kinds = ", ".join(f"{d.name} ({d.kind})" for d in settings.destinations)
+        _say(f"  {kinds or 'no destinations configured'}")
         _say(f"metrics at http://127.0.0.1:{listen_port}/metrics   (Ctrl-C stops everything)")
         _say(f"a rotation every {rotate_every:g}s, the revocation of the old key halfway between")
         daemon = build_daemon(settings, redactor=redactor)
@@ -72,3 +236,25 @@ def run_demo(
         asyncio.run(_run(daemon, tenant, rotate_every=rotate_every))
     _say("stopped")
     return 0
+
+
+@contextlib.contextmanager
+def _receiver(environ: Mapping[str, str]) -> Iterator[str]:
+    """The demo receiver's URL: ours on a free port, unless ``KEYWATCH_DEMO_RECEIVER`` names
+    another one."""
+    given = environ.get(RECEIVER_VARIABLE)
+    if given:
+        yield given.rstrip("/")
+        return
+    with DemoReceiver(say=_print_line) as receiver:
+        yield receiver.url
+
+
+_OUTPUT_LOCK = threading.Lock()
+
+
+def _print_line(line: str) -> None:
+    """One whole line at a time: the receiver's threads print concurrently."""
+    with _OUTPUT_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()

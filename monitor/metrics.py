@@ -20,7 +20,8 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import datetime
+from typing import Literal, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -36,6 +37,15 @@ from monitor.model import KEY_STATES, Event, EventType, Snapshot
 log = logging.getLogger(__name__)
 
 POLL_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# Detection -> delivery: about a poll interval when the destination answers, hours to days
+# while it is down (the retry schedule reaches 24 h steps).
+NOTIFICATION_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.25, 0.5, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0
+)  # fmt: skip
+
+# What happened to one delivery attempt (the dispatcher's Verdict outcomes).
+NOTIFICATION_OUTCOMES: tuple[str, ...] = ("delivered", "retry", "dead")
 
 # SourceError.reason of every leaf in monitor/errors.py: exported at 0 for each known tenant.
 API_ERROR_REASONS: tuple[str, ...] = (
@@ -175,6 +185,38 @@ _SPECS: tuple[MetricSpec, ...] = (
         "Poll jobs that raised (error), ran too late (missed) or overlapped (max_instances).",
     ),
     MetricSpec(
+        "keywatch_notifications_total",
+        "counter",
+        ("destination", "outcome"),
+        "Notification attempts by outcome: delivered, retry (failed, will be retried) or dead "
+        "(given up: a permanent error or max_age reached).",
+    ),
+    MetricSpec(
+        "keywatch_outbox_pending",
+        "gauge",
+        ("destination",),
+        "Deliveries waiting to be sent (due or waiting for a retry), from the store.",
+    ),
+    MetricSpec(
+        "keywatch_outbox_oldest_pending_age_seconds",
+        "gauge",
+        ("destination",),
+        "Age of the oldest pending delivery (0 when nothing is pending).",
+    ),
+    MetricSpec(
+        "keywatch_deliveries_dead",
+        "gauge",
+        ("destination",),
+        "Deliveries given up and kept in the store (dead letters); `keywatch redeliver` "
+        "queues them again.",
+    ),
+    MetricSpec(
+        "keywatch_notification_latency_seconds",
+        "histogram",
+        ("destination",),
+        "From detecting an event to its delivery to a destination (retries included).",
+    ),
+    MetricSpec(
         "keywatch_build_info",
         "gauge",
         ("version",),
@@ -242,6 +284,43 @@ class _Histogram:
         return buckets
 
 
+class OutboxView(Protocol):
+    """One destination's undelivered outbox (``monitor.store.OutboxStats`` is one)."""
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def dead(self) -> int: ...
+
+    @property
+    def oldest_pending_at(self) -> datetime | None: ...
+
+
+@dataclass(slots=True)
+class _DestinationState:
+    outcomes: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(NOTIFICATION_OUTCOMES, 0)
+    )
+    latency: _Histogram = field(
+        default_factory=lambda: _Histogram.with_bounds(NOTIFICATION_LATENCY_BUCKETS)
+    )
+    pending: int = 0
+    dead: int = 0
+    oldest_pending_at: float | None = None  # Unix seconds
+
+
+@dataclass(frozen=True, slots=True)
+class _DestinationCopy:
+    name: str
+    outcomes: dict[str, int]
+    latency_buckets: list[tuple[str, float]]
+    latency_sum: float
+    pending: int
+    dead: int
+    oldest_pending_age: float
+
+
 @dataclass(frozen=True, slots=True)
 class _ScrapeCopy:
     """What one scrape renders, copied under the lock (the series themselves are immutable)."""
@@ -249,6 +328,7 @@ class _ScrapeCopy:
     series: list[_Series]
     buckets: list[tuple[str, float]]
     duration_sum: float
+    destinations: list[_DestinationCopy]
 
 
 class Telemetry:
@@ -259,6 +339,7 @@ class Telemetry:
         self._lock = threading.Lock()
         self._tenants: dict[str, _TenantState] = {}
         self._durations = _Histogram.with_bounds(POLL_DURATION_BUCKETS)
+        self._destinations: dict[str, _DestinationState] = {}
 
     def add_tenant(self, tenant: str) -> None:
         """Start exporting a tenant: counters at 0, tenant_up 0 until polled. Idempotent."""
@@ -341,6 +422,42 @@ class Telemetry:
         if state is None:
             _log_unknown(tenant, "job error")
 
+    # --- notifications ----------------------------------------------------------------------
+
+    def set_destinations(self, names: Iterable[str]) -> None:
+        """Export exactly these destinations: new ones start at 0, the others' series go."""
+        wanted = list(names)
+        with self._lock:
+            self._destinations = {
+                name: self._destinations.get(name) or _DestinationState() for name in wanted
+            }
+
+    def record_notification(
+        self, destination: str, outcome: str, *, latency: float | None = None
+    ) -> None:
+        """One attempt's ``outcome`` (delivered, retry, dead); ``latency`` = seconds from
+        detection to delivery, for delivered ones."""
+        if outcome not in NOTIFICATION_OUTCOMES:
+            raise ValueError(f"notification outcome must be one of {NOTIFICATION_OUTCOMES}")
+        with self._lock:
+            state = self._destinations.get(destination)
+            if state is not None:
+                state.outcomes[outcome] += 1
+                if latency is not None:
+                    state.latency.observe(max(0.0, latency))
+        if state is None:
+            log.debug("metrics: dropped a notification of unknown destination %r", destination)
+
+    def set_outbox(self, stats: Mapping[str, OutboxView]) -> None:
+        """Replace the pending/dead view of every known destination (absent = empty)."""
+        with self._lock:
+            for name, state in self._destinations.items():
+                view = stats.get(name)
+                oldest = view.oldest_pending_at if view is not None else None
+                state.pending = view.pending if view is not None else 0
+                state.dead = view.dead if view is not None else 0
+                state.oldest_pending_at = oldest.timestamp() if oldest is not None else None
+
     def polled_all(self) -> bool:
         """True once every known tenant was polled at least once, successfully or not
         (vacuously true without tenants)."""
@@ -358,10 +475,25 @@ class Telemetry:
             for state in self._tenants.values():
                 series.append(state.tenant_series)
                 series.append(state.key_series)
+            now = self._clock()
             return _ScrapeCopy(
                 series=series,
                 buckets=self._durations.cumulative_buckets(),
                 duration_sum=self._durations.total,
+                destinations=[
+                    _DestinationCopy(
+                        name=name,
+                        outcomes=dict(state.outcomes),
+                        latency_buckets=state.latency.cumulative_buckets(),
+                        latency_sum=state.latency.total,
+                        pending=state.pending,
+                        dead=state.dead,
+                        oldest_pending_age=0.0
+                        if state.oldest_pending_at is None
+                        else max(0.0, now - state.oldest_pending_at),
+                    )
+                    for name, state in self._destinations.items()
+                ],
             )
 
 
@@ -469,10 +601,28 @@ class KeywatchCollector:
         histogram = families["keywatch_poll_duration_seconds"]
         assert isinstance(histogram, HistogramMetricFamily)
         histogram.add_metric([], scrape.buckets, scrape.duration_sum)
+        for destination in scrape.destinations:
+            _add_destination(families, destination)
         families["keywatch_build_info"].samples.append(
             Sample("keywatch_build_info", {"version": self._version}, 1)
         )
         yield from families.values()
+
+
+def _add_destination(families: dict[str, Metric], destination: _DestinationCopy) -> None:
+    labels = {"destination": destination.name}
+
+    def add(name: str, value: float, **extra: str) -> None:
+        families[name].samples.append(Sample(name, {**labels, **extra}, value))
+
+    for outcome, count in destination.outcomes.items():
+        add("keywatch_notifications_total", count, outcome=outcome)
+    add("keywatch_outbox_pending", destination.pending)
+    add("keywatch_outbox_oldest_pending_age_seconds", destination.oldest_pending_age)
+    add("keywatch_deliveries_dead", destination.dead)
+    latency = families["keywatch_notification_latency_seconds"]
+    assert isinstance(latency, HistogramMetricFamily)
+    latency.add_metric([destination.name], destination.latency_buckets, destination.latency_sum)
 
 
 def build_registry(telemetry: Telemetry, *, version: str) -> CollectorRegistry:

@@ -24,9 +24,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pytest
 
 from monitor.errors import StoreError
-from monitor.model import Event, EventType, KeyState, Snapshot, make_event
+from monitor.model import Event, EventType, KeyState, Snapshot, event_to_json, make_event
 from monitor.store import migrations, open_store, redact_url
-from monitor.store.base import Store
+from monitor.store.base import OutboxStats, Store
 from monitor.store.sqlite import SQLiteStore
 
 POSTGRES_URL = os.environ.get(
@@ -217,6 +217,33 @@ def test_concurrent_migrations_apply_each_migration_once(backend: Backend) -> No
         thread.join(timeout=30)
     assert failures == []
     assert schema_versions(backend) == list(range(1, migrations.latest_version() + 1))
+
+
+def test_an_outbox_of_schema_1_is_upgraded_in_place(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
+    backend.open()
+    first = event("prod", "k1")
+    at: object = T0.isoformat(timespec="microseconds") if backend.name == "sqlite" else T0
+    json_type = "TEXT" if backend.name == "sqlite" else "JSONB"
+    store_query(
+        backend,
+        "INSERT INTO events (id, tenant, type, severity, detected_at, body) "
+        f"VALUES (?, 'prod', 'key.revoked', 'critical', ?, CAST(? AS {json_type})) RETURNING id",
+        (first.id, at, event_to_json(first)),
+    )
+    store_query(
+        backend,
+        "INSERT INTO deliveries (event_id, destination, state, attempts, next_attempt_at, "
+        "created_at) VALUES (?, 'chat', 'pending', 2, ?, ?) RETURNING event_id",
+        (first.id, at, at),
+    )
+    monkeypatch.undo()
+    upgraded = backend.open()
+    [queued] = upgraded.queued_deliveries("chat", limit=5)
+    assert (queued.event, queued.attempts, queued.failures) == (first, 2, 0)
+    assert upgraded.outbox_stats() == {"chat": OutboxStats(pending=1, oldest_pending_at=T0)}
 
 
 def test_a_schema_newer_than_the_code_is_refused(
@@ -435,6 +462,92 @@ def test_delivery_counts_by_destination_and_state(store: Store) -> None:
         ("chat", "dead"): 1,
         ("chat", "pending"): 1,
         ("audit", "pending"): 4,
+    }
+
+
+def test_the_queue_holds_due_and_waiting_deliveries_in_send_order(store: Store) -> None:
+    # within one poll the order of the events is kept (a rotation before the revocation it
+    # caused); across polls the detection time decides
+    later = T0 + timedelta(minutes=1)
+    one_poll = [event("prod", kid, later) for kid in ("k-z", "k-a", "k-m")]
+    earlier = event("prod", "k-early", T0)
+    store.save_poll(snapshot("prod", later), one_poll, [(e.id, "chat") for e in one_poll])
+    store.save_poll(snapshot("prod", T0), [earlier], [(earlier.id, "chat")])
+    store.mark_failed(earlier.id, "chat", error="HTTP 503", retry_at=T0 + timedelta(days=1))
+    queue = store.queued_deliveries("chat", limit=10)
+    assert [d.event for d in queue] == [earlier, *one_poll]
+    assert (queue[0].attempts, queue[0].failures, queue[0].last_error) == (1, 1, "HTTP 503")
+    assert [d.event for d in store.queued_deliveries("chat", limit=2)] == [earlier, one_poll[0]]
+    store.mark_delivered(one_poll[0].id, "chat", later)
+    store.mark_failed(one_poll[1].id, "chat", error="HTTP 404", retry_at=None)
+    assert [d.event for d in store.queued_deliveries("chat", limit=10)] == [earlier, one_poll[2]]
+    assert store.queued_deliveries("other", limit=10) == []
+
+
+def test_a_throttled_attempt_is_counted_but_is_no_failure(store: Store) -> None:
+    first = event("prod", "k1")
+    store.save_poll(snapshot("prod"), [first], [(first.id, "chat")])
+    retry_at = T0 + timedelta(seconds=1)
+    store.mark_failed(first.id, "chat", error="HTTP 429", retry_at=retry_at, throttled=True)
+    store.mark_failed(first.id, "chat", error="HTTP 429", retry_at=retry_at, throttled=True)
+    store.mark_failed(first.id, "chat", error="HTTP 503", retry_at=retry_at)
+    [delivery] = store.queued_deliveries("chat", limit=10)
+    assert (delivery.attempts, delivery.failures, delivery.state) == (3, 1, "pending")
+
+
+def test_outbox_stats_count_pending_and_dead_per_destination(store: Store) -> None:
+    assert store.outbox_stats() == {}
+    events = [event("prod", f"k{n}", T0 + timedelta(seconds=n)) for n in range(4)]
+    store.save_poll(snapshot("prod", T0), events[:2], [(e.id, "chat") for e in events[:2]])
+    later = T0 + timedelta(minutes=5)
+    pairs = [(e.id, d) for e in events[2:] for d in ("chat", "audit")]
+    store.save_poll(snapshot("prod", later), events[2:], pairs)
+    store.mark_delivered(events[0].id, "chat", later)
+    store.mark_failed(events[1].id, "chat", error="HTTP 410", retry_at=None)
+    store.mark_failed(events[2].id, "audit", error="HTTP 400", retry_at=None)
+    store.mark_failed(events[3].id, "audit", error="HTTP 400", retry_at=None)
+    assert store.outbox_stats() == {
+        "chat": OutboxStats(pending=2, dead=1, oldest_pending_at=later),
+        "audit": OutboxStats(pending=0, dead=2, oldest_pending_at=None),
+    }
+
+
+def test_dead_deliveries_are_listed_and_can_be_requeued(store: Store) -> None:
+    events = [event("prod", f"k{n}", T0 + timedelta(seconds=n)) for n in range(3)]
+    pairs = [(e.id, d) for e in events for d in ("chat", "audit")]
+    store.save_poll(snapshot("prod"), events, pairs)
+    for e in events:
+        store.mark_failed(e.id, "chat", error="HTTP 404", retry_at=None)
+    store.mark_failed(events[0].id, "audit", error="HTTP 403", retry_at=None)
+    dead = store.dead_deliveries()
+    assert [(d.event.id, d.destination) for d in dead] == [
+        (events[0].id, "audit"),
+        (events[0].id, "chat"),
+        (events[1].id, "chat"),
+        (events[2].id, "chat"),
+    ]
+    assert [d.last_error for d in store.dead_deliveries(destination="audit")] == ["HTTP 403"]
+    assert len(store.dead_deliveries(limit=2)) == 2
+
+    now = T0 + timedelta(days=10)
+    assert store.requeue_dead(now=now, destination="chat", event_id=events[1].id) == 1
+    assert store.requeue_dead(now=now, destination="nowhere") == 0
+    [again] = store.queued_deliveries("chat", limit=10)
+    assert (again.event, again.state, again.attempts, again.failures) == (
+        events[1],
+        "pending",
+        0,
+        0,
+    )
+    assert again.next_attempt_at == again.created_at == now
+    assert again.last_error == "HTTP 404"
+    assert store.requeue_dead(now=now, destination="chat") == 2
+    assert store.requeue_dead(now=now) == 1
+    assert store.dead_deliveries() == []
+    assert store.requeue_dead(now=now) == 0
+    assert store.outbox_stats() == {
+        "chat": OutboxStats(pending=3, oldest_pending_at=now),
+        "audit": OutboxStats(pending=3, oldest_pending_at=T0),
     }
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from monitor.errors import StoreError
 from monitor.store._urls import redact_url, scheme_of
-from monitor.store.base import Delivery, Store
+from monitor.store.base import Delivery, OutboxStats, Store
 
-__all__ = ["Delivery", "Store", "StoreError", "open_store", "redact_url"]
+__all__ = ["Delivery", "OutboxStats", "Store", "StoreError", "open_store", "redact_url"]
 
 SQLITE_PREFIX = "sqlite:///"
 POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})

@@ -92,7 +92,9 @@ class Store(Protocol):
         as if new: pending, due at ``now``, attempts and failures reset, ``created_at = now``
         (a fresh ``max_age``). The last error is kept. Returns how many were requeued."""
 
-    def dead_deliveries(self, *, destination: str | None = None, limit: int = 100) -> list[Delivery]:
+    def dead_deliveries(
+        self, *, destination: str | None = None, limit: int = 100
+    ) -> list[Delivery]:
         """Dead deliveries, oldest event first."""
 
     def delivery_counts(self) -> dict[tuple[str, str], int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -23,7 +24,7 @@ from monitor.model import (
     snapshot_to_json,
 )
 from monitor.store import migrations
-from monitor.store.base import Delivery
+from monitor.store.base import Delivery, OutboxStats
 
 LAST_ERROR_MAX_CHARS = 1000
 
@@ -42,8 +43,9 @@ def utc(value: datetime) -> datetime:
 
 _DELIVERY_COLUMNS = (
     "e.body, d.destination, d.state, d.attempts, d.next_attempt_at, d.created_at, "
-    "d.delivered_at, d.last_error"
+    "d.delivered_at, d.last_error, d.failures"
 )
+_QUEUE_ORDER = "ORDER BY e.detected_at, e.poll_index, e.id"
 
 
 class SQLStore(ABC):
@@ -152,8 +154,8 @@ class SQLStore(ABC):
             )
             new_events = [
                 event
-                for event, body in zip(events, event_bodies, strict=True)
-                if self._insert_event(session, event, body)
+                for index, (event, body) in enumerate(zip(events, event_bodies, strict=True))
+                if self._insert_event(session, event, body, poll_index=index)
             ]
             for event_id, destination in deliveries:
                 session.execute(
@@ -173,10 +175,10 @@ class SQLStore(ABC):
                 f"cannot serialise the poll: {exc}"
             ) from exc
 
-    def _insert_event(self, session: Session, event: Event, body: str) -> bool:
+    def _insert_event(self, session: Session, event: Event, body: str, *, poll_index: int) -> bool:
         inserted = session.execute(
-            "INSERT INTO events (id, tenant, type, severity, detected_at, body) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO events (id, tenant, type, severity, detected_at, body, poll_index) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
             (
                 event.id,
                 event.tenant,
@@ -184,6 +186,7 @@ class SQLStore(ABC):
                 event.severity.label,
                 self._to_db_time(event.detected_at),
                 body,
+                poll_index,
             ),
         )
         return inserted == 1
@@ -209,8 +212,29 @@ class SQLStore(ABC):
             )
         return [self._delivery_from_row(row) for row in rows]
 
+    def queued_deliveries(self, destination: str, limit: int) -> list[Delivery]:
+        with self._session(f"queued_deliveries of {destination!r}", write=False) as session:
+            rows = session.query(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id "
+                f"WHERE d.destination = ? AND d.state = 'pending' {_QUEUE_ORDER} LIMIT ?",
+                (destination, max(limit, 0)),
+            )
+        return [self._delivery_from_row(row) for row in rows]
+
+    def dead_deliveries(
+        self, *, destination: str | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        where, params = ("AND d.destination = ? ", [destination]) if destination else ("", [])
+        with self._session("dead_deliveries", write=False) as session:
+            rows = session.query(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id "
+                f"WHERE d.state = 'dead' {where}{_QUEUE_ORDER}, d.destination LIMIT ?",
+                (*params, max(limit, 0)),
+            )
+        return [self._delivery_from_row(row) for row in rows]
+
     def _delivery_from_row(self, row: tuple[Any, ...]) -> Delivery:
-        body, destination, state, attempts, next_at, created_at, delivered_at, error = row
+        body, destination, state, attempts, next_at, created_at, delivered_at, error, failures = row
         return Delivery(
             event=self._decode_event(body),
             destination=destination,
@@ -220,6 +244,7 @@ class SQLStore(ABC):
             created_at=self._from_db_time(created_at),
             delivered_at=None if delivered_at is None else self._from_db_time(delivered_at),
             last_error=error,
+            failures=int(failures),
         )
 
     def mark_delivered(self, event_id: str, destination: str, at: datetime) -> None:
@@ -234,7 +259,13 @@ class SQLStore(ABC):
                 self._require_delivery(session, event_id, destination)
 
     def mark_failed(
-        self, event_id: str, destination: str, *, error: str, retry_at: datetime | None
+        self,
+        event_id: str,
+        destination: str,
+        *,
+        error: str,
+        retry_at: datetime | None,
+        throttled: bool = False,
     ) -> None:
         """Count an attempt; ``retry_at=None`` moves the delivery to the dead state. A delivery
         that is no longer pending is left alone."""
@@ -242,10 +273,18 @@ class SQLStore(ABC):
         next_at = None if retry_at is None else self._to_db_time(retry_at)
         with self._session(f"mark_failed to {destination!r}", write=True) as session:
             changed = session.execute(
-                "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_error = ?, "
+                "UPDATE deliveries SET state = ?, attempts = attempts + 1, "
+                "failures = failures + ?, last_error = ?, "
                 "next_attempt_at = COALESCE(?, next_attempt_at) "
                 "WHERE event_id = ? AND destination = ? AND state = 'pending'",
-                (next_state, error[:LAST_ERROR_MAX_CHARS], next_at, event_id, destination),
+                (
+                    next_state,
+                    0 if throttled else 1,
+                    error[:LAST_ERROR_MAX_CHARS],
+                    next_at,
+                    event_id,
+                    destination,
+                ),
             )
             if not changed:
                 self._require_delivery(session, event_id, destination)
@@ -264,6 +303,40 @@ class SQLStore(ABC):
                 "SELECT destination, state, COUNT(*) FROM deliveries GROUP BY destination, state"
             )
         return {(destination, state): int(count) for destination, state, count in rows}
+
+    def requeue_dead(
+        self, *, now: datetime, destination: str | None = None, event_id: str | None = None
+    ) -> int:
+        conditions, params = ["state = 'dead'"], []
+        if destination is not None:
+            conditions.append("destination = ?")
+            params.append(destination)
+        if event_id is not None:
+            conditions.append("event_id = ?")
+            params.append(event_id)
+        at = self._to_db_time(now)
+        with self._session("requeue_dead", write=True) as session:
+            return session.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, failures = 0, "
+                f"next_attempt_at = ?, created_at = ? WHERE {' AND '.join(conditions)}",
+                (at, at, *params),
+            )
+
+    def outbox_stats(self) -> dict[str, OutboxStats]:
+        with self._session("outbox_stats", write=False) as session:
+            rows = session.query(
+                "SELECT destination, state, COUNT(*), MIN(created_at) FROM deliveries "
+                "WHERE state IN ('pending', 'dead') GROUP BY state, destination"
+            )
+        stats: dict[str, OutboxStats] = {}
+        for destination, state, count, oldest in rows:
+            known = stats.get(destination, OutboxStats())
+            if state == "pending":
+                oldest_at = None if oldest is None else self._from_db_time(oldest)
+                stats[destination] = replace(known, pending=int(count), oldest_pending_at=oldest_at)
+            else:
+                stats[destination] = replace(known, dead=int(count))
+        return stats
 
     def oldest_pending_at(self) -> datetime | None:
         with self._session("oldest_pending_at", write=False) as session:

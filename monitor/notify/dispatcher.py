@@ -1,0 +1,434 @@
+"""The outbox loop: sends committed deliveries to their destinations, durably and in order.
+
+One asyncio task per destination (named ``notify:<name>``) works through that destination's
+queue in the store, oldest event first, one request in flight:
+
+- a delivery is sent when it is due and the destination's token bucket has a token;
+- ``DELIVERED`` is marked in its own commit right after the answer, so a crash can repeat only
+  the one request whose answer arrived but whose mark did not (at-least-once delivery);
+- ``RETRY`` sets the next attempt at ``now + max(retry_after, backoff)``; 429 answers are
+  retried after their ``Retry-After`` and do not advance the backoff; when the delivery's
+  ``max_age`` has passed it becomes dead instead;
+- ``DEAD`` (a permanent error) moves it to the dead letters at once; ``keywatch redeliver``
+  queues it again.
+
+Order is strict per destination: a delivery waiting for its retry holds back every later
+delivery to the same destination (head-of-line blocking). That keeps "rotated" before the
+"revoked" it led to, at the price of one failing message delaying the ones behind it.
+
+The task sleeps until the head of its queue is due (at most ``idle_wait`` seconds, so a clock
+change or a ``keywatch redeliver`` from another process is noticed) or until ``wake`` says new
+deliveries were committed. Time, sleeping and randomness are injected (``Clock``, ``rng``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from monitor.errors import StoreError
+from monitor.metrics import Telemetry
+from monitor.notify.base import Notifier, Outcome, Verdict
+from monitor.notify.pacing import Backoff, TokenBucket
+from monitor.store.base import Delivery, Store
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 50
+"""Deliveries read from the store at a time (the head of one destination's queue)."""
+IDLE_WAIT = 5.0
+"""Longest sleep between two looks at the store, whatever the queue says."""
+RESEND_INTERVAL = 60.0
+"""How often ``Notifier.periodic`` runs (Alertmanager re-sends its active alerts)."""
+STATS_INTERVAL = 0.25
+"""Shortest time between two refreshes of the outbox gauges from the store."""
+STORE_RETRY = 1.0
+"""Seconds before trying the store again after it failed."""
+RESUME_WAIT = 1.0
+"""How long ``start`` waits for the deliveries that were due at start to be attempted."""
+THROTTLE_FLOOR = 1.0
+"""Shortest wait after a 429, whatever its ``Retry-After`` says."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Wall time (stored in the outbox), a monotonic clock (rate limits) and sleeping."""
+
+    now: Callable[[], datetime] = _utc_now
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+@dataclass(eq=False)
+class _Lane:
+    """The state of one destination's sender task."""
+
+    notifier: Notifier
+    bucket: TokenBucket
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    resumed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    attempt: asyncio.Task[Verdict | None] | None = None
+    throttled_streak: int = 0  # consecutive 429 answers
+
+    @property
+    def name(self) -> str:
+        return self.notifier.name
+
+
+class Dispatcher:
+    """Sends the outbox of every configured destination; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        http: httpx.AsyncClient,
+        telemetry: Telemetry,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        backoff: Backoff | None = None,
+        batch_size: int = BATCH_SIZE,
+        idle_wait: float = IDLE_WAIT,
+        resend_interval: float = RESEND_INTERVAL,
+        stats_interval: float = STATS_INTERVAL,
+    ) -> None:
+        if batch_size < 1 or idle_wait <= 0 or resend_interval <= 0:
+            raise ValueError("dispatcher: batch_size >= 1, idle_wait > 0, resend_interval > 0")
+        self._store = store
+        self._http = http
+        self._telemetry = telemetry
+        self._clock = clock or Clock()
+        self._rng = rng or random.Random()
+        self._backoff = backoff or Backoff()
+        self._batch_size = batch_size
+        self._idle_wait = idle_wait
+        self._resend_interval = resend_interval
+        self._stats_interval = stats_interval
+        self._lanes: dict[str, _Lane] = {}
+        self._retired: set[_Lane] = set()
+        self._helpers: list[asyncio.Task[None]] = []
+        self._stats_dirty = asyncio.Event()
+        self._running = False
+
+    # --- public -------------------------------------------------------------------------------
+
+    @property
+    def destinations(self) -> list[str]:
+        """The destinations being sent to, in configuration order."""
+        return list(self._lanes)
+
+    def notifier(self, name: str) -> Notifier | None:
+        lane = self._lanes.get(name)
+        return lane.notifier if lane is not None else None
+
+    async def start(
+        self, notifiers: Sequence[Notifier], *, resume_wait: float = RESUME_WAIT
+    ) -> None:
+        """Start sending. Returns once each destination has attempted the deliveries that were
+        due (or after ``resume_wait`` seconds), so pending deliveries go before the first poll."""
+        if self._running:
+            raise RuntimeError("dispatcher already started")
+        self._running = True
+        self._helpers = [
+            self._spawn(self._refresh_stats(), name="notify-stats"),
+            self._spawn(self._run_periodic(), name="notify-periodic"),
+        ]
+        self.configure(notifiers)
+        resumed = [asyncio.ensure_future(lane.resumed.wait()) for lane in self._lanes.values()]
+        if resumed:
+            _, pending = await asyncio.wait(resumed, timeout=resume_wait)
+            for waiter in pending:
+                waiter.cancel()
+
+    def configure(self, notifiers: Sequence[Notifier]) -> None:
+        """Send to exactly these destinations (a reload): new ones get a task, removed ones
+        stop (their pending deliveries stay in the store), changed ones use the new settings
+        from their next attempt on."""
+        wanted = {notifier.name: notifier for notifier in notifiers}
+        for name in [name for name in self._lanes if name not in wanted]:
+            self._retire(self._lanes.pop(name))
+        for name, notifier in wanted.items():
+            lane = self._lanes.get(name)
+            if lane is None:
+                self._lanes[name] = self._open_lane(notifier)
+            else:
+                if lane.task is None and self._running:
+                    lane.task = self._spawn(self._run_lane(lane), name=f"notify:{name}")
+                lane.notifier = notifier
+                lane.bucket.set_rate(notifier.rate_limit)
+                lane.wake.set()
+        self._lanes = {name: self._lanes[name] for name in wanted}
+        self._telemetry.set_destinations(wanted)
+        self._stats_dirty.set()
+
+    def wake(self, destinations: Iterable[str] | None = None) -> None:
+        """New deliveries were committed (for ``destinations``, or for any)."""
+        names = self._lanes if destinations is None else destinations
+        for name in names:
+            lane = self._lanes.get(name)
+            if lane is not None:
+                lane.wake.set()
+        self._stats_dirty.set()
+
+    async def stop(self, *, grace: float) -> None:
+        """Stop every task. A request in flight may finish (``grace`` seconds at most) and its
+        outcome is committed; nothing new is sent."""
+        self._running = False
+        lanes = [*self._lanes.values(), *self._retired]
+        in_flight = [lane.attempt for lane in lanes if lane.attempt and not lane.attempt.done()]
+        tasks = [lane.task for lane in lanes if lane.task is not None] + self._helpers
+        for task in tasks:
+            task.cancel()
+        if in_flight:
+            _, unfinished = await asyncio.wait(in_flight, timeout=grace)
+            for attempt in unfinished:
+                attempt.cancel()
+        await asyncio.gather(*tasks, *in_flight, return_exceptions=True)
+        self._lanes.clear()
+        self._retired.clear()
+        self._helpers = []
+
+    # --- lanes --------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(coro, name=name)
+
+    def _open_lane(self, notifier: Notifier) -> _Lane:
+        lane = _Lane(
+            notifier=notifier,
+            bucket=TokenBucket(notifier.rate_limit, clock=self._clock.monotonic),
+        )
+        if self._running:
+            lane.task = self._spawn(self._run_lane(lane), name=f"notify:{notifier.name}")
+        return lane
+
+    def _retire(self, lane: _Lane) -> None:
+        """Stop a removed destination's task; a request in flight still gets its mark."""
+        if lane.task is not None:
+            lane.task.cancel()
+        if lane.attempt is not None and not lane.attempt.done():
+            self._retired.add(lane)
+            lane.attempt.add_done_callback(lambda _: self._retired.discard(lane))
+        log.info("destination removed: its pending deliveries stay queued", extra=_fields(lane))
+
+    async def _run_lane(self, lane: _Lane) -> None:
+        while True:
+            try:
+                queue = await asyncio.to_thread(
+                    self._store.queued_deliveries, lane.name, self._batch_size
+                )
+            except StoreError as exc:
+                log.error("cannot read the outbox: %s", exc, extra=_fields(lane))
+                lane.resumed.set()
+                await self._pause(lane, STORE_RETRY)
+                continue
+            if not queue:
+                lane.resumed.set()
+                await self._pause(lane, self._idle_wait)
+                continue
+            await self._work_through(lane, queue)
+            lane.resumed.set()
+
+    async def _work_through(self, lane: _Lane, queue: Sequence[Delivery]) -> None:
+        """Send the due head of the queue in order; return at the first delivery that is not
+        due (head-of-line: nothing behind it may overtake it) or that was not delivered."""
+        for delivery in queue:
+            wait = (delivery.next_attempt_at - self._clock.now()).total_seconds()
+            if wait > 0:
+                lane.resumed.set()
+                await self._pause(lane, min(wait, self._idle_wait))
+                return
+            await self._take_token(lane)
+            lane.attempt = asyncio.ensure_future(self._attempt(lane, delivery))
+            # Shielded: cancelling the lane (shutdown, reload) lets the request and its mark
+            # finish; ``stop`` waits for it.
+            verdict = await asyncio.shield(lane.attempt)
+            lane.attempt = None
+            if verdict is None:  # the store failed
+                await self._pause(lane, STORE_RETRY)
+                return
+            if verdict.outcome is Outcome.RETRY:
+                return
+
+    async def _take_token(self, lane: _Lane) -> None:
+        while (wait := lane.bucket.wait_time()) > 0:
+            await self._clock.sleep(wait)
+        lane.bucket.take()
+
+    async def _pause(self, lane: _Lane, seconds: float) -> None:
+        """Sleep ``seconds`` or until the lane is woken, whichever comes first."""
+        if lane.wake.is_set():
+            lane.wake.clear()
+            return
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        waker = asyncio.ensure_future(lane.wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (sleeper, waker):
+                waiter.cancel()
+            lane.wake.clear()
+
+    # --- one attempt --------------------------------------------------------------------------
+
+    async def _attempt(self, lane: _Lane, delivery: Delivery) -> Verdict | None:
+        """Send once and commit the outcome; None when the outcome could not be committed."""
+        notifier = lane.notifier
+        verdict = await self._send(notifier, delivery)
+        if verdict.pause_for:
+            lane.bucket.pause(verdict.pause_for)
+        finished = self._clock.now()
+        try:
+            if verdict.outcome is Outcome.DELIVERED:
+                await self._delivered(lane, delivery, verdict, finished)
+            elif verdict.outcome is Outcome.RETRY:
+                await self._retry(lane, delivery, verdict, finished)
+            else:
+                await self._dead(lane, delivery, verdict.detail)
+        except StoreError as exc:
+            log.error(
+                "cannot record the outcome (%s) of a delivery: %s",
+                verdict.outcome.value,
+                exc,
+                extra=_fields(lane, delivery),
+            )
+            return None
+        finally:
+            self._stats_dirty.set()
+        return verdict
+
+    async def _send(self, notifier: Notifier, delivery: Delivery) -> Verdict:
+        try:
+            return await notifier.deliver(self._http, delivery.event, now=self._clock.now())
+        except Exception as exc:  # a renderer bug must not stop the destination's queue
+            name = type(exc).__name__
+            log.error("delivery attempt crashed: %s", name, extra=_fields(notifier, delivery))
+            log.debug("delivery attempt crash details", exc_info=True)
+            return Verdict(Outcome.RETRY, f"internal error: {name}")
+
+    async def _delivered(
+        self, lane: _Lane, delivery: Delivery, verdict: Verdict, finished: datetime
+    ) -> None:
+        event = delivery.event
+        await asyncio.to_thread(self._store.mark_delivered, event.id, lane.name, finished)
+        lane.throttled_streak = 0
+        latency = (finished - event.detected_at).total_seconds()
+        self._telemetry.record_notification(lane.name, "delivered", latency=latency)
+        log.info(
+            "notification delivered (%s, attempt %d)",
+            verdict.detail,
+            delivery.attempts + 1,
+            extra=_fields(lane, delivery),
+        )
+
+    async def _retry(
+        self, lane: _Lane, delivery: Delivery, verdict: Verdict, finished: datetime
+    ) -> None:
+        throttled = verdict.status == 429
+        if throttled:
+            lane.throttled_streak += 1
+            delay = max(
+                THROTTLE_FLOOR,
+                verdict.retry_after
+                if verdict.retry_after is not None
+                else self._backoff.delay(lane.throttled_streak, self._rng),
+            )
+        else:
+            lane.throttled_streak = 0
+            backoff = self._backoff.delay(delivery.failures + 1, self._rng)
+            delay = max(verdict.retry_after or 0.0, backoff)
+        max_age = lane.notifier.config.max_age
+        give_up_at = delivery.created_at + timedelta(seconds=max_age)
+        if finished >= give_up_at:
+            await self._dead(
+                lane, delivery, f"gave up after max_age {_span(max_age)}: {verdict.detail}"
+            )
+            return
+        retry_at = min(finished + timedelta(seconds=delay), give_up_at)
+        await asyncio.to_thread(
+            self._store.mark_failed,
+            delivery.event.id,
+            lane.name,
+            error=verdict.detail,
+            retry_at=retry_at,
+            throttled=throttled,
+        )
+        self._telemetry.record_notification(lane.name, "retry")
+        log.warning(
+            "notification not delivered (%s, attempt %d); next attempt in %s",
+            verdict.detail,
+            delivery.attempts + 1,
+            _span((retry_at - finished).total_seconds()),
+            extra=_fields(lane, delivery),
+        )
+
+    async def _dead(self, lane: _Lane, delivery: Delivery, reason: str) -> None:
+        await asyncio.to_thread(
+            self._store.mark_failed, delivery.event.id, lane.name, error=reason, retry_at=None
+        )
+        self._telemetry.record_notification(lane.name, "dead")
+        log.warning(
+            "notification given up (%s, attempt %d); `keywatch redeliver` queues it again",
+            reason,
+            delivery.attempts + 1,
+            extra=_fields(lane, delivery),
+        )
+
+    # --- helpers tasks ------------------------------------------------------------------------
+
+    async def _refresh_stats(self) -> None:
+        """Keep the outbox gauges current: after any change, at most every stats_interval."""
+        while True:
+            await self._stats_dirty.wait()
+            self._stats_dirty.clear()
+            try:
+                stats = await asyncio.to_thread(self._store.outbox_stats)
+            except StoreError as exc:
+                log.warning("cannot refresh the outbox metrics: %s", exc)
+            else:
+                self._telemetry.set_outbox(stats)
+            await self._clock.sleep(self._stats_interval)
+
+    async def _run_periodic(self) -> None:
+        while True:
+            await self._clock.sleep(self._resend_interval)
+            for lane in list(self._lanes.values()):
+                try:  # the notifier logs its own failures
+                    await lane.notifier.periodic(self._http, self._clock.now())
+                except Exception as exc:  # one destination's hook must not stop the others
+                    name = type(exc).__name__
+                    log.error("periodic re-send crashed: %s", name, extra=_fields(lane))
+
+
+def _fields(target: _Lane | Notifier, delivery: Delivery | None = None) -> dict[str, object]:
+    fields: dict[str, object] = {"destination": target.name}
+    if delivery is not None:
+        fields["event_id"] = delivery.event.id
+        fields["event"] = delivery.event.type.value
+        fields["tenant"] = delivery.event.tenant
+    return fields
+
+
+def _span(seconds: float) -> str:
+    """``seconds`` for people, two units at most: 0.4s, 12s, 5m, 2h30m, 7d."""
+    if seconds < 10:
+        return f"{max(seconds, 0):.1f}s"
+    rest, parts = round(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts[:2])
