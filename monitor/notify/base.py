@@ -18,8 +18,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from enum import StrEnum
 from http import HTTPStatus
 from typing import ClassVar
@@ -29,6 +28,7 @@ import httpx
 
 from monitor import __version__
 from monitor.config import DestinationConfig
+from monitor.httpclient import parse_retry_after
 from monitor.model import Event
 from monitor.notify.templates import Escape, MessageTemplate, TemplateError, iso_utc
 
@@ -121,27 +121,6 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
         if key.lower() == wanted:
             return value
     return None
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` value: delay-seconds or an HTTP-date. None if absent or
-    unreadable; never negative."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            moment = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        seconds = (moment - (now or datetime.now(UTC))).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def as_seconds(value: object) -> float | None:

@@ -25,8 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import httpx
@@ -45,7 +44,7 @@ from monitor.errors import (
     SourceTimeout,
     UnexpectedStatus,
 )
-from monitor.httpclient import build_timeout
+from monitor.httpclient import build_timeout, parse_retry_after
 from monitor.model import KeyState, parse_signing_key, parse_signing_keys
 
 logger = logging.getLogger(__name__)
@@ -424,7 +423,9 @@ class Auth0Client:
     def _server_wait(self, response: httpx.Response) -> tuple[float | None, float | None]:
         """(retry_after to report, seconds to wait) from Retry-After or x-ratelimit-reset."""
         now = self._clock()
-        retry_after = _parse_retry_after(response.headers.get("retry-after"), now=now)
+        retry_after = parse_retry_after(
+            response.headers.get("retry-after"), now=datetime.fromtimestamp(now, UTC)
+        )
         if retry_after is not None:
             return retry_after, retry_after
         if response.status_code == 429:
@@ -602,23 +603,3 @@ def _parse_epoch(value: str | None) -> float | None:
     except ValueError:
         return None
     return epoch if epoch is not None and math.isfinite(epoch) and epoch >= 0 else None
-
-
-def _parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """``Retry-After`` in seconds: delta-seconds or an HTTP-date."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            moment = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if moment.tzinfo is None:  # "-0000": UTC by RFC 5322
-            moment = moment.replace(tzinfo=UTC)
-        seconds = moment.timestamp() - now
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
