@@ -12,8 +12,9 @@ Two measurements, each with the simulator in a separate process so its CPU is no
    separately for the start-up (launch until ready); RSS at the end and at its peak (VmHWM).
    Targets: under 10% of one core, under 150 MB.
 
-    python bench/poll.py              # the full run (about 4 minutes); `make bench`
-    python bench/poll.py --quick      # a smoke run (about 1 minute; figures not representative)
+    python bench/poll.py              # the full run (a few minutes); `make bench`
+    python bench/poll.py --quick      # a smoke run (figures not representative)
+    python bench/poll.py --help       # the options: sizes, window, scraping, profiling
 
 Exits 0 when the benchmark ran (whether or not a target was met), 1 when something broke.
 """
@@ -129,7 +130,7 @@ class Child:
 
 @contextmanager
 def child_process(name: str, args: list[str], *, workdir: Path) -> Iterator[Child]:
-    """Run ``python -m monitor ARGS`` with stdout and stderr in a log file; always stopped."""
+    """Run ``python ARGS`` with stdout and stderr in ``workdir/NAME.log``; always stopped."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{name}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -280,7 +281,6 @@ def failed_polls(daemon: Daemon) -> float:
     return sum(
         sample.value
         for metric in daemon.registry.collect()
-        if metric.name == "keywatch_api_errors"
         for sample in metric.samples
         if sample.name == "keywatch_api_errors_total"
     )
@@ -355,6 +355,7 @@ class Fleet:
     window_errors: float | None = None
     tenants_up: float | None = None
     scrape_problems: int = 0
+    scrape_cpu: float | None = None
 
     @property
     def startup_share(self) -> float:
@@ -458,7 +459,9 @@ def measure_fleet(
             window_wall = time.monotonic() - window_started
             memory = memory_mb(daemon.pid)
 
+            cpu_before_scrape = cpu_seconds(daemon.pid)
             after = scrape()
+            scrape_cpu = cpu_seconds(daemon.pid) - cpu_before_scrape
         result = Fleet(
             tenants=tenants,
             interval=interval,
@@ -471,6 +474,7 @@ def measure_fleet(
             rss_peak_mb=memory["VmHWM"],
             stop_seconds=daemon.stop(),
             scrape_problems=scrape.problems,
+            scrape_cpu=scrape_cpu if after is not None else None,
         )
     if before is not None and after is not None:
         polls, errors = "keywatch_poll_duration_seconds_count", "keywatch_api_errors_total"
@@ -537,8 +541,11 @@ def report_fleet(result: Fleet, *, judged: bool) -> None:
         )
     )
     if result.window_polls:
-        per_poll = result.window_cpu * 1000 / result.window_polls
-        print(row("daemon CPU per poll (window CPU / polls)", f"{per_poll:.2f} ms"))
+        per_poll = result.window_cpu / result.window_polls
+        print(row("daemon CPU per poll (window CPU / polls)", f"{per_poll * 1000:.2f} ms"))
+        # The polls come in waves, so a window catches more or fewer than the mean rate.
+        projected = per_poll * result.expected_polls / result.window_wall
+        print(row("share at the mean poll rate (per poll x rate)", f"{projected:.2%}", "(info)"))
     print(
         row(
             "polls in the window (expected at the mean interval)",
@@ -547,6 +554,12 @@ def report_fleet(result: Fleet, *, judged: bool) -> None:
     )
     print(row("failed polls in the window", optional(result.window_errors, "{:.0f}")))
     print(row("tenants up at the end", optional(result.tenants_up, "{:.0f}")))
+    print(
+        row(
+            "CPU of one GET /metrics (clock ticks: +-10 ms)",
+            optional(result.scrape_cpu, "{:.2f} s"),
+        )
+    )
     if result.scrape_problems:
         print(row("failed or timed-out GET /metrics", f"{result.scrape_problems}"))
     print(row("RSS at the end of the window", f"{result.rss_end_mb:.1f} MB"))
