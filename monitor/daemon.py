@@ -344,8 +344,6 @@ class Daemon:
             notifiers[destination.name] = self.notifier_factory(destination)
             change = "updated" if known is not None else "added"
             log.info("destination %s", change, extra={"destination": destination.name})
-        for name in self.notifiers.keys() - notifiers.keys():
-            log.info("destination removed", extra={"destination": name})
         self.notifiers = notifiers
         self.dispatcher.configure(list(notifiers.values()))
 

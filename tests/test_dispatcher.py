@@ -382,15 +382,34 @@ async def test_reload_adds_updates_and_removes_destinations(
     assert metrics.value("keywatch_outbox_pending", destination="gone") is None
 
 
+async def test_a_destination_removed_and_added_back_mid_request_sends_once(
+    store: SQLiteStore, receiver: Receiver, clock: ScaledClock
+) -> None:
+    receiver.script("/hook", Answer(204, delay=0.3))
+    hook = destination("hook", "webhook", receiver.url("/hook"))
+    async with dispatching(store, notifiers(hook), clock=clock) as dispatcher:
+        event = rotation(clock.now(), "k1", "k2")
+        commit(store, event.detected_at, [event], ["hook"])
+        dispatcher.wake(["hook"])
+        await eventually(lambda: len(receiver.received("/hook")) == 1, what="the POST")
+        dispatcher.configure([])  # removed while its request is in flight
+        dispatcher.configure(notifiers(hook))  # and back
+        await drained(store)
+    assert len(receiver.received("/hook")) == 1
+    assert store.delivery_counts() == {("hook", "delivered"): 1}
+
+
 async def test_shutdown_lets_the_request_in_flight_finish_and_commits_it(
     store: SQLiteStore, receiver: Receiver, clock: ScaledClock
 ) -> None:
-    event = rotation(clock.now(), "k1", "k2")
-    commit(store, event.detected_at, [event], ["hook"])
     receiver.script("/hook", Answer(204, delay=0.3))  # slow, but within the timeout
     hook = destination("hook", "webhook", receiver.url("/hook"), timeout="2s")
-    async with dispatching(store, notifiers(hook), clock=clock):
+    async with dispatching(store, notifiers(hook), clock=clock) as dispatcher:
+        event = rotation(clock.now(), "k1", "k2")
+        commit(store, event.detected_at, [event], ["hook"])
+        dispatcher.wake(["hook"])
         await eventually(lambda: len(receiver.received("/hook")) == 1, what="the POST")
+        assert store.delivery_counts() == {("hook", "pending"): 1}  # still in flight
     assert store.delivery_counts() == {("hook", "delivered"): 1}
 
 

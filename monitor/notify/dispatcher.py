@@ -42,7 +42,7 @@ from monitor.store.base import Delivery, Store
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 50
+BATCH_SIZE = 200
 """Deliveries read from the store at a time (the head of one destination's queue)."""
 IDLE_WAIT = 5.0
 """Longest sleep between two looks at the store, whatever the queue says."""
@@ -80,7 +80,8 @@ class _Lane:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     resumed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
-    attempt: asyncio.Task[Verdict | None] | None = None
+    sending: bool = False  # a request is in flight (or its outcome is being committed)
+    stopping: bool = False  # finish the attempt in flight, then end the task
     throttled_streak: int = 0  # consecutive 429 answers
 
     @property
@@ -118,7 +119,7 @@ class Dispatcher:
         self._resend_interval = resend_interval
         self._stats_interval = stats_interval
         self._lanes: dict[str, _Lane] = {}
-        self._retired: set[_Lane] = set()
+        self._retired: set[_Lane] = set()  # removed, still finishing a request
         self._helpers: list[asyncio.Task[None]] = []
         self._stats_dirty = asyncio.Event()
         self._running = False
@@ -129,10 +130,6 @@ class Dispatcher:
     def destinations(self) -> list[str]:
         """The destinations being sent to, in configuration order."""
         return list(self._lanes)
-
-    def notifier(self, name: str) -> Notifier | None:
-        lane = self._lanes.get(name)
-        return lane.notifier if lane is not None else None
 
     async def start(
         self, notifiers: Sequence[Notifier], *, resume_wait: float = RESUME_WAIT
@@ -166,7 +163,7 @@ class Dispatcher:
                 self._lanes[name] = self._open_lane(notifier)
             else:
                 if lane.task is None and self._running:
-                    lane.task = self._spawn(self._run_lane(lane), name=f"notify:{name}")
+                    self._start_lane(lane)
                 lane.notifier = notifier
                 lane.bucket.set_rate(notifier.rate_limit)
                 lane.wake.set()
@@ -187,16 +184,18 @@ class Dispatcher:
         """Stop every task. A request in flight may finish (``grace`` seconds at most) and its
         outcome is committed; nothing new is sent."""
         self._running = False
+        for helper in self._helpers:
+            helper.cancel()
         lanes = [*self._lanes.values(), *self._retired]
-        in_flight = [lane.attempt for lane in lanes if lane.attempt and not lane.attempt.done()]
-        tasks = [lane.task for lane in lanes if lane.task is not None] + self._helpers
-        for task in tasks:
-            task.cancel()
-        if in_flight:
-            _, unfinished = await asyncio.wait(in_flight, timeout=grace)
-            for attempt in unfinished:
-                attempt.cancel()
-        await asyncio.gather(*tasks, *in_flight, return_exceptions=True)
+        for lane in lanes:
+            self._stop_lane(lane)
+        tasks = [lane.task for lane in lanes if lane.task is not None]
+        finishing = [lane.task for lane in lanes if lane.task is not None and lane.sending]
+        if finishing:
+            _, unfinished = await asyncio.wait(finishing, timeout=grace)
+            for task in unfinished:
+                task.cancel()
+        await asyncio.gather(*tasks, *self._helpers, return_exceptions=True)
         self._lanes.clear()
         self._retired.clear()
         self._helpers = []
@@ -212,20 +211,34 @@ class Dispatcher:
             bucket=TokenBucket(notifier.rate_limit, clock=self._clock.monotonic),
         )
         if self._running:
-            lane.task = self._spawn(self._run_lane(lane), name=f"notify:{notifier.name}")
+            self._start_lane(lane)
         return lane
+
+    def _start_lane(self, lane: _Lane) -> None:
+        # A destination removed and added back while its old task finishes a request: the new
+        # task waits for it, or both could send the head of the queue.
+        retiring = [old.task for old in self._retired if old.name == lane.name and old.task]
+        lane.task = self._spawn(self._run_lane(lane, after=retiring), name=f"notify:{lane.name}")
+
+    def _stop_lane(self, lane: _Lane) -> None:
+        """End the lane's task: at once when it is waiting, after the attempt (request and
+        mark) when one is in flight, so that no answer goes unrecorded."""
+        lane.stopping = True
+        if lane.task is not None and not lane.sending:
+            lane.task.cancel()
 
     def _retire(self, lane: _Lane) -> None:
         """Stop a removed destination's task; a request in flight still gets its mark."""
-        if lane.task is not None:
-            lane.task.cancel()
-        if lane.attempt is not None and not lane.attempt.done():
+        self._stop_lane(lane)
+        if lane.task is not None and lane.sending:
             self._retired.add(lane)
-            lane.attempt.add_done_callback(lambda _: self._retired.discard(lane))
+            lane.task.add_done_callback(lambda _: self._retired.discard(lane))
         log.info("destination removed: its pending deliveries stay queued", extra=_fields(lane))
 
-    async def _run_lane(self, lane: _Lane) -> None:
-        while True:
+    async def _run_lane(self, lane: _Lane, *, after: Sequence[asyncio.Task[None]] = ()) -> None:
+        if after:
+            await asyncio.wait(after)
+        while not lane.stopping:
             try:
                 queue = await asyncio.to_thread(
                     self._store.queued_deliveries, lane.name, self._batch_size
@@ -252,11 +265,15 @@ class Dispatcher:
                 await self._pause(lane, min(wait, self._idle_wait))
                 return
             await self._take_token(lane)
-            lane.attempt = asyncio.ensure_future(self._attempt(lane, delivery))
-            # Shielded: cancelling the lane (shutdown, reload) lets the request and its mark
-            # finish; ``stop`` waits for it.
-            verdict = await asyncio.shield(lane.attempt)
-            lane.attempt = None
+            # While ``sending``, stopping the lane waits for the attempt instead of cancelling
+            # it: the request finishes (bounded by its timeout) and its outcome is committed.
+            lane.sending = True
+            try:
+                verdict = await self._attempt(lane, delivery)
+            finally:
+                lane.sending = False
+            if lane.stopping:
+                return
             if verdict is None:  # the store failed
                 await self._pause(lane, STORE_RETRY)
                 return
@@ -387,7 +404,7 @@ class Dispatcher:
             extra=_fields(lane, delivery),
         )
 
-    # --- helpers tasks ------------------------------------------------------------------------
+    # --- helper tasks -------------------------------------------------------------------------
 
     async def _refresh_stats(self) -> None:
         """Keep the outbox gauges current: after any change, at most every stats_interval."""

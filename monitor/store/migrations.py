@@ -72,11 +72,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 2: the outbox as a queue. ``poll_index`` keeps the order of the events of one poll (the
     # order ``detect.diff`` reports them in: a rotation before the revocation it caused);
     # ``failures`` counts the failed attempts that advance the backoff (429 answers do not);
-    # the index serves the per-destination pending/dead summary without reading delivered rows.
+    # deliveries_by_state serves the queue and the pending/dead summary per destination.
     (
         "ALTER TABLE events ADD COLUMN poll_index INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE deliveries ADD COLUMN failures INTEGER NOT NULL DEFAULT 0",
         "CREATE INDEX deliveries_by_state ON deliveries (state, destination, created_at)",
+        # replaced by deliveries_by_state: one index less to update at every mark
+        "DROP INDEX deliveries_due",
     ),
 )
 
