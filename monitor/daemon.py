@@ -56,6 +56,10 @@ from monitor.web import EmbeddedServer, bind, build_app, build_server
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 10.0
+MAX_CONCURRENT_POLLS = 10
+"""Polls in flight at once. A burst (the start, a reload, many tenants falling due together)
+waits here, cheaply, instead of in httpcore's connection pool, where every request start and
+finish costs O(waiting requests x connections)."""
 _JOB_PREFIX = "poll:"
 _JOB_EVENT_KINDS = {
     EVENT_JOB_ERROR: "error",
@@ -105,6 +109,9 @@ class Daemon:
     _scheduler: AsyncIOScheduler | None = None
     _server: EmbeddedServer | None = None
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    _poll_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_POLLS)
+    )
     notifier_factory: Callable[[DestinationConfig], Notifier] = build_notifier
     notifiers: dict[str, Notifier] = field(default_factory=dict)
     dispatcher: Dispatcher = field(init=False)
@@ -122,6 +129,17 @@ class Daemon:
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
+        try:
+            async with self._poll_slots:
+                return await self._poll_once(runtime)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+            if not self._ready.is_set() and self.telemetry.polled_all():
+                self._ready.set()
+
+    async def _poll_once(self, runtime: TenantRuntime) -> list[Event]:
+        name = runtime.config.name
         started = time.perf_counter()
         try:
             return await self._poll(runtime)
@@ -137,11 +155,6 @@ class Daemon:
             )
             log.error("could not save poll result: %s", exc, extra={"tenant": name})
             return []
-        finally:
-            if task is not None:
-                self._inflight.discard(task)
-            if not self._ready.is_set() and self.telemetry.polled_all():
-                self._ready.set()
 
     async def _poll(self, runtime: TenantRuntime) -> list[Event]:
         started = time.perf_counter()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -229,3 +231,27 @@ async def test_watched_kids_limit_per_key_events_and_unknown_kids_are_confirmed(
         [revoked] = await daemon.poll_tenant("tenant-1")
         assert (revoked.type, revoked.kid) == (EventType.KEY_REVOKED, watched)
         assert sample(daemon, "keywatch_tenant_up", tenant="tenant-1") == 1
+
+
+async def test_a_burst_of_due_polls_is_limited_to_a_few_in_flight(
+    server: SimulatorServer, tmp_path: Path
+) -> None:
+    from monitor.daemon import MAX_CONCURRENT_POLLS
+
+    names = [server.simulator.add_tenant().name for _ in range(MAX_CONCURRENT_POLLS + 3)]
+    async with running(daemon_settings(server, tmp_path, tenants=names)) as daemon:
+        in_flight, most = 0, 0
+        original = daemon._poll
+
+        async def counting(runtime: Any) -> Any:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            try:
+                return await original(runtime)
+            finally:
+                in_flight -= 1
+
+        daemon._poll = counting  # type: ignore[method-assign]
+        await asyncio.gather(*(daemon.poll_tenant(name) for name in names))
+    assert most == MAX_CONCURRENT_POLLS
