@@ -2,8 +2,8 @@
 rotates the signing key and then revokes the key it rotated out, again and again, and a local
 receiver that answers like each notification service and prints what it would have shown.
 
-The destinations come from the demo configuration, whose URLs point at
-``${KEYWATCH_DEMO_RECEIVER}``; when it lists none, one destination of each kind is added here.
+The destinations come from the demo configuration (config/demo.yaml), whose URLs point at
+``${KEYWATCH_DEMO_RECEIVER}``, set here to the receiver's address.
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from monitor.config import DestinationConfig, Settings, load_config
+from monitor.config import load_config
 from monitor.daemon import Daemon, build_daemon, secrets_of
 from monitor.logs import configure_logging
 from monitor.simulator import SimulatedTenant, SimulatorServer
 
 DEMO_TENANT = "tenant-1"
 RECEIVER_VARIABLE = "KEYWATCH_DEMO_RECEIVER"
-DEMO_WEBHOOK_SECRET = "whsec_a2V5d2F0Y2gtZGVtby1zaWduaW5nLXNlY3JldA=="
 ALERTMANAGER_PATH = "/alertmanager"
 
 
@@ -179,32 +178,6 @@ class DemoReceiver:
         return Handler
 
 
-def demo_destinations(base_url: str) -> tuple[DestinationConfig, ...]:
-    """One destination of each kind, all pointing at the demo receiver."""
-    specs: list[dict[str, Any]] = [
-        {"kind": "slack", "url": f"{base_url}/slack"},
-        {"kind": "teams", "url": f"{base_url}/teams"},
-        {"kind": "discord", "url": f"{base_url}/discord"},
-        {"kind": "googlechat", "url": f"{base_url}/googlechat"},
-        {"kind": "webhook", "url": f"{base_url}/webhook", "secrets": [DEMO_WEBHOOK_SECRET]},
-        {"kind": "alertmanager", "urls": [f"{base_url}{ALERTMANAGER_PATH}"]},
-        {
-            "kind": "pagerduty",
-            "url": f"{base_url}/pagerduty",
-            "routing_key": "keywatch-demo-routing-key",
-        },
-    ]
-    return tuple(
-        DestinationConfig.model_validate({"name": f"demo-{spec['kind']}", **spec}) for spec in specs
-    )
-
-
-def with_demo_destinations(settings: Settings, base_url: str) -> Settings:
-    if settings.destinations:
-        return settings
-    return settings.model_copy(update={"destinations": demo_destinations(base_url)})
-
-
 def run_demo(
     config_path: Path,
     *,
@@ -221,7 +194,7 @@ def run_demo(
             "KEYWATCH_DEMO_STATE": f"{state_dir}/state.db",
             RECEIVER_VARIABLE: receiver_url,
         }
-        settings = with_demo_destinations(load_config(config_path, env=env), receiver_url)
+        settings = load_config(config_path, env=env)
         redactor = configure_logging(
             log_format=settings.log_format, level=settings.log_level, secrets=secrets_of(settings)
         )

@@ -14,6 +14,8 @@ from monitor.model import Event, EventType, KeyState, Snapshot, make_event
 from monitor.store.sqlite import SQLiteStore
 from tests.delivery_support import Answer, Receiver, timeout
 
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
+
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 TOKEN = "path-token-1f2e3d4c5b6a"
 
@@ -214,7 +216,8 @@ def test_redeliver_queues_dead_deliveries_again(
 
 
 async def test_the_demo_receiver_answers_every_kind_like_its_service() -> None:
-    from monitor.demo import DemoReceiver, demo_destinations
+    from monitor.config import load_config
+    from monitor.demo import RECEIVER_VARIABLE, DemoReceiver
     from monitor.httpclient import build_http_client
     from monitor.notify import build_notifier, sample_event
     from monitor.notify.base import Outcome
@@ -222,7 +225,8 @@ async def test_the_demo_receiver_answers_every_kind_like_its_service() -> None:
     lines: list[str] = []
     event = sample_event(tenant="demo", detected_at=datetime.now(UTC))
     with DemoReceiver(say=lines.append) as receiver:
-        destinations = demo_destinations(receiver.url)
+        env = {RECEIVER_VARIABLE: receiver.url, "KEYWATCH_DEMO_STATE": "/nonexistent/x.db"}
+        destinations = load_config(DEMO_CONFIG, env=env).destinations
         async with build_http_client() as http:
             for destination in destinations:
                 notifier = build_notifier(destination)
