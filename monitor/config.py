@@ -54,6 +54,7 @@ __all__ = [
     "Defaults",
     "DestinationConfig",
     "DestinationKind",
+    "LeaseConfig",
     "Settings",
     "TenantConfig",
     "is_secret_key",
@@ -69,6 +70,8 @@ DEFAULT_INTERVAL = 60.0
 DEFAULT_JITTER = 0.1
 DEFAULT_TIMEOUT = 10.0
 MAX_JITTER = 0.5
+DEFAULT_LEASE_TTL = 15.0
+MIN_LEASE_TTL = 1.0
 
 # Keys whose values are never echoed, wherever they appear (``destinations`` adds its own).
 _SECRET_KEYS = frozenset({"client_secret", "token", "password"})
@@ -223,6 +226,12 @@ def _check_state(value: str) -> str:
     return value
 
 
+def _check_lease_ttl(seconds: float) -> float:
+    if seconds < MIN_LEASE_TTL:
+        raise ValueError(f"must be at least {MIN_LEASE_TTL:g}s, got {seconds:g}s")
+    return seconds
+
+
 def _lowercase(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
@@ -251,6 +260,7 @@ Kids = Annotated[tuple[NonEmptyStr, ...], _none_as(()), AfterValidator(_check_un
 Listen = Annotated[StrictStr, AfterValidator(_check_listen)]
 StateUrl = Annotated[StrictStr, AfterValidator(_check_state)]
 DataDir = Annotated[StrictStr, AfterValidator(_check_not_empty)]
+LeaseTtl = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_check_lease_ttl)]
 LogFormat = Annotated[Literal["text", "json"], BeforeValidator(_lowercase)]
 LogLevel = Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lowercase)]
 
@@ -318,6 +328,15 @@ class Defaults(BaseModel):
     """Random spread of each interval, as a fraction of it (0..0.5)."""
     timeout: Duration = DEFAULT_TIMEOUT
     """Seconds one HTTP request may take."""
+
+
+class LeaseConfig(BaseModel):
+    """The leader lease of replicas sharing a PostgreSQL store (unused with SQLite)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ttl: LeaseTtl = DEFAULT_LEASE_TTL
+    """Seconds a lease lasts unless renewed; the leader renews it every ttl/3."""
 
 
 class TenantConfig(BaseModel):
@@ -653,6 +672,7 @@ class Settings(BaseModel):
     listen: Listen = DEFAULT_LISTEN
     data_dir: DataDir
     state: StateUrl
+    lease: Annotated[LeaseConfig, _none_as({})] = Field(default_factory=LeaseConfig)
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
     defaults: Annotated[Defaults, _none_as({})] = Field(default_factory=Defaults)

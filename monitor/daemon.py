@@ -8,9 +8,20 @@ events and wake the dispatcher. If the commit fails, the in-memory snapshot is l
 the next poll detects the same change again: nothing is lost, and the deterministic event ids
 keep it from being counted (or notified) twice.
 
-Start order: store, web server, dispatcher (pending deliveries resume first), scheduler.
+Leader and standby: with a shared PostgreSQL store, a ``LeaderLease`` (``monitor.leader``)
+decides which replica leads. The leader runs the scheduler and the dispatcher; a standby keeps
+the scheduler paused and the dispatcher stopped, reloads the shared snapshots (and outbox
+gauges) into its metrics every ``shared_refresh_interval`` seconds, and takes over when the
+lease lapses. Stepping down pauses the scheduler and stops the dispatcher at once (a request in
+flight may finish while the lease still covers it), and a poll that finds its process no longer
+leading commits nothing. Taking over reloads the shared snapshots first, so the new leader
+diffs against what the last one committed. With SQLite there is no lease: the one process
+always leads.
+
+Start order: store, web server, scheduler (paused), the lease's first attempt; then, when
+leading, dispatcher (pending deliveries resume first) and the scheduler resumes.
 Shutdown order: scheduler (running polls finish), dispatcher (a request in flight finishes and
-its outcome is committed), web server, HTTP client, store.
+its outcome is committed), the lease (released), web server, HTTP client, store.
 """
 
 from __future__ import annotations
@@ -41,12 +52,13 @@ from monitor.config import DestinationConfig, Settings, TenantConfig, load_confi
 from monitor.detect import diff
 from monitor.errors import ConfigError, SourceError, StoreError
 from monitor.httpclient import build_http_client
+from monitor.leader import LeaderLease, new_holder_id
 from monitor.logs import RedactSecrets
 from monitor.metrics import Telemetry, build_registry
 from monitor.model import Event, Severity, Snapshot
 from monitor.notify import build_notifier
 from monitor.notify.base import Notifier
-from monitor.notify.dispatcher import Dispatcher
+from monitor.notify.dispatcher import RESUME_WAIT, Dispatcher
 from monitor.poll import client_for_tenant, fetch_snapshot, utc_now
 from monitor.sources.auth0 import Auth0Client
 from monitor.store import open_store
@@ -56,6 +68,8 @@ from monitor.web import EmbeddedServer, bind, build_app, build_server
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 10.0
+SHARED_REFRESH_SECONDS = 5.0
+"""How often a standby reloads the shared snapshots and outbox gauges into its metrics."""
 MAX_CONCURRENT_POLLS = 10
 """Polls in flight at once. A burst (the start, a reload, many tenants falling due together)
 waits here, cheaply, instead of in httpcore's connection pool, where every request start and
@@ -114,17 +128,33 @@ class Daemon:
     )
     notifier_factory: Callable[[DestinationConfig], Notifier] = build_notifier
     notifiers: dict[str, Notifier] = field(default_factory=dict)
+    lease: LeaderLease | None = None
+    shared_refresh_interval: float = SHARED_REFRESH_SECONDS
     dispatcher: Dispatcher = field(init=False)
+    _leading: bool = False  # the leader's work (scheduler, dispatcher) is running
+    _stood_by: bool = False  # has served the shared state as a standby
+    _closing: bool = False
+    _role_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _role_epoch: int = 0  # changes with every change of role
+    _lease_tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    _shared_failing: bool = False
 
     def __post_init__(self) -> None:
         self.dispatcher = Dispatcher(store=self.store, http=self.http, telemetry=self.telemetry)
 
     # --- polling ----------------------------------------------------------------------------
 
+    @property
+    def leading(self) -> bool:
+        """This process polls and sends now: it leads (without a lease, always) and, with a
+        lease, still has time left on it."""
+        return self._leading and (self.lease is None or self.lease.leading)
+
     async def poll_tenant(self, name: str) -> list[Event]:
-        """Poll one tenant once; returns the events committed by this poll."""
+        """Poll one tenant once; returns the events committed by this poll. A standby polls
+        nothing."""
         runtime = self.tenants.get(name)
-        if runtime is None:
+        if runtime is None or not self.leading:
             return []
         task = asyncio.current_task()
         if task is not None:
@@ -168,6 +198,9 @@ class Daemon:
             now=self.now,
         )
         events = diff(previous, snapshot, kids=runtime.config.kids)
+        if not self.leading:  # stepped down while fetching: the new leader polls instead
+            log.info("poll result dropped: not the leader any more", extra={"tenant": name})
+            return []
         committed: list[Event] = []
         deliveries = self._deliveries_of(events)
         if previous is not None and not events and snapshot.same_keys(previous):
@@ -269,19 +302,19 @@ class Daemon:
             destination.name: self.notifier_factory(destination)
             for destination in self.settings.destinations
         }
+        if self.lease is not None:
+            self.telemetry.set_leader(False)  # until the lease is taken
 
         self._server = build_server(
             build_app(
                 registry=self.registry,
                 ping_store=self.store.ping,
-                polled_all=self.telemetry.polled_all,
+                polled_all=self._polled_enough,
+                standing_by=self._standing_by,
             )
         )
         self._spawn(self._server.serve(sockets=[sock]), name="web-server")
         log.info("serving http://%s:%s/metrics", self.settings.listen_host, self.port)
-
-        # Before the scheduler: deliveries left pending by the last run go out first.
-        await self.dispatcher.start(list(self.notifiers.values()))
 
         self._scheduler = AsyncIOScheduler(
             timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1}
@@ -292,8 +325,118 @@ class Daemon:
         first_run = datetime.now(UTC)
         for tenant in self.settings.tenants:
             self._schedule(tenant, first_run=first_run)
-        self._scheduler.start()
+        self._scheduler.start(paused=True)  # resumed when leading
+
+        if self.lease is not None:
+            await self.lease.attempt()
+            self._lease_tasks = [
+                self._spawn(self.lease.run(), name="leader-lease"),
+                self._spawn(self._follow_lease(), name="leader-role"),
+                self._spawn(self._follow_shared_state(), name="shared-state"),
+            ]
+        await self._apply_role()
+        if not self._leading:
+            log.info("standing by: another replica holds the leader lease")
         self._started.set()
+
+    # --- leader and standby -----------------------------------------------------------------
+
+    def _standing_by(self) -> bool:
+        return self.lease is not None and not self._leading
+
+    def _polled_enough(self) -> bool:
+        """Ready as the leader: every tenant was polled once, or this process served the shared
+        state as a standby before it took over (a takeover keeps it ready)."""
+        return self._stood_by or self.telemetry.polled_all()
+
+    def _bounded(self, seconds: float) -> float:
+        """``seconds``, but no longer than the leadership left (the lease's grace)."""
+        if self.lease is None:
+            return seconds
+        return min(seconds, self.lease.grace())
+
+    async def _follow_lease(self) -> None:
+        assert self.lease is not None
+        while True:
+            await self.lease.changed.wait()
+            self.lease.changed.clear()
+            await self._apply_role()
+
+    async def _apply_role(self) -> None:
+        """Lead or stand by, whichever the lease says (without a lease: lead)."""
+        async with self._role_lock:
+            if self._closing:
+                return
+            wanted = self.lease is None or self.lease.leading
+            if wanted and not self._leading:
+                await self._lead()
+            elif not wanted and self._leading:
+                await self._stand_by()
+            if not self._leading:
+                self._stood_by = True
+
+    async def _lead(self) -> None:
+        """Start sending, then polling. Taking over from another replica reloads the shared
+        snapshots first: what the last leader committed is the baseline of the next diff."""
+        assert self._scheduler is not None
+        self._role_epoch += 1
+        if self.lease is not None:
+            await self._load_shared_state(outbox=False)
+            if not self.lease.leading:
+                return
+        self._leading = True
+        self.telemetry.set_leader(True)
+        # Before the scheduler: deliveries left pending (by the last run, or the last leader)
+        # go out first.
+        notifiers = list(self.notifiers.values())
+        await self.dispatcher.start(notifiers, resume_wait=self._bounded(RESUME_WAIT))
+        if not self.leading:
+            return  # lost meanwhile: the lease has set ``changed``, and _stand_by follows
+        now = datetime.now(UTC)
+        for tenant in self.settings.tenants:
+            self._schedule(tenant, first_run=now)
+        self._scheduler.resume()
+
+    async def _stand_by(self) -> None:
+        """Stop polling and sending before the lease can lapse. A poll in flight commits
+        nothing (``_poll`` checks ``leading``); a request in flight may finish within the
+        lease's grace, else it is cancelled and the next leader sends it again."""
+        assert self._scheduler is not None
+        self._role_epoch += 1
+        self._leading = False
+        self._scheduler.pause()
+        self.telemetry.set_leader(False)
+        await self.dispatcher.stop(grace=self._bounded(SHUTDOWN_GRACE_SECONDS))
+
+    async def _follow_shared_state(self) -> None:
+        """As a standby, keep the metrics on the shared snapshots and outbox."""
+        while True:
+            await asyncio.sleep(self.shared_refresh_interval)
+            if not self._leading:
+                await self._load_shared_state(outbox=True)
+
+    async def _load_shared_state(self, *, outbox: bool) -> None:
+        """Reload the stored snapshots (and outbox gauges) into the tenants and the metrics.
+        Dropped when the role changed meanwhile (a leader's own polls are newer)."""
+        epoch = self._role_epoch
+        try:
+            stored = await asyncio.to_thread(self.store.load_snapshots)
+            stats = await asyncio.to_thread(self.store.outbox_stats) if outbox else None
+        except StoreError as exc:
+            if not self._shared_failing:
+                log.warning("cannot read the shared state: %s", exc)
+            self._shared_failing = True
+            return
+        self._shared_failing = False
+        if epoch != self._role_epoch:
+            return
+        for name, runtime in self.tenants.items():
+            snapshot = stored.get(name)
+            if snapshot is not None and snapshot != runtime.snapshot:
+                runtime.snapshot = snapshot
+                self.telemetry.set_snapshot(snapshot)
+        if stats is not None:
+            self.telemetry.set_outbox(stats)
 
     def _spawn(self, coro: Any, *, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -323,8 +466,9 @@ class Daemon:
 
     def _apply(self, settings: Settings) -> None:
         assert self._scheduler is not None
-        if (settings.listen, settings.state) != (self.settings.listen, self.settings.state):
-            log.warning("listen and state changes take effect after a restart")
+        restart_only = ("listen", "state", "lease")
+        if any(getattr(settings, key) != getattr(self.settings, key) for key in restart_only):
+            log.warning("listen, state and lease changes take effect after a restart")
         wanted = {tenant.name: tenant for tenant in settings.tenants}
         for name in list(self.tenants):
             if name not in wanted:
@@ -361,26 +505,28 @@ class Daemon:
         self.dispatcher.configure(list(notifiers.values()))
 
     async def wait_ready(self) -> None:
-        """Until every tenant has been polled once (what /readyz reports)."""
+        """Until this process, as the leader, has polled every tenant once."""
         await self._ready.wait()
 
     async def wait_stopped(self) -> None:
         await self._stopping.wait()
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, *, release_lease: bool = True) -> None:
         """The one ordered shutdown path: stop scheduling, let running polls finish (bounded),
         stop the dispatcher (a request in flight finishes, bounded by its timeout, and its
-        outcome is committed), stop the web server, then close the HTTP client and the store."""
-        if self._scheduler is not None and self._scheduler.running:
-            self._scheduler.pause()
-        if self._inflight:
-            _, pending = await asyncio.wait(set(self._inflight), timeout=SHUTDOWN_GRACE_SECONDS)
-            for task in pending:
-                task.cancel()
-        if self._scheduler is not None and self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
-        timeouts = [notifier.config.timeout for notifier in self.notifiers.values()]
-        await self.dispatcher.stop(grace=max(timeouts, default=0.0) + 1.0)
+        outcome is committed), release the leader lease (a standby takes over at once), stop
+        the web server, then close the HTTP client and the store. Every wait is also bounded
+        by the leadership left. ``release_lease=False`` leaves the lease to lapse, as a crash
+        would."""
+        self._closing = True
+        async with self._role_lock:  # after a change of role in progress
+            await self._stop_leading()
+        for task in self._lease_tasks:
+            task.cancel()
+        if self._lease_tasks:
+            await asyncio.wait(self._lease_tasks)
+        if self.lease is not None and release_lease:
+            await self.lease.release()
         if self._server is not None:
             self._server.should_exit = True
         if self._background:
@@ -388,6 +534,20 @@ class Daemon:
         await self.http.aclose()
         await asyncio.to_thread(self.store.close)
         log.info("stopped")
+
+    async def _stop_leading(self) -> None:
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.pause()
+        if self._inflight:
+            grace = self._bounded(SHUTDOWN_GRACE_SECONDS)
+            _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
+            for task in pending:
+                task.cancel()
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        timeouts = [notifier.config.timeout for notifier in self.notifiers.values()]
+        await self.dispatcher.stop(grace=self._bounded(max(timeouts, default=0.0) + 1.0))
+        self._leading = False
 
     async def run(self, *, install_signals: bool = True) -> None:
         loop = asyncio.get_running_loop()
@@ -412,12 +572,18 @@ def build_daemon(
     redactor: RedactSecrets | None = None,
     telemetry: Telemetry | None = None,
 ) -> Daemon:
-    """Build the daemon from settings: the one shared HTTP client, the store, the metrics."""
+    """Build the daemon from settings: the one shared HTTP client, the store (with the leader
+    lease when it is PostgreSQL), the metrics."""
     timeout = max((tenant.timeout for tenant in settings.tenants), default=10.0)
     telemetry = telemetry or Telemetry()
+    store = open_store(settings.state)
+    lease = None
+    if settings.state_backend == "postgresql":  # replicas may share it: one of them leads
+        lease = LeaderLease(store, holder=new_holder_id(), ttl=settings.lease.ttl)
     return Daemon(
         settings=settings,
-        store=open_store(settings.state),
+        store=store,
+        lease=lease,
         http=build_http_client(timeout=timeout),
         telemetry=telemetry,
         registry=build_registry(telemetry, version=__version__),

@@ -9,6 +9,11 @@ Samples are built when the state changes, not at every scrape (see "state" below
 
 Updates for a tenant that is not known (never added, or removed by a reload while its poll
 was in flight) are dropped, so a late poll cannot bring a removed tenant's series back.
+
+Leader and standby (replicas sharing a PostgreSQL store, see ``monitor.leader``): only the
+leader polls. A standby renders the key series of the shared snapshots the daemon loads from
+the store, and no ``keywatch_tenant_up`` or ``keywatch_last_successful_poll_timestamp_seconds``
+(it polls nothing, so it has no poll status to report). Counters count what this process did.
 """
 
 from __future__ import annotations
@@ -217,6 +222,13 @@ _SPECS: tuple[MetricSpec, ...] = (
         "From detecting an event to its delivery to a destination (retries included).",
     ),
     MetricSpec(
+        "keywatch_leader",
+        "gauge",
+        (),
+        "1 while this process is the leader (it polls and sends notifications; always 1 with a "
+        "SQLite store), 0 while it stands by.",
+    ),
+    MetricSpec(
         "keywatch_build_info",
         "gauge",
         ("version",),
@@ -240,6 +252,7 @@ METRIC_NAMES: dict[str, str] = {spec.name: spec.help for spec in _SPECS}
 @dataclass(slots=True)
 class _TenantState:
     tenant: str
+    polling: bool = True  # this process polls the tenant (it is the leader)
     polled: bool = False
     up: bool = False
     last_success: float | None = None
@@ -326,6 +339,7 @@ class _ScrapeCopy:
     """What one scrape renders, copied under the lock (the series themselves are immutable)."""
 
     series: list[_Series]
+    leader: bool
     buckets: list[tuple[str, float]]
     duration_sum: float
     destinations: list[_DestinationCopy]
@@ -340,12 +354,27 @@ class Telemetry:
         self._tenants: dict[str, _TenantState] = {}
         self._durations = _Histogram.with_bounds(POLL_DURATION_BUCKETS)
         self._destinations: dict[str, _DestinationState] = {}
+        self._leader = True
 
     def add_tenant(self, tenant: str) -> None:
         """Start exporting a tenant: counters at 0, tenant_up 0 until polled. Idempotent."""
         with self._lock:
             if tenant not in self._tenants:
-                self._tenants[tenant] = _TenantState(tenant)
+                self._tenants[tenant] = _TenantState(tenant, polling=self._leader)
+
+    def set_leader(self, leader: bool) -> None:
+        """Whether this process leads (polls). Standing by drops every tenant's poll status:
+        no tenant_up or last-success series while standing by, and "not polled yet" (tenant_up
+        0) when leading again, until the tenant's first poll as the leader."""
+        with self._lock:
+            if leader == self._leader:
+                return
+            self._leader = leader
+            for state in self._tenants.values():
+                state.polling = leader
+                state.polled = state.up = False
+                state.last_success = None
+                state.rerender()
 
     def remove_tenant(self, tenant: str) -> None:
         """Forget a tenant: every series labelled with it disappears."""
@@ -478,6 +507,7 @@ class Telemetry:
             now = self._clock()
             return _ScrapeCopy(
                 series=series,
+                leader=self._leader,
                 buckets=self._durations.cumulative_buckets(),
                 duration_sum=self._durations.total,
                 destinations=[
@@ -527,9 +557,10 @@ def _tenant_series(state: _TenantState) -> _Series:
         )
         series.append((name, samples))
 
-    one("keywatch_tenant_up", 1 if state.up else 0)
-    if state.last_success is not None:
-        one("keywatch_last_successful_poll_timestamp_seconds", state.last_success)
+    if state.polling:
+        one("keywatch_tenant_up", 1 if state.up else 0)
+        if state.last_success is not None:
+            one("keywatch_last_successful_poll_timestamp_seconds", state.last_success)
     one("auth0_signing_key_rotations_total", state.rotations)
     one("auth0_signing_key_revocations_total", state.revocations)
     each("keywatch_api_errors_total", "reason", state.api_errors)
@@ -603,6 +634,9 @@ class KeywatchCollector:
         histogram.add_metric([], scrape.buckets, scrape.duration_sum)
         for destination in scrape.destinations:
             _add_destination(families, destination)
+        families["keywatch_leader"].samples.append(
+            Sample("keywatch_leader", {}, 1 if scrape.leader else 0)
+        )
         families["keywatch_build_info"].samples.append(
             Sample("keywatch_build_info", {"version": self._version}, 1)
         )

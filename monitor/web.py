@@ -1,5 +1,7 @@
-"""HTTP endpoints: ``/metrics``, ``/healthz`` (alive, store answers), ``/readyz`` (every tenant
-polled once and the store answers). Served by uvicorn inside the daemon's own event loop."""
+"""HTTP endpoints: ``/metrics``, ``/healthz`` (alive, store answers), ``/readyz`` (the store
+answers, and every tenant was polled once, or the process stands by: a standby serves the
+shared state it loaded at start, so it is ready without polling). Served by uvicorn inside the
+daemon's own event loop."""
 
 from __future__ import annotations
 
@@ -22,12 +24,19 @@ from monitor.metrics import render
 log = logging.getLogger(__name__)
 
 
+def _never() -> bool:
+    return False
+
+
 def build_app(
     *,
     registry: CollectorRegistry,
     ping_store: Callable[[], None],
     polled_all: Callable[[], bool],
+    standing_by: Callable[[], bool] = _never,
 ) -> Starlette:
+    """``standing_by``: True while another replica leads (this one does not poll)."""
+
     async def metrics(_: Request) -> Response:
         body = await asyncio.to_thread(render, registry)  # large outputs take a while
         return Response(body, media_type=CONTENT_TYPE_LATEST)
@@ -45,9 +54,15 @@ def build_app(
 
     async def readyz(_: Request) -> Response:
         problem = await store_problem()
-        if problem is None and not polled_all():
-            problem = "not ready: some tenants have not been polled yet"
-        return PlainTextResponse(problem or "ready\n", status_code=503 if problem else 200)
+        if problem is not None:
+            return PlainTextResponse(problem, status_code=503)
+        if standing_by():
+            return PlainTextResponse("ready (standby)\n")
+        if not polled_all():
+            return PlainTextResponse(
+                "not ready: some tenants have not been polled yet", status_code=503
+            )
+        return PlainTextResponse("ready\n")
 
     return Starlette(
         routes=[

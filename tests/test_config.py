@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from monitor.config import (
     Defaults,
+    LeaseConfig,
     Settings,
     TenantConfig,
     is_secret_key,
@@ -239,6 +240,20 @@ BROKEN: list[tuple[str, str, list[str]]] = [
           - {name: prod, domain: a.auth0.com, token: abc}
         """,
         ["listen: expected host:port (e.g. 0.0.0.0:9464 or [::1]:9464), got '9464' (line 1)"],
+    ),
+    (
+        "lease ttl too short, and an unknown lease key",
+        """
+        lease:
+          ttl: 500ms
+          renew: 1s
+        tenants:
+          - {name: prod, domain: a.auth0.com, token: abc}
+        """,
+        [
+            "lease.ttl: must be at least 1s, got 0.5s (line 2)",
+            "lease.renew: unknown key (line 3)",
+        ],
     ),
     (
         "listen port out of range, and a number instead of a string",
@@ -773,6 +788,13 @@ def test_minimal_config_uses_builtin_defaults() -> None:
     assert settings.defaults == Defaults()
     tenant = settings.tenants[0]
     assert (tenant.interval, tenant.jitter, tenant.timeout) == (60.0, 0.1, 10.0)
+
+
+def test_lease_ttl_defaults_to_15s_and_takes_a_duration() -> None:
+    tenants = "tenants:\n  - {name: prod, domain: acme.auth0.com, token: abc}\n"
+    assert load(tenants).lease == LeaseConfig(ttl=15.0)
+    assert load("lease:\n" + tenants).lease == LeaseConfig(ttl=15.0)
+    assert load("lease: {ttl: 1m}\n" + tenants).lease.ttl == 60.0
 
 
 def test_tenants_inherit_defaults_unless_they_set_their_own() -> None:

@@ -8,8 +8,6 @@ test). When it is unreachable its tests are skipped, except under CI=true, where
 from __future__ import annotations
 
 import hashlib
-import os
-import secrets
 import socket
 import sqlite3
 import threading
@@ -19,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
@@ -29,9 +26,6 @@ from monitor.store import migrations, open_store, redact_url
 from monitor.store.base import OutboxStats, Store
 from monitor.store.sqlite import SQLiteStore
 
-POSTGRES_URL = os.environ.get(
-    "KEYWATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 PLUS_TWO = timezone(timedelta(hours=2))
 
@@ -101,45 +95,6 @@ class Backend:
         store = open_store(self.url, migrate=migrate)
         self.opened.append(store)
         return store
-
-
-@pytest.fixture(scope="session")
-def postgres_admin_url() -> str:
-    reason = f"PostgreSQL at {redact_url(POSTGRES_URL)} is unavailable"
-    try:
-        import psycopg
-
-        with psycopg.connect(POSTGRES_URL, connect_timeout=3, autocommit=True) as connection:
-            connection.execute("SELECT 1")
-    except Exception as exc:
-        if os.environ.get("CI") == "true":
-            cause = " ".join(str(exc).split())
-        pytest.fail(f"{reason} and CI=true never skips it: {cause}")
-        pytest.skip(f"{reason} (set KEYWATCH_TEST_POSTGRES_URL): {cause}")
-    return POSTGRES_URL
-
-
-def with_search_path(url: str, schema: str) -> str:
-    parts = urlsplit(url)
-    option = "options=" + quote(f"-c search_path={schema}")
-    query = f"{parts.query}&{option}" if parts.query else option
-    return urlunsplit(parts._replace(query=query))
-
-
-@pytest.fixture
-def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    import psycopg
-    from psycopg import sql
-
-    admin_url: str = request.getfixturevalue("postgres_admin_url")
-    schema = f"kw_test_{secrets.token_hex(6)}"
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        yield with_search_path(admin_url, schema)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as connection:
-            connection.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
