@@ -599,6 +599,19 @@ def test_sqlite_file_is_wal_with_full_sync_and_parents_created(tmp_path: Path) -
         store.close()
 
 
+def test_sqlite_outcome_commits_do_not_leave_the_connection_at_normal_sync(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        assert isinstance(store, SQLiteStore)
+        first, second = event("prod", "k1"), event("prod", "k2")
+        store.save_poll(snapshot("prod"), [first, second], [(first.id, "a"), (second.id, "a")])
+        store.mark_delivered(first.id, "a", T0)
+        store.mark_failed(second.id, "a", error="HTTP 503", retry_at=T0)
+        assert store.pragma("synchronous") == 2  # back to FULL for snapshots and events
+    finally:
+        store.close()
+
+
 def test_sqlite_relative_path_is_relative_to_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -85,7 +85,7 @@ class PostgresStore(SQLStore):
             raise error from exc
 
     @contextmanager
-    def _session(self, operation: str, *, write: bool) -> Iterator[Session]:
+    def _session(self, operation: str, *, write: bool, flush: bool = True) -> Iterator[Session]:
         with self._lock, self._translated(operation):
             connection = self._live_connection(operation)
             session = _PostgresSession(connection)
@@ -93,6 +93,8 @@ class PostgresStore(SQLStore):
                 yield session
                 return
             with connection.transaction():
+                if not flush:
+                    session.execute("SET LOCAL synchronous_commit TO off")
                 yield session
 
     def _live_connection(self, operation: str) -> Connection:

@@ -57,9 +57,13 @@ class SQLStore(ABC):
     # --- backend hooks --------------------------------------------------------------------
 
     @abstractmethod
-    def _session(self, operation: str, *, write: bool) -> AbstractContextManager[Session]:
+    def _session(
+        self, operation: str, *, write: bool, flush: bool = True
+    ) -> AbstractContextManager[Session]:
         """Hold the store's lock, translate driver errors to ``StoreError`` naming
-        ``operation``, and for ``write`` wrap the block in one transaction."""
+        ``operation``, and for ``write`` wrap the block in one transaction. ``flush=False``
+        lets the commit return before it reaches the disk: for delivery outcomes only, where
+        losing the last ones to a power cut means sending them again, never losing one."""
 
     @abstractmethod
     def _to_db_time(self, value: datetime) -> object: ...
@@ -248,7 +252,9 @@ class SQLStore(ABC):
         )
 
     def mark_delivered(self, event_id: str, destination: str, at: datetime) -> None:
-        with self._session(f"mark_delivered to {destination!r}", write=True) as session:
+        with self._session(
+            f"mark_delivered to {destination!r}", write=True, flush=False
+        ) as session:
             changed = session.execute(
                 "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, "
                 "delivered_at = ? WHERE event_id = ? AND destination = ? "
@@ -271,7 +277,7 @@ class SQLStore(ABC):
         that is no longer pending is left alone."""
         next_state = "dead" if retry_at is None else "pending"
         next_at = None if retry_at is None else self._to_db_time(retry_at)
-        with self._session(f"mark_failed to {destination!r}", write=True) as session:
+        with self._session(f"mark_failed to {destination!r}", write=True, flush=False) as session:
             changed = session.execute(
                 "UPDATE deliveries SET state = ?, attempts = attempts + 1, "
                 "failures = failures + ?, last_error = ?, "

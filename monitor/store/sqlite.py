@@ -1,4 +1,5 @@
-"""The embedded default store: one SQLite file in WAL mode with ``synchronous=FULL``.
+"""The embedded default store: one SQLite file in WAL mode with ``synchronous=FULL`` (NORMAL
+for the commits of delivery outcomes, see ``SQLStore._session``).
 
 One connection serves every thread, behind a lock. Writes run in ``BEGIN IMMEDIATE``
 transactions, so a second process on the same file waits (``busy_timeout``) instead of
@@ -84,20 +85,30 @@ class SQLiteStore(SQLStore):
             raise StoreError(f"{self.where}: {operation} failed: {exc}") from exc
 
     @contextmanager
-    def _session(self, operation: str, *, write: bool) -> Iterator[_SQLiteSession]:
+    def _session(
+        self, operation: str, *, write: bool, flush: bool = True
+    ) -> Iterator[_SQLiteSession]:
         with self._lock, self._translated(operation):
             if self._closed:
                 raise StoreError(f"{self.where}: {operation} failed: the store is closed")
             if not write:
                 yield self._session_object
                 return
-            self._connection.execute("BEGIN IMMEDIATE")
+            if not flush:
+                # WAL + NORMAL: safe against a crash of the process; a power cut may undo
+                # this commit, and the next FULL commit flushes it with its own.
+                self._connection.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self._session_object
-                self._connection.execute("COMMIT")
-            except BaseException:
-                self._roll_back()
-                raise
+                self._connection.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._session_object
+                    self._connection.execute("COMMIT")
+                except BaseException:
+                    self._roll_back()
+                    raise
+            finally:
+                if not flush:
+                    self._connection.execute("PRAGMA synchronous=FULL")
 
     def _roll_back(self) -> None:
         try:
