@@ -24,13 +24,16 @@ deliveries were committed. Time, sleeping and randomness are injected (``Clock``
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from queue import SimpleQueue
+from typing import Any, TypeVar
 
 import httpx
 
@@ -42,8 +45,12 @@ from monitor.store.base import Delivery, Store
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 200
-"""Deliveries read from the store at a time (the head of one destination's queue)."""
+T = TypeVar("T")
+
+BATCH_SIZE = 1000
+"""Deliveries read from the store at a time (the head of one destination's queue). Each read
+sorts all of the destination's pending deliveries: draining a backlog of 10,000 costs about a
+quarter of the query CPU in reads of 1000 that it costs in reads of 200."""
 IDLE_WAIT = 5.0
 """Longest sleep between two looks at the store, whatever the queue says."""
 RESEND_INTERVAL = 60.0
@@ -56,6 +63,8 @@ RESUME_WAIT = 1.0
 """How long ``start`` waits for the deliveries that were due at start to be attempted."""
 THROTTLE_FLOOR = 1.0
 """Shortest wait after a 429, whatever its ``Retry-After`` says."""
+STORE_CLOSE_WAIT = 10.0
+"""Longest wait in ``stop`` for a store call still running (a cancelled attempt's mark)."""
 
 
 def _utc_now() -> datetime:
@@ -69,6 +78,65 @@ class Clock:
     now: Callable[[], datetime] = _utc_now
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+_StoreCall = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
+
+
+class _StoreThread:
+    """Runs the store's blocking calls, one at a time, on a thread of its own.
+
+    One call per delivery goes through here: a plain queue and ``call_soon_threadsafe`` cost
+    about half the CPU of ``asyncio.to_thread`` (executor bookkeeping, context copy, chained
+    futures). One thread loses no concurrency: both stores serialise their calls on a lock.
+    The thread starts on first use and ends at ``close``."""
+
+    def __init__(self) -> None:
+        self._calls: SimpleQueue[_StoreCall | None] = SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    async def run(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="notify-store", daemon=True)
+            self._thread.start()
+        self._calls.put((loop, future, functools.partial(function, *args, **kwargs)))
+        return await future
+
+    async def close(self) -> None:
+        """End the thread once the calls already queued have run."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._calls.put(None)
+            join = functools.partial(thread.join, timeout=STORE_CLOSE_WAIT)
+            await asyncio.get_running_loop().run_in_executor(None, join)
+
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not None:
+            loop, future, function = call
+            try:
+                result = function()
+            except BaseException as exc:  # handed to the awaiting task, like to_thread
+                _settle(loop, future, future.set_exception, exc)
+            else:
+                _settle(loop, future, future.set_result, result)
+
+
+def _settle(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Any],
+    setter: Callable[[Any], None],
+    value: object,
+) -> None:
+    def settle() -> None:
+        if not future.done():  # the awaiting task may have been cancelled meanwhile
+            setter(value)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the loop is closed: nobody waits for the answer any more
+        pass
 
 
 @dataclass(eq=False)
@@ -122,6 +190,7 @@ class Dispatcher:
         self._retired: set[_Lane] = set()  # removed, still finishing a request
         self._helpers: list[asyncio.Task[None]] = []
         self._stats_dirty = asyncio.Event()
+        self._store_thread = _StoreThread()
         self._running = False
 
     # --- public -------------------------------------------------------------------------------
@@ -199,6 +268,7 @@ class Dispatcher:
         self._lanes.clear()
         self._retired.clear()
         self._helpers = []
+        await self._store_thread.close()
 
     # --- lanes --------------------------------------------------------------------------------
 
@@ -240,7 +310,7 @@ class Dispatcher:
             await asyncio.wait(after)
         while not lane.stopping:
             try:
-                queue = await asyncio.to_thread(
+                queue = await self._store_thread.run(
                     self._store.queued_deliveries, lane.name, self._batch_size
                 )
             except StoreError as exc:
@@ -340,7 +410,7 @@ class Dispatcher:
         self, lane: _Lane, delivery: Delivery, verdict: Verdict, finished: datetime
     ) -> None:
         event = delivery.event
-        await asyncio.to_thread(self._store.mark_delivered, event.id, lane.name, finished)
+        await self._store_thread.run(self._store.mark_delivered, event.id, lane.name, finished)
         lane.throttled_streak = 0
         latency = (finished - event.detected_at).total_seconds()
         self._telemetry.record_notification(lane.name, "delivered", latency=latency)
@@ -375,7 +445,7 @@ class Dispatcher:
             )
             return
         retry_at = min(finished + timedelta(seconds=delay), give_up_at)
-        await asyncio.to_thread(
+        await self._store_thread.run(
             self._store.mark_failed,
             delivery.event.id,
             lane.name,
@@ -393,7 +463,7 @@ class Dispatcher:
         )
 
     async def _dead(self, lane: _Lane, delivery: Delivery, reason: str) -> None:
-        await asyncio.to_thread(
+        await self._store_thread.run(
             self._store.mark_failed, delivery.event.id, lane.name, error=reason, retry_at=None
         )
         self._telemetry.record_notification(lane.name, "dead")
@@ -412,7 +482,7 @@ class Dispatcher:
             await self._stats_dirty.wait()
             self._stats_dirty.clear()
             try:
-                stats = await asyncio.to_thread(self._store.outbox_stats)
+                stats = await self._store_thread.run(self._store.outbox_stats)
             except StoreError as exc:
                 log.warning("cannot refresh the outbox metrics: %s", exc)
             else:

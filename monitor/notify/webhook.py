@@ -57,7 +57,7 @@ class WebhookNotifier(Notifier):
             content_type = "application/json"
             payload = {
                 "type": f"auth0.{event.type.value}",
-                "timestamp": iso_utc(event.detected_at),
+                "timestamp": data["detected_at"],  # the same instant, formatted once
                 "data": data,
             }
         body = json_body(payload)
