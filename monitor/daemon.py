@@ -48,6 +48,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
+from monitor.clock import utc_now
 from monitor.config import DestinationConfig, Settings, TenantConfig, load_config
 from monitor.detect import diff
 from monitor.errors import ConfigError, SourceError, StoreError
@@ -59,7 +60,7 @@ from monitor.model import Event, Severity, Snapshot
 from monitor.notify import build_notifier
 from monitor.notify.base import Notifier
 from monitor.notify.dispatcher import RESUME_WAIT, Dispatcher
-from monitor.poll import client_for_tenant, fetch_snapshot, utc_now
+from monitor.poll import client_for_tenant, fetch_snapshot
 from monitor.sources.auth0 import Auth0Client
 from monitor.store import open_store
 from monitor.store.base import Store

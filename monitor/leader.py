@@ -29,8 +29,8 @@ import secrets
 import socket
 from typing import Any
 
+from monitor.clock import Clock
 from monitor.errors import StoreError
-from monitor.notify.dispatcher import Clock
 from monitor.store.base import Store
 
 log = logging.getLogger(__name__)

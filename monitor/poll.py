@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import httpx
 
+from monitor.clock import utc_now
 from monitor.config import TenantConfig
 from monitor.detect import is_suspicious
 from monitor.model import KeyState, Snapshot
 from monitor.sources.auth0 import Auth0Client, Credentials
 
 log = logging.getLogger(__name__)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def client_for_tenant(http: httpx.AsyncClient, tenant: TenantConfig) -> Auth0Client:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from monitor.notify.dispatcher import Clock
+from monitor.clock import Clock
 
 DEADLINE_SECONDS = 20.0
 

@@ -23,13 +23,13 @@ import httpx
 import pytest
 from apscheduler.schedulers.base import STATE_PAUSED
 
+from monitor.clock import Clock
 from monitor.config import Settings, parse_config
 from monitor.daemon import Daemon, build_daemon
 from monitor.errors import StoreError
 from monitor.leader import LeaderLease
 from monitor.metrics import Telemetry, build_registry
 from monitor.model import EventType, KeyState, Snapshot
-from monitor.notify.dispatcher import Clock
 from monitor.simulator import Simulator, SimulatorServer
 from monitor.store.base import Store
 from monitor.store.sqlite import SQLiteStore

@@ -28,15 +28,15 @@ import functools
 import logging
 import random
 import threading
-import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
 import httpx
 
+from monitor.clock import Clock
 from monitor.errors import StoreError
 from monitor.metrics import Telemetry
 from monitor.notify.base import Notifier, Outcome, Verdict
@@ -65,19 +65,6 @@ THROTTLE_FLOOR = 1.0
 """Shortest wait after a 429, whatever its ``Retry-After`` says."""
 STORE_CLOSE_WAIT = 10.0
 """Longest wait in ``stop`` for a store call still running (a cancelled attempt's mark)."""
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Clock:
-    """Wall time (stored in the outbox), a monotonic clock (rate limits) and sleeping."""
-
-    now: Callable[[], datetime] = _utc_now
-    monotonic: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
 _StoreCall = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
