@@ -118,7 +118,6 @@ class Daemon:
     tenants: dict[str, TenantRuntime] = field(default_factory=dict)
     port: int | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    _started: asyncio.Event = field(default_factory=asyncio.Event)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _inflight: set[asyncio.Task[Any]] = field(default_factory=set)
     _scheduler: AsyncIOScheduler | None = None
@@ -173,7 +172,7 @@ class Daemon:
         name = runtime.config.name
         started = time.perf_counter()
         try:
-            return await self._poll(runtime)
+            return await self._poll(runtime, started=started)
         except SourceError as exc:
             self.telemetry.record_poll_failure(
                 name, reason=exc.reason, duration=time.perf_counter() - started
@@ -187,8 +186,7 @@ class Daemon:
             log.error("could not save poll result: %s", exc, extra={"tenant": name})
             return []
 
-    async def _poll(self, runtime: TenantRuntime) -> list[Event]:
-        started = time.perf_counter()
+    async def _poll(self, runtime: TenantRuntime, *, started: float) -> list[Event]:
         name = runtime.config.name
         previous = runtime.snapshot
         snapshot = await fetch_snapshot(
@@ -212,7 +210,8 @@ class Daemon:
             committed = await asyncio.to_thread(self.store.save_poll, snapshot, events, deliveries)
             if deliveries:
                 self.dispatcher.wake({destination for _, destination in deliveries})
-        if self.tenants.get(name) is runtime:  # not removed by a reload meanwhile
+        # Not removed by a reload meanwhile, and changed (the metrics already show it if not).
+        if self.tenants.get(name) is runtime and snapshot is not previous:
             runtime.snapshot = snapshot
             self.telemetry.set_snapshot(snapshot)
         self.telemetry.record_events(committed)
@@ -338,7 +337,6 @@ class Daemon:
         await self._apply_role()
         if not self._leading:
             log.info("standing by: another replica holds the leader lease")
-        self._started.set()
 
     # --- leader and standby -----------------------------------------------------------------
 

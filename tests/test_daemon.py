@@ -243,12 +243,12 @@ async def test_a_burst_of_due_polls_is_limited_to_a_few_in_flight(
         in_flight, most = 0, 0
         original = daemon._poll
 
-        async def counting(runtime: Any) -> Any:
+        async def counting(runtime: Any, **options: Any) -> Any:
             nonlocal in_flight, most
             in_flight += 1
             most = max(most, in_flight)
             try:
-                return await original(runtime)
+                return await original(runtime, **options)
             finally:
                 in_flight -= 1
 
