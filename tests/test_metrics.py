@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -28,6 +26,7 @@ from monitor.metrics import (
     render,
 )
 from monitor.model import KEY_STATES, EventType, KeyState, Snapshot, make_event
+from tests.deploy_support import find_tool
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 CLOCK_NOW = 1_740_830_400.5
@@ -510,15 +509,6 @@ def _flags(key: KeyState) -> dict[str, Any]:
 # --- promtool ----------------------------------------------------------------------------------
 
 
-def promtool() -> str:
-    path = shutil.which("promtool") or "/usr/bin/promtool"
-    if os.access(path, os.X_OK):
-        return path
-    if os.environ.get("CI") == "true":
-        pytest.fail("promtool is missing; CI must install it (Debian/Ubuntu package: prometheus)")
-    pytest.skip("promtool not installed (Debian/Ubuntu package: prometheus)")
-
-
 @pytest.mark.prometheus
 def test_promtool_accepts_the_exposition(telemetry: Telemetry) -> None:
     telemetry.add_tenant("staging-eu")
@@ -530,7 +520,7 @@ def test_promtool_accepts_the_exposition(telemetry: Telemetry) -> None:
     exposition = render(build_registry(telemetry, version="0.1.0"))
 
     result = subprocess.run(
-        [promtool(), "check", "metrics"],
+        [find_tool("promtool"), "check", "metrics"],
         input=exposition,
         capture_output=True,
         timeout=30,

@@ -6,8 +6,6 @@ except in CI (``CI=true``), where a missing binary is a failure.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -23,8 +21,8 @@ from monitor.config import DestinationConfig
 from monitor.model import Event, EventType, make_event
 from monitor.notify.alertmanager import AlertmanagerNotifier
 from monitor.notify.base import Outcome
+from tests.deploy_support import find_tool
 
-BINARY_NAMES = ("prometheus-alertmanager", "alertmanager")
 CONFIG = """
 route:
   receiver: "null"
@@ -32,16 +30,6 @@ receivers:
   - name: "null"
 """
 DEADLINE = 20.0
-
-
-def find_binary() -> str | None:
-    for name in BINARY_NAMES:
-        found = shutil.which(name) or (
-            f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None
-        )
-        if found:
-            return found
-    return None
 
 
 def free_port() -> int:
@@ -65,14 +53,7 @@ def wait_until(check: Any, what: str, process: subprocess.Popen[bytes] | None = 
 
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[str]:
-    binary = find_binary()
-    if binary is None:
-        message = (
-            "prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    binary = find_tool("prometheus-alertmanager")
     config = tmp_path / "alertmanager.yml"
     config.write_text(CONFIG, encoding="utf-8")
     port = free_port()

@@ -1,7 +1,8 @@
 """The simulated Auth0 tenant, exercised over real HTTP on 127.0.0.1.
 
-Every response of the ``http`` client is checked against the reference OpenAPI documents
-(the keys API and the OAuth token API); Management API error bodies, which the reference
+Every response of the ``http`` client is checked against Auth0's OpenAPI documents for the
+keys API and the OAuth token API, kept in the repository as ``tests/contract/`` (pruned to the
+endpoints the simulator serves); Management API error bodies, which the reference
 does not model, are checked against Auth0's documented error shape.
 """
 
@@ -25,7 +26,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -66,14 +66,8 @@ EXPIRED = "Expired token received for JSON Web Token validation"
 # --- the reference contract ------------------------------------------------------------------
 
 
-def shared_dir() -> Path:
-    beside_repo = Path(__file__).resolve().parents[2] / "shared"
-    if (beside_repo / "reference").is_dir():
-        return beside_repo
-    from_env = os.environ.get("KEYWATCH_SHARED_DIR")
-    if from_env and (Path(from_env) / "reference").is_dir():
-        return Path(from_env)
-    pytest.fail(f"reference OpenAPI not found in {beside_repo} nor in $KEYWATCH_SHARED_DIR")
+CONTRACT_FIXTURE = Path(__file__).parent / "contract" / "auth0_signing_keys.json"
+"""Auth0's OpenAPI for the keys and token endpoints, pruned; see tests/contract/refresh.py."""
 
 
 KEYS_URI = "urn:auth0:keys"
@@ -202,9 +196,8 @@ class Contract:
 
 @pytest.fixture(scope="module")
 def contract() -> Contract:
-    reference = shared_dir() / "reference"
-    keys_doc = yaml.safe_load((reference / "auth0-keys-api-openapi.yml").read_text())
-    oauth_doc = yaml.safe_load((reference / "auth0-oauth-token-api-openapi.yml").read_text())
+    documents = json.loads(CONTRACT_FIXTURE.read_text())
+    keys_doc, oauth_doc = documents["keys_api"], documents["oauth_api"]
     registry: Registry[Any] = Registry().with_resources(
         [
             (KEYS_URI, Resource.from_contents(keys_doc, default_specification=DRAFT202012)),
