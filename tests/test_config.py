@@ -306,8 +306,8 @@ BROKEN: list[tuple[str, str, list[str]]] = [
             domain: [a.auth0.com
         """,
         [
-            "YAML syntax error: while parsing a flow sequence, expected ',' or ']', "
-            "but got '<stream end>' (line 4, column 1)"
+            "YAML syntax error: expected ',' or ']', but got '<stream end>' "
+            "while parsing a flow sequence that starts here (line 3, column 13)"
         ],
     ),
     (
@@ -1104,8 +1104,8 @@ def test_yaml_syntax_errors_do_not_quote_the_line() -> None:
         parse_config(text, env={})
     error = caught.value
     assert error.problems == [
-        "YAML syntax error: while scanning a quoted scalar, found unexpected end of stream "
-        "(line 5, column 1)"
+        "YAML syntax error: found unexpected end of stream "
+        "while scanning a quoted scalar that starts here (line 3, column 12)"
     ]
     assert SECRET not in str(error)
     assert error.__cause__ is None
