@@ -598,9 +598,7 @@ DestinationUrl = Annotated[SecretStr, AfterValidator(_check_destination_url)]
 AlertmanagerUrl = Annotated[SecretStr, AfterValidator(_check_alertmanager_url)]
 WebhookSecret = Annotated[SecretStr, AfterValidator(_check_webhook_secret)]
 EventTypeName = Annotated[StrictStr, AfterValidator(_check_event_type)]
-RateLimit = Annotated[
-    float, BeforeValidator(_not_a_boolean), AfterValidator(_check_rate_limit)
-]
+RateLimit = Annotated[float, BeforeValidator(_not_a_boolean), AfterValidator(_check_rate_limit)]
 Template = Annotated[StrictStr, AfterValidator(_check_template)]
 MinSeverity = Annotated[SeverityName, BeforeValidator(_lowercase)]
 
@@ -1221,7 +1219,8 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     except OSError as error:
         raise ConfigError(f"cannot read: {error.strerror or type(error).__name__}") from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB: not a configuration")
+        limit = MAX_CONFIG_BYTES // 1024 // 1024
+        raise ConfigError(f"larger than {limit} MiB: not a configuration file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -1273,13 +1272,13 @@ class _BoundedLoader(yaml.SafeLoader):
         self.depth = 0
         self.nodes = 0
 
-    def compose_node(self, parent: Node | None, index: object) -> Node | None:
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
         if not self.check_event(yaml.AliasEvent):
             self.nodes += 1
         self.depth += 1
         try:
             if self.depth > MAX_YAML_DEPTH:
-                mark = self.peek_event().start_mark
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 problem = f"nested deeper than {MAX_YAML_DEPTH} levels"
                 raise _LimitExceeded(problem=problem, problem_mark=mark)
             node: Node | None = super().compose_node(parent, index)

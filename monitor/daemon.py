@@ -578,7 +578,7 @@ class Daemon:
         The signal handlers stay until the shutdown is over, so a second Ctrl-C only asks
         again; then the handlers that were there before are put back."""
         loop = asyncio.get_running_loop()
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if install_signals:
             for signum, handler in (
                 (signal.SIGTERM, self.stop),

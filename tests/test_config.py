@@ -1304,7 +1304,7 @@ def test_example_destinations_load_when_uncommented() -> None:
 
 
 def test_demo_config_targets_the_simulator() -> None:
-    settings = load_config(REPO / "config" / "demo.yaml", env={})
+    settings = load_config(REPO / "monitor" / "demo.yaml", env={})
     (demo,) = settings.tenants
     assert demo.name == "demo"
     assert demo.token_url == "http://127.0.0.1:8765/tenant-1/oauth/token"
@@ -1324,7 +1324,7 @@ def test_demo_config_follows_the_environment() -> None:
         "KEYWATCH_DEMO_STATE": "/tmp/demo/state.db",
         "KEYWATCH_DEMO_SECRET": "other-secret",
     }
-    settings = load_config(REPO / "config" / "demo.yaml", env=env)
+    settings = load_config(REPO / "monitor" / "demo.yaml", env=env)
     assert settings.tenants[0].api_base == "http://127.0.0.1:18001/tenant-1"
     assert settings.listen_port == 18002
     assert settings.sqlite_path == "/tmp/demo/state.db"
