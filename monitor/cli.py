@@ -620,6 +620,7 @@ def _run_command(args: argparse.Namespace) -> int:
         print(f"{source}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
+        ignore_stop_signals()
         print(f"keywatch {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
