@@ -262,7 +262,9 @@ def true_and_faulty_answers(
             answers.append(answer)
             expected += happened
             faults_in_a_row = 0
-        elif action.startswith("fault:") and faults_in_a_row < polls - 1:  # a fault: a misreport of the tenant as it is now
+        elif (
+            action.startswith("fault:") and faults_in_a_row < polls - 1
+        ):  # a fault: a misreport of the tenant as it is now
             now = Snapshot(TENANT, T0 + timedelta(minutes=minute), tenant.poll_view())
             answers.append(faulty(now, action.removeprefix("fault:"), argument))
             faults_in_a_row += 1
@@ -287,8 +289,12 @@ def detected(answers: list[Snapshot], polls: int) -> list[Observed]:
 
 @settings(max_examples=300, deadline=None)
 @given(script=fault_steps, polls=st.integers(min_value=1, max_value=3))
-@example(script=[("fault:no_current", 0)], polls=CONFIRM_POLLS)  # reported: a gap of the current flag, then back
-@example(script=[("fault:wrong_thumbprint", 0)], polls=CONFIRM_POLLS)  # reported: one wrong thumbprint
+@example(
+    script=[("fault:no_current", 0)], polls=CONFIRM_POLLS
+)  # reported: a gap of the current flag, then back
+@example(
+    script=[("fault:wrong_thumbprint", 0)], polls=CONFIRM_POLLS
+)  # reported: one wrong thumbprint
 def test_transient_faults_change_no_event(script: list[Step], polls: int) -> None:
     truth, answers, expected = true_and_faulty_answers(script, polls)
     from_truth = detected(truth, polls)
