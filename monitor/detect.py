@@ -19,8 +19,9 @@ Event ids are deterministic, so detecting the same change again (a failed commit
 yields the same ids and the store ignores the repeat. One-way lifecycle steps of a kid
 (rotated to, revoked, added, removed, certificate replaced) are identified by content alone.
 Conditions that can come and go (``key.state_changed``, ``key.thumbprint_mismatch`` and the
-tenant invariants) also carry the time of ``old``, so a second breakage after a recovery is a new event. This relies on
-``old`` being the snapshot the previous poll kept, passed back unmodified.
+tenant invariants) also carry the time of ``old``, so a second breakage after a recovery is a
+new event. This relies on ``old`` being the confirmed snapshot the store kept, passed back
+unmodified.
 """
 
 from __future__ import annotations
