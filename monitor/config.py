@@ -1177,7 +1177,11 @@ def _problem_from_error(error: ErrorDetails, reader: _YamlReader) -> _Problem:
     path: KeyPath = tuple(error["loc"])
     context = error.get("ctx", {})
     if error["type"] == _KEYWATCH_ERROR and context.get("field"):
-        return _Problem(str(context["detail"]), (*path, context["field"]), _line_of(path, reader))
+        return _Problem(
+            str(context["detail"]),
+            (*path, context["field"]),
+            _line_of((*path, context["field"]), reader),
+        )
     if error["type"] == "missing":
         return _Problem("missing", path, _line_of(path[:-1], reader))
     return _Problem(_describe(error, path), path, _line_of(path, reader))
