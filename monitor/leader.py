@@ -19,6 +19,15 @@ The leader must stop before its lease can lapse, or two replicas would send at o
 instant even while a renewal hangs; ``changed`` is set whenever it flips (the run loop wakes at
 the deadline for that). ``grace()`` says how long work already under way may still finish
 while nobody else can hold the lease. Time and sleeping are injected (``Clock``).
+
+``RoleFollower`` makes the process do what the lease says. The leader polls and sends; a
+standby keeps the poll schedule paused and the dispatcher stopped, reloads the shared
+snapshots (and outbox gauges) into its metrics every ``refresh_interval`` seconds, and takes
+over when the lease lapses. Stepping down pauses the schedule and stops the dispatcher at
+once (a request in flight may finish while the lease still covers it), and a poll that finds
+its process no longer leading commits nothing. Taking over reloads the shared snapshots first,
+so the new leader diffs against what the last one committed. Without a lease (SQLite) the one
+process always leads.
 """
 
 from __future__ import annotations
@@ -27,15 +36,24 @@ import asyncio
 import logging
 import secrets
 import socket
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from monitor.clock import Clock
 from monitor.errors import StoreError
+from monitor.metrics import Telemetry
+from monitor.model import TenantState
+from monitor.notify.base import Notifier
+from monitor.notify.dispatcher import RESUME_WAIT, Dispatcher
 from monitor.store.base import Store
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "leader"
+SHARED_REFRESH_SECONDS = 5.0
+"""How often a standby reloads the shared snapshots and outbox gauges into its metrics."""
+STEP_DOWN_GRACE_SECONDS = 10.0
+"""Longest wait, stepping down, for a request in flight (also bounded by the lease's grace)."""
 
 
 def new_holder_id() -> str:
@@ -206,3 +224,161 @@ class LeaderLease:
         if self._failing:
             self._failing = False
             log.info("leader lease: the store answers again")
+
+
+class Polling(Protocol):
+    """The leader's polling (``monitor.poll.PollSchedule``)."""
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    async def finish(self, *, grace: float) -> None: ...
+
+
+class RoleFollower:
+    """Leads or stands by, whichever the lease says; see the module docstring.
+
+    ``start`` takes the first role; ``follow_lease`` and ``follow_shared_state`` are the
+    background loops the daemon runs while there is a lease; ``close`` ends the leader's work
+    for good."""
+
+    def __init__(
+        self,
+        *,
+        lease: LeaderLease | None,
+        store: Store,
+        telemetry: Telemetry,
+        polling: Polling,
+        dispatcher: Dispatcher,
+        notifiers: Callable[[], Sequence[Notifier]],
+        show_shared: Callable[[Mapping[str, TenantState]], None],
+        refresh_interval: float = SHARED_REFRESH_SECONDS,
+    ) -> None:
+        self.lease = lease
+        self._store = store
+        self._telemetry = telemetry
+        self._polling = polling
+        self._dispatcher = dispatcher
+        self._notifiers = notifiers
+        self._show_shared = show_shared
+        self._refresh_interval = refresh_interval
+        self._leading = False  # the leader's work (polling, sending) is running
+        self._stood_by = False  # has served the shared state as a standby
+        self._closing = False
+        self._lock = asyncio.Lock()
+        self._epoch = 0  # changes with every change of role
+        self._shared_failing = False
+        if lease is not None:
+            telemetry.set_leader(False)  # until the lease is taken
+
+    @property
+    def leading(self) -> bool:
+        """This process polls and sends now: it leads (without a lease, always) and, with a
+        lease, still has time left on it."""
+        return self._leading and (self.lease is None or self.lease.leading)
+
+    def standing_by(self) -> bool:
+        return self.lease is not None and not self._leading
+
+    def polled_enough(self) -> bool:
+        """Ready as the leader: every tenant was polled once, or this process served the shared
+        state as a standby before it took over (a takeover keeps it ready)."""
+        return self._stood_by or self._telemetry.polled_all()
+
+    def bounded(self, seconds: float) -> float:
+        """``seconds``, but no longer than the leadership left (the lease's grace)."""
+        if self.lease is None:
+            return seconds
+        return min(seconds, self.lease.grace())
+
+    async def start(self) -> None:
+        """Take the first role (after the lease's first attempt): lead or stand by."""
+        await self._apply_role()
+        if not self._leading:
+            log.info("standing by: another replica holds the leader lease")
+
+    async def follow_lease(self) -> None:
+        assert self.lease is not None
+        while True:
+            await self.lease.changed.wait()
+            self.lease.changed.clear()
+            await self._apply_role()
+
+    async def follow_shared_state(self) -> None:
+        """As a standby, keep the metrics on the shared snapshots and outbox."""
+        while True:
+            await asyncio.sleep(self._refresh_interval)
+            if not self._leading:
+                await self._load_shared_state(outbox=True)
+
+    async def close(self, *, grace: float) -> None:
+        """Stop the leader's work for good, after a change of role in progress: polls finish
+        (``grace`` at most), then a request in flight finishes (its timeout at most) and its
+        outcome is committed. Both waits are also bounded by the leadership left."""
+        self._closing = True
+        async with self._lock:
+            await self._polling.finish(grace=self.bounded(grace))
+            timeouts = [notifier.config.timeout for notifier in self._notifiers()]
+            await self._dispatcher.stop(grace=self.bounded(max(timeouts, default=0.0) + 1.0))
+            self._leading = False
+
+    async def _apply_role(self) -> None:
+        """Lead or stand by, whichever the lease says (without a lease: lead)."""
+        async with self._lock:
+            if self._closing:
+                return
+            wanted = self.lease is None or self.lease.leading
+            if wanted and not self._leading:
+                await self._lead()
+            elif not wanted and self._leading:
+                await self._stand_by()
+            if not self._leading:
+                self._stood_by = True
+
+    async def _lead(self) -> None:
+        """Start sending, then polling. Taking over from another replica reloads the shared
+        snapshots first: what the last leader committed is the baseline of the next diff."""
+        self._epoch += 1
+        if self.lease is not None:
+            await self._load_shared_state(outbox=False)
+            if not self.lease.leading:
+                return
+        self._leading = True
+        self._telemetry.set_leader(True)
+        # Before polling: deliveries left pending (by the last run, or the last leader) go
+        # out first.
+        notifiers = list(self._notifiers())
+        await self._dispatcher.start(notifiers, resume_wait=self.bounded(RESUME_WAIT))
+        if not self.leading:
+            return  # lost meanwhile: the lease has set ``changed``, and _stand_by follows
+        self._polling.resume()
+
+    async def _stand_by(self) -> None:
+        """Stop polling and sending before the lease can lapse. A poll in flight commits
+        nothing (it checks ``leading``); a request in flight may finish within the lease's
+        grace, else it is cancelled and the next leader sends it again."""
+        self._epoch += 1
+        self._leading = False
+        self._polling.pause()
+        self._telemetry.set_leader(False)
+        await self._dispatcher.stop(grace=self.bounded(STEP_DOWN_GRACE_SECONDS))
+
+    async def _load_shared_state(self, *, outbox: bool) -> None:
+        """Reload the stored snapshots (and outbox gauges) into the tenants and the metrics.
+        Dropped when the role changed meanwhile (a leader's own polls are newer)."""
+        epoch = self._epoch
+        try:
+            stored = await asyncio.to_thread(self._store.load_states)
+            stats = await asyncio.to_thread(self._store.outbox_stats) if outbox else None
+        except StoreError as exc:
+            if not self._shared_failing:
+                log.warning("cannot read the shared state: %s", exc)
+            self._shared_failing = True
+            return
+        self._shared_failing = False
+        if epoch != self._epoch:
+            return
+        self._show_shared(stored)
+        if stats is not None:
+            self._telemetry.set_outbox(stats)

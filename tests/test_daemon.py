@@ -349,12 +349,12 @@ async def test_watched_kids_limit_per_key_events_and_unknown_kids_are_confirmed(
 async def test_a_burst_of_due_polls_is_limited_to_a_few_in_flight(
     server: SimulatorServer, tmp_path: Path
 ) -> None:
-    from monitor.daemon import MAX_CONCURRENT_POLLS
+    from monitor.poll import MAX_CONCURRENT_POLLS
 
     names = [server.simulator.add_tenant().name for _ in range(MAX_CONCURRENT_POLLS + 3)]
     async with running(daemon_settings(server, tmp_path, tenants=names)) as daemon:
         in_flight, most = 0, 0
-        original = daemon._poll
+        original = daemon.poller._poll
 
         async def counting(runtime: Any, **options: Any) -> Any:
             nonlocal in_flight, most
@@ -365,7 +365,7 @@ async def test_a_burst_of_due_polls_is_limited_to_a_few_in_flight(
             finally:
                 in_flight -= 1
 
-        daemon._poll = counting  # type: ignore[method-assign]
+        daemon.poller._poll = counting  # type: ignore[method-assign]
         await asyncio.gather(*(daemon.poll_tenant(name) for name in names))
     assert most == MAX_CONCURRENT_POLLS
 

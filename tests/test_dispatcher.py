@@ -467,7 +467,7 @@ async def test_pending_deliveries_resume_before_the_first_poll(
 
     daemon = build_daemon(settings)
     seen_at_first_poll: list[tuple[int, dict[tuple[str, str], int]]] = []
-    poll = daemon._poll
+    poll = daemon.poller._poll
 
     async def first_poll_sees(runtime: Any, **options: Any) -> list[Event]:
         if not seen_at_first_poll:
@@ -475,7 +475,7 @@ async def test_pending_deliveries_resume_before_the_first_poll(
             seen_at_first_poll.append((len(receiver.received()), counts))
         return await poll(runtime, **options)
 
-    daemon._poll = first_poll_sees  # type: ignore[method-assign]
+    daemon.poller._poll = first_poll_sees  # type: ignore[method-assign]
     await daemon.start()
     try:
         await asyncio.wait_for(daemon.wait_ready(), 15)
