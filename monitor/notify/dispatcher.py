@@ -19,6 +19,10 @@ delivery to the same destination (head-of-line blocking). That keeps "rotated" b
 The task sleeps until the head of its queue is due (at most ``idle_wait`` seconds, so a clock
 change or a ``keywatch redeliver`` from another process is noticed) or until ``wake`` says new
 deliveries were committed. Time, sleeping and randomness are injected (``Clock``, ``rng``).
+
+Inside: ``Dispatcher`` is the loop (one task per lane, the order, the waits); ``_Lanes`` keeps
+the per-destination lanes and their tasks through reloads; ``_Outcomes`` records what an
+attempt came to (the mark, the counter, the log line, the next attempt).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ STORE_CLOSE_WAIT = 10.0
 
 
 _StoreCall = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
+_LaneLoop = Callable[["_Lane", Sequence["asyncio.Task[None]"]], Coroutine[Any, Any, None]]
 
 
 class _StoreThread:
@@ -144,140 +149,66 @@ class _Lane:
         return self.notifier.name
 
 
-class Dispatcher:
-    """Sends the outbox of every configured destination; see the module docstring."""
+class _Lanes:
+    """The destinations' lanes, in configuration order, and the removed ones still finishing a
+    request; starts and stops their tasks (``run`` is the loop each task runs)."""
 
-    def __init__(
-        self,
-        *,
-        store: Store,
-        http: httpx.AsyncClient,
-        telemetry: Telemetry,
-        clock: Clock | None = None,
-        rng: random.Random | None = None,
-        backoff: Backoff | None = None,
-        batch_size: int = BATCH_SIZE,
-        idle_wait: float = IDLE_WAIT,
-        resend_interval: float = RESEND_INTERVAL,
-        stats_interval: float = STATS_INTERVAL,
-    ) -> None:
-        if batch_size < 1 or idle_wait <= 0 or resend_interval <= 0:
-            raise ValueError("dispatcher: batch_size >= 1, idle_wait > 0, resend_interval > 0")
-        self._store = store
-        self._http = http
-        self._telemetry = telemetry
-        self._clock = clock or Clock()
-        self._rng = rng or random.Random()
-        self._backoff = backoff or Backoff()
-        self._batch_size = batch_size
-        self._idle_wait = idle_wait
-        self._resend_interval = resend_interval
-        self._stats_interval = stats_interval
-        self._lanes: dict[str, _Lane] = {}
+    def __init__(self, *, clock: Clock, run: _LaneLoop) -> None:
+        self.live: dict[str, _Lane] = {}
+        self.running = False
         self._retired: set[_Lane] = set()  # removed, still finishing a request
-        self._helpers: list[asyncio.Task[None]] = []
-        self._stats_dirty = asyncio.Event()
-        self._store_thread = _StoreThread()
-        self._running = False
-
-    # --- public -------------------------------------------------------------------------------
-
-    @property
-    def destinations(self) -> list[str]:
-        """The destinations being sent to, in configuration order."""
-        return list(self._lanes)
-
-    async def start(
-        self, notifiers: Sequence[Notifier], *, resume_wait: float = RESUME_WAIT
-    ) -> None:
-        """Start sending. Returns once each destination has attempted the deliveries that were
-        due (or after ``resume_wait`` seconds), so pending deliveries go before the first poll."""
-        if self._running:
-            raise RuntimeError("dispatcher already started")
-        self._running = True
-        self._helpers = [
-            self._spawn(self._refresh_stats(), name="notify-stats"),
-            self._spawn(self._run_periodic(), name="notify-periodic"),
-        ]
-        self.configure(notifiers)
-        resumed = [asyncio.ensure_future(lane.resumed.wait()) for lane in self._lanes.values()]
-        if resumed:
-            _, pending = await asyncio.wait(resumed, timeout=resume_wait)
-            for waiter in pending:
-                waiter.cancel()
+        self._clock = clock
+        self._run = run
 
     def configure(self, notifiers: Sequence[Notifier]) -> None:
-        """Send to exactly these destinations (a reload): new ones get a task, removed ones
-        stop (their pending deliveries stay in the store), changed ones use the new settings
-        from their next attempt on."""
+        """See ``Dispatcher.configure``."""
         wanted = {notifier.name: notifier for notifier in notifiers}
-        for name in [name for name in self._lanes if name not in wanted]:
-            self._retire(self._lanes.pop(name))
+        for name in [name for name in self.live if name not in wanted]:
+            self._retire(self.live.pop(name))
         for name, notifier in wanted.items():
-            lane = self._lanes.get(name)
+            lane = self.live.get(name)
             if lane is None:
-                self._lanes[name] = self._open_lane(notifier)
+                self.live[name] = self._open(notifier)
             else:
-                if lane.task is None and self._running:
-                    self._start_lane(lane)
+                if lane.task is None and self.running:
+                    self._start(lane)
                 lane.notifier = notifier
                 lane.bucket.set_rate(notifier.rate_limit)
                 lane.wake.set()
-        self._lanes = {name: self._lanes[name] for name in wanted}
-        self._telemetry.set_destinations(wanted)
-        self._stats_dirty.set()
-
-    def wake(self, destinations: Iterable[str] | None = None) -> None:
-        """New deliveries were committed (for ``destinations``, or for any)."""
-        names = self._lanes if destinations is None else destinations
-        for name in names:
-            lane = self._lanes.get(name)
-            if lane is not None:
-                lane.wake.set()
-        self._stats_dirty.set()
+        self.live = {name: self.live[name] for name in wanted}
 
     async def stop(self, *, grace: float) -> None:
-        """Stop every task. A request in flight may finish (``grace`` seconds at most) and its
-        outcome is committed; nothing new is sent."""
-        self._running = False
-        for helper in self._helpers:
-            helper.cancel()
-        lanes = [*self._lanes.values(), *self._retired]
+        """End every lane's task: a request in flight may finish (``grace`` at most)."""
+        self.running = False
+        lanes = [*self.live.values(), *self._retired]
         for lane in lanes:
-            self._stop_lane(lane)
+            self._stop(lane)
         tasks = [lane.task for lane in lanes if lane.task is not None]
         finishing = [lane.task for lane in lanes if lane.task is not None and lane.sending]
         if finishing:
             _, unfinished = await asyncio.wait(finishing, timeout=grace)
             for task in unfinished:
                 task.cancel()
-        await asyncio.gather(*tasks, *self._helpers, return_exceptions=True)
-        self._lanes.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.live.clear()
         self._retired.clear()
-        self._helpers = []
-        await self._store_thread.close()
 
-    # --- lanes --------------------------------------------------------------------------------
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
-        return asyncio.get_running_loop().create_task(coro, name=name)
-
-    def _open_lane(self, notifier: Notifier) -> _Lane:
+    def _open(self, notifier: Notifier) -> _Lane:
         lane = _Lane(
             notifier=notifier,
             bucket=TokenBucket(notifier.rate_limit, clock=self._clock.monotonic),
         )
-        if self._running:
-            self._start_lane(lane)
+        if self.running:
+            self._start(lane)
         return lane
 
-    def _start_lane(self, lane: _Lane) -> None:
+    def _start(self, lane: _Lane) -> None:
         # A destination removed and added back while its old task finishes a request: the new
         # task waits for it, or both could send the head of the queue.
         retiring = [old.task for old in self._retired if old.name == lane.name and old.task]
-        lane.task = self._spawn(self._run_lane(lane, after=retiring), name=f"notify:{lane.name}")
+        lane.task = _spawn(self._run(lane, retiring), name=f"notify:{lane.name}")
 
-    def _stop_lane(self, lane: _Lane) -> None:
+    def _stop(self, lane: _Lane) -> None:
         """End the lane's task: at once when it is waiting, after the attempt (request and
         mark) when one is in flight, so that no answer goes unrecorded."""
         lane.stopping = True
@@ -286,112 +217,42 @@ class Dispatcher:
 
     def _retire(self, lane: _Lane) -> None:
         """Stop a removed destination's task; a request in flight still gets its mark."""
-        self._stop_lane(lane)
+        self._stop(lane)
         if lane.task is not None and lane.sending:
             self._retired.add(lane)
             lane.task.add_done_callback(lambda _: self._retired.discard(lane))
         log.info("destination removed: its pending deliveries stay queued", extra=_fields(lane))
 
-    async def _run_lane(self, lane: _Lane, *, after: Sequence[asyncio.Task[None]] = ()) -> None:
-        if after:
-            await asyncio.wait(after)
-        while not lane.stopping:
-            try:
-                queue = await self._store_thread.run(
-                    self._store.queued_deliveries, lane.name, self._batch_size
-                )
-            except StoreError as exc:
-                log.error("cannot read the outbox: %s", exc, extra=_fields(lane))
-                lane.resumed.set()
-                await self._pause(lane, STORE_RETRY)
-                continue
-            if not queue:
-                lane.resumed.set()
-                await self._pause(lane, self._idle_wait)
-                continue
-            await self._work_through(lane, queue)
-            lane.resumed.set()
 
-    async def _work_through(self, lane: _Lane, queue: Sequence[Delivery]) -> None:
-        """Send the due head of the queue in order; return at the first delivery that is not
-        due (head-of-line: nothing behind it may overtake it) or that was not delivered."""
-        for delivery in queue:
-            wait = (delivery.next_attempt_at - self._clock.now()).total_seconds()
-            if wait > 0:
-                lane.resumed.set()
-                await self._pause(lane, min(wait, self._idle_wait))
-                return
-            await self._take_token(lane)
-            # While ``sending``, stopping the lane waits for the attempt instead of cancelling
-            # it: the request finishes (bounded by its timeout) and its outcome is committed.
-            lane.sending = True
-            try:
-                verdict = await self._attempt(lane, delivery)
-            finally:
-                lane.sending = False
-            if lane.stopping:
-                return
-            if verdict is None:  # the store failed
-                await self._pause(lane, STORE_RETRY)
-                return
-            if verdict.outcome is Outcome.RETRY:
-                return
+class _Outcomes:
+    """Records what one attempt came to: the store's mark (in its own commit), the counter,
+    the log line; for a retry, when (or whether) to try again."""
 
-    async def _take_token(self, lane: _Lane) -> None:
-        while (wait := lane.bucket.wait_time()) > 0:
-            await self._clock.sleep(wait)
-        lane.bucket.take()
+    def __init__(
+        self,
+        *,
+        store: Store,
+        store_thread: _StoreThread,
+        telemetry: Telemetry,
+        rng: random.Random,
+        backoff: Backoff,
+    ) -> None:
+        self._store = store
+        self._store_thread = store_thread
+        self._telemetry = telemetry
+        self._rng = rng
+        self._backoff = backoff
 
-    async def _pause(self, lane: _Lane, seconds: float) -> None:
-        """Sleep ``seconds`` or until the lane is woken, whichever comes first."""
-        if lane.wake.is_set():
-            lane.wake.clear()
-            return
-        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
-        waker = asyncio.ensure_future(lane.wake.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (sleeper, waker):
-                waiter.cancel()
-            lane.wake.clear()
-
-    # --- one attempt --------------------------------------------------------------------------
-
-    async def _attempt(self, lane: _Lane, delivery: Delivery) -> Verdict | None:
-        """Send once and commit the outcome; None when the outcome could not be committed."""
-        notifier = lane.notifier
-        verdict = await self._send(notifier, delivery)
-        if verdict.pause_for:
-            lane.bucket.pause(verdict.pause_for)
-        finished = self._clock.now()
-        try:
-            if verdict.outcome is Outcome.DELIVERED:
-                await self._delivered(lane, delivery, verdict, finished)
-            elif verdict.outcome is Outcome.RETRY:
-                await self._retry(lane, delivery, verdict, finished)
-            else:
-                await self._dead(lane, delivery, verdict.detail)
-        except StoreError as exc:
-            log.error(
-                "cannot record the outcome (%s) of a delivery: %s",
-                verdict.outcome.value,
-                exc,
-                extra=_fields(lane, delivery),
-            )
-            return None
-        finally:
-            self._stats_dirty.set()
-        return verdict
-
-    async def _send(self, notifier: Notifier, delivery: Delivery) -> Verdict:
-        try:
-            return await notifier.deliver(self._http, delivery.event, now=self._clock.now())
-        except Exception as exc:  # a renderer bug must not stop the destination's queue
-            name = type(exc).__name__
-            log.error("delivery attempt crashed: %s", name, extra=_fields(notifier, delivery))
-            log.debug("delivery attempt crash details", exc_info=True)
-            return Verdict(Outcome.RETRY, f"internal error: {name}")
+    async def record(
+        self, lane: _Lane, delivery: Delivery, verdict: Verdict, finished: datetime
+    ) -> None:
+        """Raises ``StoreError`` when the store could not mark it."""
+        if verdict.outcome is Outcome.DELIVERED:
+            await self._delivered(lane, delivery, verdict, finished)
+        elif verdict.outcome is Outcome.RETRY:
+            await self._retry(lane, delivery, verdict, finished)
+        else:
+            await self._dead(lane, delivery, verdict.detail)
 
     async def _delivered(
         self, lane: _Lane, delivery: Delivery, verdict: Verdict, finished: datetime
@@ -461,6 +322,195 @@ class Dispatcher:
             extra=_fields(lane, delivery),
         )
 
+
+class Dispatcher:
+    """Sends the outbox of every configured destination; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        http: httpx.AsyncClient,
+        telemetry: Telemetry,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        backoff: Backoff | None = None,
+        batch_size: int = BATCH_SIZE,
+        idle_wait: float = IDLE_WAIT,
+        resend_interval: float = RESEND_INTERVAL,
+        stats_interval: float = STATS_INTERVAL,
+    ) -> None:
+        if batch_size < 1 or idle_wait <= 0 or resend_interval <= 0:
+            raise ValueError("dispatcher: batch_size >= 1, idle_wait > 0, resend_interval > 0")
+        self._store = store
+        self._http = http
+        self._telemetry = telemetry
+        self._clock = clock or Clock()
+        self._batch_size = batch_size
+        self._idle_wait = idle_wait
+        self._resend_interval = resend_interval
+        self._stats_interval = stats_interval
+        self._lanes = _Lanes(clock=self._clock, run=self._run_lane)
+        self._helpers: list[asyncio.Task[None]] = []
+        self._stats_dirty = asyncio.Event()
+        self._store_thread = _StoreThread()
+        self._outcomes = _Outcomes(
+            store=store,
+            store_thread=self._store_thread,
+            telemetry=telemetry,
+            rng=rng or random.Random(),
+            backoff=backoff or Backoff(),
+        )
+
+    # --- public -------------------------------------------------------------------------------
+
+    @property
+    def destinations(self) -> list[str]:
+        """The destinations being sent to, in configuration order."""
+        return list(self._lanes.live)
+
+    async def start(
+        self, notifiers: Sequence[Notifier], *, resume_wait: float = RESUME_WAIT
+    ) -> None:
+        """Start sending. Returns once each destination has attempted the deliveries that were
+        due (or after ``resume_wait`` seconds), so pending deliveries go before the first poll."""
+        if self._lanes.running:
+            raise RuntimeError("dispatcher already started")
+        self._lanes.running = True
+        self._helpers = [
+            _spawn(self._refresh_stats(), name="notify-stats"),
+            _spawn(self._run_periodic(), name="notify-periodic"),
+        ]
+        self.configure(notifiers)
+        resumed = [asyncio.ensure_future(lane.resumed.wait()) for lane in self._lanes.live.values()]
+        if resumed:
+            _, pending = await asyncio.wait(resumed, timeout=resume_wait)
+            for waiter in pending:
+                waiter.cancel()
+
+    def configure(self, notifiers: Sequence[Notifier]) -> None:
+        """Send to exactly these destinations (a reload): new ones get a task, removed ones
+        stop (their pending deliveries stay in the store), changed ones use the new settings
+        from their next attempt on."""
+        self._lanes.configure(notifiers)
+        self._telemetry.set_destinations(self._lanes.live)
+        self._stats_dirty.set()
+
+    def wake(self, destinations: Iterable[str] | None = None) -> None:
+        """New deliveries were committed (for ``destinations``, or for any)."""
+        names = self._lanes.live if destinations is None else destinations
+        for name in names:
+            lane = self._lanes.live.get(name)
+            if lane is not None:
+                lane.wake.set()
+        self._stats_dirty.set()
+
+    async def stop(self, *, grace: float) -> None:
+        """Stop every task. A request in flight may finish (``grace`` seconds at most) and its
+        outcome is committed; nothing new is sent."""
+        for helper in self._helpers:
+            helper.cancel()
+        await self._lanes.stop(grace=grace)
+        await asyncio.gather(*self._helpers, return_exceptions=True)
+        self._helpers = []
+        await self._store_thread.close()
+
+    # --- one lane -----------------------------------------------------------------------------
+
+    async def _run_lane(self, lane: _Lane, after: Sequence[asyncio.Task[None]] = ()) -> None:
+        if after:
+            await asyncio.wait(after)
+        while not lane.stopping:
+            try:
+                queue = await self._store_thread.run(
+                    self._store.queued_deliveries, lane.name, self._batch_size
+                )
+            except StoreError as exc:
+                log.error("cannot read the outbox: %s", exc, extra=_fields(lane))
+                lane.resumed.set()
+                await self._pause(lane, STORE_RETRY)
+                continue
+            if not queue:
+                lane.resumed.set()
+                await self._pause(lane, self._idle_wait)
+                continue
+            await self._work_through(lane, queue)
+            lane.resumed.set()
+
+    async def _work_through(self, lane: _Lane, queue: Sequence[Delivery]) -> None:
+        """Send the due head of the queue in order; return at the first delivery that is not
+        due (head-of-line: nothing behind it may overtake it) or that was not delivered."""
+        for delivery in queue:
+            wait = (delivery.next_attempt_at - self._clock.now()).total_seconds()
+            if wait > 0:
+                lane.resumed.set()
+                await self._pause(lane, min(wait, self._idle_wait))
+                return
+            await self._take_token(lane)
+            # While ``sending``, stopping the lane waits for the attempt instead of cancelling
+            # it: the request finishes (bounded by its timeout) and its outcome is committed.
+            lane.sending = True
+            try:
+                verdict = await self._attempt(lane, delivery)
+            finally:
+                lane.sending = False
+            if lane.stopping:
+                return
+            if verdict is None:  # the store failed
+                await self._pause(lane, STORE_RETRY)
+                return
+            if verdict.outcome is Outcome.RETRY:
+                return
+
+    async def _take_token(self, lane: _Lane) -> None:
+        while (wait := lane.bucket.wait_time()) > 0:
+            await self._clock.sleep(wait)
+        lane.bucket.take()
+
+    async def _pause(self, lane: _Lane, seconds: float) -> None:
+        """Sleep ``seconds`` or until the lane is woken, whichever comes first."""
+        if lane.wake.is_set():
+            lane.wake.clear()
+            return
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        waker = asyncio.ensure_future(lane.wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (sleeper, waker):
+                waiter.cancel()
+            lane.wake.clear()
+
+    # --- one attempt --------------------------------------------------------------------------
+
+    async def _attempt(self, lane: _Lane, delivery: Delivery) -> Verdict | None:
+        """Send once and commit the outcome; None when the outcome could not be committed."""
+        verdict = await self._send(lane.notifier, delivery)
+        if verdict.pause_for:
+            lane.bucket.pause(verdict.pause_for)
+        try:
+            await self._outcomes.record(lane, delivery, verdict, self._clock.now())
+        except StoreError as exc:
+            log.error(
+                "cannot record the outcome (%s) of a delivery: %s",
+                verdict.outcome.value,
+                exc,
+                extra=_fields(lane, delivery),
+            )
+            return None
+        finally:
+            self._stats_dirty.set()
+        return verdict
+
+    async def _send(self, notifier: Notifier, delivery: Delivery) -> Verdict:
+        try:
+            return await notifier.deliver(self._http, delivery.event, now=self._clock.now())
+        except Exception as exc:  # a renderer bug must not stop the destination's queue
+            name = type(exc).__name__
+            log.error("delivery attempt crashed: %s", name, extra=_fields(notifier, delivery))
+            log.debug("delivery attempt crash details", exc_info=True)
+            return Verdict(Outcome.RETRY, f"internal error: {name}")
+
     # --- helper tasks -------------------------------------------------------------------------
 
     async def _refresh_stats(self) -> None:
@@ -479,12 +529,16 @@ class Dispatcher:
     async def _run_periodic(self) -> None:
         while True:
             await self._clock.sleep(self._resend_interval)
-            for lane in list(self._lanes.values()):
+            for lane in list(self._lanes.live.values()):
                 try:  # the notifier logs its own failures
                     await lane.notifier.periodic(self._http, self._clock.now())
                 except Exception as exc:  # one destination's hook must not stop the others
                     name = type(exc).__name__
                     log.error("periodic re-send crashed: %s", name, extra=_fields(lane))
+
+
+def _spawn(coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+    return asyncio.get_running_loop().create_task(coro, name=name)
 
 
 def _fields(target: _Lane | Notifier, delivery: Delivery | None = None) -> dict[str, object]:
