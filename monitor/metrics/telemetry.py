@@ -1,19 +1,7 @@
-"""Prometheus metrics: a ``Telemetry`` the daemon updates and a collector that renders it.
-
-The daemon polls Auth0 on its own timer; a scrape never calls Auth0. ``Telemetry`` holds
-everything the collector renders: the latest ``Snapshot`` of each tenant, per-tenant
-counters and the poll-duration histogram. ``KeywatchCollector.collect`` copies that state
-under the lock and builds fresh metric families from the copy, so a kid that left the API
-response (or a tenant removed from the configuration) simply has no series any more.
-Samples are built when the state changes, not at every scrape (see "state" below).
+"""``Telemetry``: everything the collector renders, updated by the poller and the dispatcher.
 
 Updates for a tenant that is not known (never added, or removed by a reload while its poll
 was in flight) are dropped, so a late poll cannot bring a removed tenant's series back.
-
-Leader and standby (replicas sharing a PostgreSQL store, see ``monitor.leader``): only the
-leader polls. A standby renders the key series of the shared snapshots the daemon loads from
-the store, and no ``keywatch_tenant_up`` or ``keywatch_last_successful_poll_timestamp_seconds``
-(it polls nothing, so it has no poll status to report). Counters count what this process did.
 """
 
 from __future__ import annotations
@@ -23,228 +11,27 @@ import math
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
 from prometheus_client.samples import Sample
 
+from monitor.metrics.names import (
+    API_ERROR_REASONS,
+    JOB_ERROR_KINDS,
+    NOTIFICATION_LATENCY_BUCKETS,
+    NOTIFICATION_OUTCOMES,
+    POLL_DURATION_BUCKETS,
+    SPECS,
+)
 from monitor.model import KEY_STATES, Event, EventType, Snapshot
 
 log = logging.getLogger(__name__)
 
-POLL_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-# Detection -> delivery: about a poll interval when the destination answers, hours to days
-# while it is down (the retry schedule reaches 24 h steps).
-NOTIFICATION_LATENCY_BUCKETS: tuple[float, ...] = (
-    0.25, 0.5, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0
-)  # fmt: skip
-
-# What happened to one delivery attempt (the dispatcher's Verdict outcomes).
-NOTIFICATION_OUTCOMES: tuple[str, ...] = ("delivered", "retry", "dead")
-
-# SourceError.reason of every leaf in monitor/errors.py: exported at 0 for each known tenant.
-API_ERROR_REASONS: tuple[str, ...] = (
-    "network",
-    "timeout",
-    "rate_limited",
-    "server_error",
-    "unauthorized",
-    "forbidden",
-    "not_found",
-    "unexpected_status",
-    "malformed",
-)
-
-# The APScheduler events the daemon reports through record_job_error.
-JOB_ERROR_KINDS: tuple[str, ...] = ("error", "missed", "max_instances")
-
-_POLLED_NOTE = "Read from the last poll (keywatch polls on its own timer), not at scrape time."
-
-MetricKind = Literal["gauge", "counter", "histogram"]
-
 # Prebuilt samples: (metric name, samples) pairs, only for names that have samples.
-_Series = tuple[tuple[str, tuple[Sample, ...]], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class MetricSpec:
-    """One exported metric family. ``name`` is the exposed name (counters end in _total)."""
-
-    name: str
-    kind: MetricKind
-    labels: tuple[str, ...]
-    help: str
-
-
-_SPECS: tuple[MetricSpec, ...] = (
-    MetricSpec(
-        "auth0_signing_key_info",
-        "gauge",
-        ("tenant", "kid", "thumbprint"),
-        f"Always 1: one series per signing key, labelled with its thumbprint. {_POLLED_NOTE}",
-    ),
-    MetricSpec(
-        "auth0_signing_key_state",
-        "gauge",
-        ("tenant", "kid", "state"),
-        "1 when the key has the state flag (current, next, previous, revoked), else 0.",
-    ),
-    MetricSpec(
-        "auth0_signing_key_current_since_timestamp_seconds",
-        "gauge",
-        ("tenant", "kid"),
-        "When the key became the current signing key (Unix seconds), when Auth0 reports it.",
-    ),
-    MetricSpec(
-        "auth0_signing_key_current_until_timestamp_seconds",
-        "gauge",
-        ("tenant", "kid"),
-        "When the key stopped being the current signing key (Unix seconds), when reported.",
-    ),
-    MetricSpec(
-        "auth0_signing_key_revoked_timestamp_seconds",
-        "gauge",
-        ("tenant", "kid"),
-        "When the key was revoked (Unix seconds); only for revoked keys with a known date.",
-    ),
-    MetricSpec(
-        "auth0_signing_key_cert_not_before_timestamp_seconds",
-        "gauge",
-        ("tenant", "kid"),
-        "Start of the validity of the key's X.509 certificate (Unix seconds).",
-    ),
-    MetricSpec(
-        "auth0_signing_key_cert_not_after_timestamp_seconds",
-        "gauge",
-        ("tenant", "kid"),
-        "End of the validity of the key's X.509 certificate (Unix seconds).",
-    ),
-    MetricSpec(
-        "auth0_signing_key_thumbprint_valid",
-        "gauge",
-        ("tenant", "kid"),
-        "1 when the reported thumbprint and fingerprint match the SHA-1 of the certificate.",
-    ),
-    MetricSpec(
-        "auth0_signing_keys",
-        "gauge",
-        ("tenant", "state"),
-        "Number of keys with each state flag; absent while no key list of the tenant is known.",
-    ),
-    MetricSpec(
-        "auth0_signing_key_rotations_total",
-        "counter",
-        ("tenant",),
-        "Rotations detected (the current kid changed) since keywatch started.",
-    ),
-    MetricSpec(
-        "auth0_signing_key_revocations_total",
-        "counter",
-        ("tenant",),
-        "Keys newly seen revoked since keywatch started.",
-    ),
-    MetricSpec(
-        "keywatch_tenant_up",
-        "gauge",
-        ("tenant",),
-        "1 when the last poll of the tenant succeeded, 0 when it failed or has not run yet.",
-    ),
-    MetricSpec(
-        "keywatch_unconfirmed_changes",
-        "gauge",
-        ("tenant",),
-        "1 while an alarming answer of the tenant (a broken invariant, a removal, a thumbprint "
-        "mismatch) awaits confirmation by the next polls (confirm.polls), else 0.",
-    ),
-    MetricSpec(
-        "keywatch_last_successful_poll_timestamp_seconds",
-        "gauge",
-        ("tenant",),
-        "When the last successful poll of the tenant finished (Unix seconds).",
-    ),
-    MetricSpec(
-        "keywatch_poll_duration_seconds",
-        "histogram",
-        (),
-        "Duration of tenant polls (token, API call, parsing), successful or not.",
-    ),
-    MetricSpec(
-        "keywatch_api_errors_total",
-        "counter",
-        ("tenant", "reason"),
-        "Failed polls of the Auth0 Management API, by reason.",
-    ),
-    MetricSpec(
-        "keywatch_events_total",
-        "counter",
-        ("tenant", "event"),
-        "Events detected, by event type.",
-    ),
-    MetricSpec(
-        "keywatch_scheduler_job_errors_total",
-        "counter",
-        ("tenant", "kind"),
-        "Poll jobs that raised (error), ran too late (missed) or overlapped (max_instances).",
-    ),
-    MetricSpec(
-        "keywatch_notifications_total",
-        "counter",
-        ("destination", "outcome"),
-        "Notification attempts by outcome: delivered, retry (failed, will be retried) or dead "
-        "(given up: a permanent error or max_age reached).",
-    ),
-    MetricSpec(
-        "keywatch_outbox_pending",
-        "gauge",
-        ("destination",),
-        "Deliveries waiting to be sent (due or waiting for a retry), from the store.",
-    ),
-    MetricSpec(
-        "keywatch_outbox_oldest_pending_age_seconds",
-        "gauge",
-        ("destination",),
-        "Age of the oldest pending delivery (0 when nothing is pending).",
-    ),
-    MetricSpec(
-        "keywatch_deliveries_dead",
-        "gauge",
-        ("destination",),
-        "Deliveries given up and kept in the store (dead letters); `keywatch redeliver` "
-        "queues them again.",
-    ),
-    MetricSpec(
-        "keywatch_notification_latency_seconds",
-        "histogram",
-        ("destination",),
-        "From detecting an event to its delivery to a destination (retries included).",
-    ),
-    MetricSpec(
-        "keywatch_leader",
-        "gauge",
-        (),
-        "1 while this process is the leader (it polls and sends notifications; always 1 with a "
-        "SQLite store), 0 while it stands by.",
-    ),
-    MetricSpec(
-        "keywatch_build_info",
-        "gauge",
-        ("version",),
-        "Always 1; the version label says which keywatch is running.",
-    ),
-)
-
-SPECS: Mapping[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
-METRIC_NAMES: dict[str, str] = {spec.name: spec.help for spec in _SPECS}
+Series = tuple[tuple[str, tuple[Sample, ...]], ...]
 
 
 # --- state -----------------------------------------------------------------------------------
@@ -270,8 +57,8 @@ class _TenantState:
     api_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(API_ERROR_REASONS, 0))
     events: dict[str, int] = field(default_factory=lambda: {kind.value: 0 for kind in EventType})
     job_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_ERROR_KINDS, 0))
-    key_series: _Series = ()
-    tenant_series: _Series = ()
+    key_series: Series = ()
+    tenant_series: Series = ()
 
     def __post_init__(self) -> None:
         self.rerender()
@@ -332,7 +119,7 @@ class _DestinationState:
 
 
 @dataclass(frozen=True, slots=True)
-class _DestinationCopy:
+class DestinationCopy:
     name: str
     outcomes: dict[str, int]
     latency_buckets: list[tuple[str, float]]
@@ -343,14 +130,14 @@ class _DestinationCopy:
 
 
 @dataclass(frozen=True, slots=True)
-class _ScrapeCopy:
+class ScrapeCopy:
     """What one scrape renders, copied under the lock (the series themselves are immutable)."""
 
-    series: list[_Series]
+    series: list[Series]
     leader: bool
     buckets: list[tuple[str, float]]
     duration_sum: float
-    destinations: list[_DestinationCopy]
+    destinations: list[DestinationCopy]
 
 
 class Telemetry:
@@ -516,20 +303,21 @@ class Telemetry:
             state = self._tenants.get(tenant)
             return state.snapshot if state is not None else None
 
-    def _copy_for_scrape(self) -> _ScrapeCopy:
+    def scrape_copy(self) -> ScrapeCopy:
+        """What one scrape renders, copied under the lock (for ``KeywatchCollector``)."""
         with self._lock:
-            series: list[_Series] = []
+            series: list[Series] = []
             for state in self._tenants.values():
                 series.append(state.tenant_series)
                 series.append(state.key_series)
             now = self._clock()
-            return _ScrapeCopy(
+            return ScrapeCopy(
                 series=series,
                 leader=self._leader,
                 buckets=self._durations.cumulative_buckets(),
                 duration_sum=self._durations.total,
                 destinations=[
-                    _DestinationCopy(
+                    DestinationCopy(
                         name=name,
                         outcomes=dict(state.outcomes),
                         latency_buckets=state.latency.cumulative_buckets(),
@@ -561,7 +349,7 @@ def _log_unknown(tenant: str, what: str) -> None:
 # --- samples -----------------------------------------------------------------------------------
 
 
-def _tenant_series(state: _TenantState) -> _Series:
+def _tenant_series(state: _TenantState) -> Series:
     """The per-tenant samples of one tenant."""
     tenant = {"tenant": state.tenant}
     series: list[tuple[str, tuple[Sample, ...]]] = []
@@ -588,10 +376,10 @@ def _tenant_series(state: _TenantState) -> _Series:
     return tuple(series)
 
 
-def _key_series(snapshot: Snapshot) -> _Series:
+def _key_series(snapshot: Snapshot) -> Series:
     """Every per-key sample of a snapshot, grouped by metric name."""
     tenant = snapshot.tenant
-    series: dict[str, list[Sample]] = {spec.name: [] for spec in _SPECS}
+    series: dict[str, list[Sample]] = {name: [] for name in SPECS}
 
     def add(name: str, labels: dict[str, str], value: float) -> None:
         series[name].append(Sample(name, labels, value))
@@ -618,73 +406,3 @@ def _key_series(snapshot: Snapshot) -> _Series:
     for state, count in per_state.items():
         add("auth0_signing_keys", {"tenant": tenant, "state": state}, count)
     return tuple((name, tuple(samples)) for name, samples in series.items() if samples)
-
-
-# --- collector ---------------------------------------------------------------------------------
-
-
-def _family(spec: MetricSpec) -> Metric:
-    if spec.kind == "counter":
-        return CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
-    if spec.kind == "histogram":
-        return HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
-    return GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
-
-
-class KeywatchCollector:
-    """Renders a ``Telemetry`` at scrape time: no I/O, no Auth0 calls."""
-
-    def __init__(self, telemetry: Telemetry, *, version: str) -> None:
-        self._telemetry = telemetry
-        self._version = version
-
-    def describe(self) -> Iterable[Metric]:
-        """Empty families: lets a registry check names without running a collection."""
-        return [_family(spec) for spec in _SPECS]
-
-    def collect(self) -> Iterator[Metric]:
-        scrape = self._telemetry._copy_for_scrape()
-        families = {spec.name: _family(spec) for spec in _SPECS}
-        for series in scrape.series:
-            for name, samples in series:
-                families[name].samples.extend(samples)
-        histogram = families["keywatch_poll_duration_seconds"]
-        assert isinstance(histogram, HistogramMetricFamily)
-        histogram.add_metric([], scrape.buckets, scrape.duration_sum)
-        for destination in scrape.destinations:
-            _add_destination(families, destination)
-        families["keywatch_leader"].samples.append(
-            Sample("keywatch_leader", {}, 1 if scrape.leader else 0)
-        )
-        families["keywatch_build_info"].samples.append(
-            Sample("keywatch_build_info", {"version": self._version}, 1)
-        )
-        yield from families.values()
-
-
-def _add_destination(families: dict[str, Metric], destination: _DestinationCopy) -> None:
-    labels = {"destination": destination.name}
-
-    def add(name: str, value: float, **extra: str) -> None:
-        families[name].samples.append(Sample(name, {**labels, **extra}, value))
-
-    for outcome, count in destination.outcomes.items():
-        add("keywatch_notifications_total", count, outcome=outcome)
-    add("keywatch_outbox_pending", destination.pending)
-    add("keywatch_outbox_oldest_pending_age_seconds", destination.oldest_pending_age)
-    add("keywatch_deliveries_dead", destination.dead)
-    latency = families["keywatch_notification_latency_seconds"]
-    assert isinstance(latency, HistogramMetricFamily)
-    latency.add_metric([destination.name], destination.latency_buckets, destination.latency_sum)
-
-
-def build_registry(telemetry: Telemetry, *, version: str) -> CollectorRegistry:
-    """A fresh registry holding only the keywatch collector (nothing from the global one)."""
-    registry = CollectorRegistry()
-    registry.register(KeywatchCollector(telemetry, version=version))
-    return registry
-
-
-def render(registry: CollectorRegistry) -> bytes:
-    """The Prometheus text exposition of ``registry``."""
-    return generate_latest(registry)
