@@ -68,6 +68,9 @@ def secrets_of(settings: Settings) -> list[str]:
 
 @dataclass
 class Daemon:
+    """Builds the parts, starts and stops them in order, applies a reload; see the module
+    docstring."""
+
     settings: Settings
     store: Store  # migrated
     http: httpx.AsyncClient

@@ -403,3 +403,21 @@ async def test_runs_skipped_while_a_poll_waits_out_the_rate_limit_are_counted_qu
         and ("running instances" in r.getMessage() or "max instances" in r.getMessage())
     ]
     assert noisy == []
+
+
+async def test_the_store_is_migrated_once_when_the_daemon_is_built(
+    server: SimulatorServer, tmp_path: Path
+) -> None:
+    from monitor.daemon import build_daemon
+
+    daemon = build_daemon(daemon_settings(server, tmp_path))
+    migrated_again: list[str] = []
+    daemon.store.migrate = lambda: migrated_again.append("migrate")  # type: ignore[method-assign]
+    await daemon.start()
+    try:
+        await asyncio.wait_for(daemon.wait_ready(), 15)
+        baseline_saved = "tenant-1" in daemon.store.load_states()
+    finally:
+        await daemon.shutdown()
+    assert migrated_again == []
+    assert baseline_saved  # the schema was there: migrated by build_daemon
