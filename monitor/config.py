@@ -49,6 +49,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from monitor.errors import ConfigError
 from monitor.model import Event, EventType, Severity
+from monitor.redact import redact_url
 
 __all__ = [
     "Defaults",
@@ -736,7 +737,7 @@ class Settings(BaseModel):
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
-            yield name, (_redact_url(value) if name == "state" else value)
+            yield name, (redact_url(value) if name == "state" and isinstance(value, str) else value)
 
 
 def _with_inherited(tenant: Mapping[str, Any], inherited: dict[str, Any]) -> dict[str, Any]:
@@ -843,19 +844,6 @@ def _destination_tenant_problems(destinations: object, tenants: object) -> list[
                 loc = ("destinations", index, "tenants", position)
                 problems.append({"type": _keywatch_error(detail), "loc": loc, "input": name})
     return problems
-
-
-def _redact_url(url: object) -> object:
-    """``url`` without its password and query (a PostgreSQL URL may carry either)."""
-    if not isinstance(url, str):
-        return url
-    parts = urlsplit(url)
-    if parts.password is None and not parts.query:
-        return url
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-    return parts._replace(netloc=netloc, query="***" if parts.query else "").geturl()
 
 
 # --- YAML -> plain values with lines ------------------------------------------------------

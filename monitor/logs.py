@@ -2,7 +2,8 @@
 
 Code logs with ``extra={"tenant": ..., "kid": ...}``; both formats show those fields. Secrets are
 never logged on purpose; ``RedactSecrets`` is the safety net that replaces any configured secret
-value that still reaches a record (say, inside a third-party exception text) with ``***``.
+value that still reaches a record (say, inside a third-party exception text), through the one
+``monitor.redact.Redactor``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Literal, TextIO
 
+from monitor.redact import Redactor
+
 FIELDS = ("tenant", "kid", "old_kid", "new_kid", "event", "event_id", "reason", "destination")
-_MIN_SECRET_LENGTH = 4
 
 
 class RedactSecrets(logging.Filter):
@@ -23,18 +25,10 @@ class RedactSecrets(logging.Filter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets: list[str] = []
-        self.update(secrets)
+        self.redact = Redactor(secrets)
 
     def update(self, secrets: Iterable[str]) -> None:
-        unique = {value for value in secrets if len(value) >= _MIN_SECRET_LENGTH}
-        self.secrets = sorted(unique, key=len, reverse=True)
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
+        self.redact = Redactor(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = self.redact(record.getMessage())

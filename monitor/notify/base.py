@@ -31,6 +31,7 @@ from monitor.config import DestinationConfig
 from monitor.httpclient import parse_retry_after
 from monitor.model import Event
 from monitor.notify.templates import Escape, MessageTemplate, TemplateError, iso_utc
+from monitor.redact import Redactor
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -197,9 +198,8 @@ class Notifier(ABC):
             if config.template is not None
             else None
         )
-        self._secrets = sorted(
-            (value for value in config.secret_values() if len(value) >= 4), key=len, reverse=True
-        )
+        self.redact = Redactor(config.secret_values())
+        """Hides this destination's secrets in ``text`` (say, an error a service sent back)."""
 
     @classmethod
     def value_escape(cls) -> Escape | None:
@@ -277,12 +277,6 @@ class Notifier(ABC):
         """Called by the dispatcher every ``resend_interval``; None when nothing was sent."""
         del http, now
         return None
-
-    def redact(self, text: str) -> str:
-        """``text`` (say, an error a service sent back) without this destination's secrets."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
 
     def service_message(self, text: str, *, size: int = 200) -> str:
         """A service's own error text, made safe for a verdict: one line, short, redacted."""

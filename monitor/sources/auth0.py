@@ -46,6 +46,7 @@ from monitor.errors import (
 )
 from monitor.httpclient import build_timeout, parse_retry_after
 from monitor.model import KeyState, parse_signing_key, parse_signing_keys
+from monitor.redact import Redactor
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,6 @@ BACKOFF_JITTER = 0.1
 TOKEN_SKEW_MAX = 300.0
 """Seconds. A cached token is renewed min(300 s, 10% of its lifetime) before it expires."""
 
-_REDACTED = "[redacted]"
 _SCOPE_PATTERN = re.compile(r"[a-z_]+:[a-z_]+")
 
 
@@ -515,11 +515,8 @@ class Auth0Client:
 
     def _scrub(self, text: str) -> str:
         """Belt and braces: a server echoing a secret must not put it in our messages."""
-        secrets = (self._credentials.client_secret, self._credentials.token, *self._issued_tokens)
-        for secret in secrets:
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, _REDACTED)
-        return text
+        credentials = self._credentials
+        return Redactor((credentials.client_secret, credentials.token, *self._issued_tokens))(text)
 
 
 @contextmanager

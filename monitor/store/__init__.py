@@ -9,7 +9,7 @@ postgresql://user:pass@host:5432/db   PostgreSQL (also postgres://), needs psyco
 from __future__ import annotations
 
 from monitor.errors import StoreError
-from monitor.store._urls import redact_url, scheme_of
+from monitor.redact import redact_url, scheme_of
 from monitor.store.base import Delivery, OutboxStats, Store
 
 __all__ = ["Delivery", "OutboxStats", "Store", "StoreError", "open_store", "redact_url"]

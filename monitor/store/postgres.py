@@ -21,8 +21,8 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.string import TextLoader
 
 from monitor.errors import StoreError
+from monitor.redact import Redactor, redact_url, url_secrets
 from monitor.store import migrations
-from monitor.store._urls import redact_url, scrub, secrets_in
 from monitor.store.sql import Session, SQLStore, utc
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class PostgresStore(SQLStore):
     def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
         self.where = f"PostgreSQL store {redact_url(url)}"
         self._url = url
-        self._secrets = secrets_in(url)
+        self._redact = Redactor(url_secrets(url))
         self._connect_options = _default_options(url, connect_timeout=connect_timeout)
         self._lock = threading.Lock()
         self._closed = False
@@ -78,9 +78,9 @@ class PostgresStore(SQLStore):
             yield
         except psycopg.Error as exc:
             full_text = str(exc)
-            message = scrub(_first_line(full_text) or type(exc).__name__, self._secrets)
+            message = self._redact(_first_line(full_text) or type(exc).__name__)
             error = StoreError(f"{self.where}: {operation} failed: {message}")
-            if any(secret in full_text for secret in self._secrets):
+            if self._redact(full_text) != full_text:
                 raise error from None  # the driver's own message would show the password
             raise error from exc
 
