@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -58,15 +57,6 @@ async def running(settings: Settings) -> AsyncIterator[Daemon]:
         yield daemon
     finally:
         await daemon.shutdown()
-
-
-async def eventually(check: Callable[[], bool], *, what: str) -> None:
-    """Poll ``check`` until it holds or the deadline passes."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def sample(daemon: Daemon, name: str, **labels: str) -> float | None:

@@ -184,6 +184,7 @@ class ScaledClock:
 
 
 async def eventually(check: Callable[[], bool], *, what: str) -> None:
+    """Poll ``check`` until it holds or the deadline passes: the one way tests wait."""
     deadline = time.monotonic() + DEADLINE_SECONDS
     while not check():
         if time.monotonic() > deadline:

@@ -13,13 +13,8 @@ import pytest
 
 from monitor.model import EventType
 from monitor.simulator import Simulator, SimulatorServer
-from tests.daemon_support import (
-    daemon_settings,
-    eventually,
-    running,
-    sample,
-    stored_events,
-)
+from tests.daemon_support import daemon_settings, running, sample, stored_events
+from tests.delivery_support import eventually
 
 pytestmark = pytest.mark.integration
 

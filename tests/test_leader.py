@@ -34,8 +34,8 @@ from monitor.simulator import Simulator, SimulatorServer
 from monitor.store.base import Store
 from monitor.store.sqlite import SQLiteStore
 from monitor.web import build_app
-from tests.daemon_support import daemon_config, daemon_settings, eventually, running, sample
-from tests.delivery_support import Answer, Receiver
+from tests.daemon_support import daemon_config, daemon_settings, running, sample
+from tests.delivery_support import Answer, Receiver, eventually
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DEADLINE_SECONDS = 15.0

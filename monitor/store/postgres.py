@@ -50,6 +50,7 @@ def _format_placeholders(sql: str) -> str:
 
 class PostgresStore(SQLStore):
     dialect = migrations.POSTGRES
+    _connection: Connection
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
         self.where = f"PostgreSQL store {redact_url(url)}"
@@ -115,14 +116,6 @@ class PostgresStore(SQLStore):
         if not isinstance(value, datetime):
             raise StoreError(f"{self.where}: expected a timestamp, got {type(value).__name__}")
         return utc(value)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            with self._translated("close"):
-                self._connection.close()
 
 
 def _first_line(text: str) -> str:

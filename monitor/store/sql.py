@@ -7,6 +7,7 @@ single read), its timestamp codec, and the translation of its driver's errors. Q
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -48,11 +49,18 @@ _DELIVERY_COLUMNS = (
 _QUEUE_ORDER = "ORDER BY e.detected_at, e.poll_index, e.id"
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
 class SQLStore(ABC):
     """Every ``Store`` method, over the hooks a backend implements."""
 
     dialect: migrations.Dialect
     where: str  # names the store in messages; never holds a credential
+    _lock: threading.Lock  # one session at a time on the one connection
+    _closed: bool
+    _connection: _Closable  # the driver's connection, narrowed by each backend
 
     # --- backend hooks --------------------------------------------------------------------
 
@@ -76,7 +84,16 @@ class SQLStore(ABC):
         """Keep two processes from migrating at once (called first in each transaction)."""
 
     @abstractmethod
-    def close(self) -> None: ...
+    def _translated(self, operation: str) -> AbstractContextManager[None]:
+        """Turn the driver's errors inside the block into ``StoreError`` naming ``operation``."""
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._translated("close"):
+                self._connection.close()
 
     # --- schema ---------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ class _SQLiteSession:
 
 class SQLiteStore(SQLStore):
     dialect = migrations.SQLITE
+    _connection: sqlite3.Connection
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
         self.path = str(path)
@@ -132,11 +133,3 @@ class SQLiteStore(SQLStore):
             raise ValueError(f"not a PRAGMA name: {name!r}")
         with self._session(f"PRAGMA {name}", write=False) as session:
             return session.query(f"PRAGMA {name}")[0][0]
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            with self._translated("close"):
-                self._connection.close()
