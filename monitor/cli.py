@@ -1,8 +1,12 @@
 """The ``keywatch`` command. No business logic here: parse arguments, call, map to exit codes.
 
-Exit codes: 0 fine; 1 a problem was found (``check``) or the test notification was not
-delivered (``test-notify``); 2 bad configuration, bad arguments, an unreachable tenant or an
-unreadable store.
+Exit codes: 0 fine; 1 a problem was found (``check``), the test notification was not
+delivered (``test-notify``) or an unexpected error (a bug); 2 bad configuration, bad
+arguments, a port that cannot be listened on, an unreachable tenant or a store that cannot be
+opened; 130 interrupted before a daemon was running (a running one stops cleanly with 0).
+
+``main`` is the one error boundary: every expected failure (``KeywatchError``) becomes one
+line per problem on stderr, prefixed with the configuration file it concerns.
 """
 
 from __future__ import annotations
@@ -12,30 +16,34 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from types import FrameType
+from typing import Any, NoReturn, TextIO
 
 from monitor import __version__
 from monitor.config import DestinationConfig, Settings, load_config
-from monitor.daemon import build_daemon, secrets_of
+from monitor.daemon import build_daemon, ignore_stop_signals, secrets_of
 from monitor.detect import problems
-from monitor.errors import ConfigError, SourceError, StoreError
+from monitor.errors import ConfigError, KeywatchError, SourceError, StoreError
 from monitor.httpclient import build_http_client
 from monitor.logs import configure_logging
 from monitor.model import KeyState, Snapshot
 from monitor.notify import build_notifier, sample_event
 from monitor.notify.base import Outcome, Verdict
 from monitor.poll import client_for_tenant, fetch_snapshot
-from monitor.store import Delivery, OutboxStats, Store, open_store
+from monitor.store import Delivery, OutboxStats, Store, open_store, probe_store
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("monitor.cli")
 
@@ -45,12 +53,26 @@ def _print_config_error(exc: ConfigError, source: str) -> None:
         print(f"{source}: {problem}", file=sys.stderr)
 
 
-def _load(path: str) -> Settings | None:
+def _load(path: str) -> Settings:
+    return load_config(path)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    ignore_stop_signals()  # stopping: a second signal must not cut the cleanup short
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _stop_signals() -> Iterator[None]:
+    """Around a daemon command: SIGTERM, like SIGINT, unwinds a start in progress (temporary
+    files are removed on the way out); the daemon takes both over while it runs; once it has
+    stopped, both are ignored while the command cleans up."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return load_config(path)
-    except ConfigError as exc:
-        _print_config_error(exc, path)
-        return None
+        yield
+    finally:
+        ignore_stop_signals()
 
 
 # --- run ------------------------------------------------------------------------------------
@@ -58,17 +80,12 @@ def _load(path: str) -> Settings | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args.config)
-    if settings is None:
-        return EXIT_CONFIG
     redactor = configure_logging(
         log_format=settings.log_format, level=settings.log_level, secrets=secrets_of(settings)
     )
-    daemon = build_daemon(settings, config_path=args.config, redactor=redactor)
-    try:
+    with _stop_signals():
+        daemon = build_daemon(settings, config_path=args.config, redactor=redactor)
         asyncio.run(daemon.run())
-    except ConfigError as exc:
-        _print_config_error(exc, args.config)
-        return EXIT_CONFIG
     return EXIT_OK
 
 
@@ -77,8 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     settings = _load(args.file)
-    if settings is None:
-        return EXIT_CONFIG
+    if not args.no_store:
+        probe_store(settings.state)
     counts = f"{len(settings.tenants)} tenant(s), {len(settings.destinations)} destination(s)"
     print(f"{args.file}: ok ({counts})")
     return EXIT_OK
@@ -179,8 +196,6 @@ def _exit_code(results: Sequence[TenantCheck]) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     settings = _load(args.config)
-    if settings is None:
-        return EXIT_CONFIG
     configure_logging(level="error", secrets=secrets_of(settings))
     results = asyncio.run(_check_all(settings))
     code = _exit_code(results)
@@ -233,8 +248,6 @@ async def _send_test(destination: DestinationConfig) -> Verdict:
 
 def cmd_test_notify(args: argparse.Namespace) -> int:
     settings = _load(args.config)
-    if settings is None:
-        return EXIT_CONFIG
     destination = _destination(settings, args.destination, args.config)
     if destination is None:
         return EXIT_CONFIG
@@ -255,20 +268,13 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
 DEAD_SHOWN = 20
 
 
-def _open_state(settings: Settings, source: str) -> Store | None:
-    """The configured store, or None (reported) when it is missing or unreadable."""
+def _open_state(settings: Settings) -> Store:
+    """The configured store; ``StoreError`` when it is missing or cannot be opened."""
     path = settings.sqlite_path
     if path is not None and path != ":memory:" and not Path(path).is_file():
-        print(
-            f"{source}: state: no store at {path} yet (the daemon creates it on its first run)",
-            file=sys.stderr,
-        )
-        return None
-    try:
-        return open_store(settings.state)
-    except StoreError as exc:
-        print(f"{source}: {exc}", file=sys.stderr)
-        return None
+        probe_store(settings.state)  # a directory, say, is worth saying so
+        raise StoreError(f"state: no store at {path} yet (the daemon creates it on its first run)")
+    return open_store(settings.state)
 
 
 @dataclass
@@ -414,17 +420,10 @@ def _print_status(document: dict[str, Any], out: TextIO) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _load(args.config)
-    if settings is None:
-        return EXIT_CONFIG
     configure_logging(level="error", secrets=secrets_of(settings))
-    store = _open_state(settings, args.config)
-    if store is None:
-        return EXIT_CONFIG
+    store = _open_state(settings)
     try:
         report = _read_status(store)
-    except StoreError as exc:
-        print(f"{args.config}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
     finally:
         store.close()
     document = _status_document(settings, report)
@@ -438,8 +437,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_redeliver(args: argparse.Namespace) -> int:
     settings = _load(args.config)
-    if settings is None:
-        return EXIT_CONFIG
     configure_logging(level="error", secrets=secrets_of(settings))
     configured = {d.name for d in settings.destinations}
     if args.destination is not None and args.destination not in configured:
@@ -448,16 +445,11 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
             "stay queued until it is configured again",
             file=sys.stderr,
         )
-    store = _open_state(settings, args.config)
-    if store is None:
-        return EXIT_CONFIG
+    store = _open_state(settings)
     try:
         count = store.requeue_dead(
             now=datetime.now(UTC), destination=args.destination, event_id=args.event
         )
-    except StoreError as exc:
-        print(f"{args.config}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
     finally:
         store.close()
     noun = "delivery" if count == 1 else "deliveries"
@@ -471,8 +463,29 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
 def _host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (port 0 to 65535), got {text!r}")
     return host.strip("[]"), int(port)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return int(text)
+
+
+def _rotate_every(text: str) -> float:
+    from monitor.demo import MIN_ROTATE_EVERY
+
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not seconds >= MIN_ROTATE_EVERY or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_ROTATE_EVERY:g} seconds (twice the demo's poll interval), "
+            f"got {text!r}"
+        )
+    return seconds
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -482,16 +495,24 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return run_simulator(f"{host}:{port}", args.tenants, preset=args.preset)
 
 
+def _check_port_free(port: int) -> None:
+    """The metrics port the demo is about to use, checked before anything starts."""
+    from monitor.web import bind
+
+    try:
+        bind("127.0.0.1", port).close()
+    except ConfigError as exc:
+        reason = exc.problems[0].removeprefix("listen: ")
+        raise ConfigError(f"--port {port}: {reason} (choose another with --port)") from None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from monitor.demo import run_demo
 
-    config = Path(args.config)
-    if not config.is_file():
-        print(f"{config}: not found (run `make demo` from the repository root)", file=sys.stderr)
-        return EXIT_CONFIG
-    with tempfile.TemporaryDirectory(prefix="keywatch-demo-") as state_dir:
+    _check_port_free(args.port)
+    with _stop_signals(), tempfile.TemporaryDirectory(prefix="keywatch-demo-") as state_dir:
         return run_demo(
-            config,
+            args.config,
             listen_port=args.port,
             state_dir=state_dir,
             rotate_every=args.rotate_every,
@@ -502,10 +523,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- parser ---------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (the usage is behind --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="keywatch", description="Watch Auth0 tenants' application signing keys."
-    )
+    parser = _Parser(prog="keywatch", description="Watch Auth0 tenants' application signing keys.")
     parser.add_argument("--version", action="version", version=f"keywatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -518,8 +544,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.set_defaults(handler=cmd_check)
 
-    validate = commands.add_parser("validate", help="check a configuration file")
+    validate = commands.add_parser(
+        "validate", help="check a configuration file and that its state store can be opened"
+    )
     validate.add_argument("file", help="configuration file (YAML)")
+    validate.add_argument(
+        "--no-store",
+        action="store_true",
+        help="check the file only: do not look at the state store (no PostgreSQL connection)",
+    )
     validate.set_defaults(handler=cmd_validate)
 
     simulate = commands.add_parser("simulate", help="run the simulated Auth0 on its own")
@@ -554,10 +587,15 @@ def build_parser() -> argparse.ArgumentParser:
     redeliver.set_defaults(handler=cmd_redeliver)
 
     demo = commands.add_parser("demo", help="simulator + daemon + scripted rotations")
-    demo.add_argument("--config", default="config/demo.yaml")
-    demo.add_argument("--port", type=int, default=9464, help="metrics port (default 9464)")
     demo.add_argument(
-        "--rotate-every", type=float, default=20.0, help="seconds between scripted rotations"
+        "--config", help="configuration file (default: the demo configuration in the package)"
+    )
+    demo.add_argument("--port", type=_port, default=9464, help="metrics port (default 9464)")
+    demo.add_argument(
+        "--rotate-every",
+        type=_rotate_every,
+        default=20.0,
+        help="seconds between scripted rotations (default 20, at least 4)",
     )
     demo.set_defaults(handler=cmd_demo)
     return parser
@@ -565,8 +603,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.handler(args)
+    return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """The one error boundary of every command: expected failures are one line each, prefixed
+    with the configuration file; anything else is a bug, reported in one line with a hint
+    (the traceback goes to the log at DEBUG)."""
+    source = _source_of(args)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        _print_config_error(exc, source)
+        return EXIT_CONFIG
+    except KeywatchError as exc:
+        print(f"{source}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        ignore_stop_signals()
+        print(f"keywatch {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        log.debug("keywatch %s failed", args.command, exc_info=True)
+        print(
+            f"keywatch {args.command}: unexpected error ({type(exc).__name__}); "
+            "this is a bug: set log_level: debug to see the traceback, and report it",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEM
     return code
+
+
+def _source_of(args: argparse.Namespace) -> str:
+    """What error lines are about: the configuration file, else the command."""
+    path = getattr(args, "config", None) or getattr(args, "file", None)
+    if path:
+        return str(path)
+    return f"keywatch {args.command}"
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import ipaddress
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -73,6 +74,16 @@ DEFAULT_TIMEOUT = 10.0
 MAX_JITTER = 0.5
 DEFAULT_LEASE_TTL = 15.0
 MIN_LEASE_TTL = 1.0
+MIN_INTERVAL = 0.1
+"""Seconds; the least time between two polls of any tenant."""
+MIN_AUTH0_INTERVAL = 1.0
+"""Seconds; the least for a tenant given by ``domain``: every poll spends the tenant's
+Management API rate limit, which every other tool using the tenant shares."""
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_YAML_DEPTH = 50
+"""Levels of nested lists and mappings; deeper is refused (and never recursed into)."""
+MIN_ALIAS_BUDGET = 10_000
+"""Values aliases may add beyond the document's own (or as many as it has, if more)."""
 
 # Keys whose values are never echoed, wherever they appear (``destinations`` adds its own).
 _SECRET_KEYS = frozenset({"client_secret", "token", "password"})
@@ -93,6 +104,25 @@ def is_secret_key(path: Sequence[str | int]) -> bool:
 
 # --- durations and fractions -------------------------------------------------------------
 
+
+def yaml_spelling(value: object) -> str:
+    """``value`` as the YAML that gave it: ``true``, ``null``, ``'text'``, ``5``, or what kind
+    of collection it is (never a Python repr such as ``True`` or ``{'a': 1}``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d)")
 _DURATION = re.compile(rf"(?:{_DURATION_PART.pattern})+")
@@ -104,7 +134,7 @@ def parse_duration(value: object) -> float:
     number of seconds (``60``, ``0.5``, ``"60"``). Raises ``ValueError`` unless it is > 0."""
     seconds = _duration_seconds(value)
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"must be a positive duration, got {value!r}")
+        raise ValueError(f"must be a positive duration, got {yaml_spelling(value)}")
     return seconds
 
 
@@ -120,7 +150,7 @@ def _duration_seconds(value: object) -> float:
                 float(number) * _DURATION_UNITS[unit]
                 for number, unit in _DURATION_PART.findall(text)
             )
-    raise ValueError(f"not a duration: {value!r}")
+    raise ValueError(f"not a duration: {yaml_spelling(value)}")
 
 
 def _parse_fraction(value: object) -> float:
@@ -135,9 +165,10 @@ def _parse_fraction(value: object) -> float:
         elif _NUMBER.fullmatch(text):
             fraction = float(text)
     if fraction is None:
-        raise ValueError(f"not a fraction or percentage: {value!r}")
+        raise ValueError(f"not a fraction or percentage: {yaml_spelling(value)}")
     if not 0 <= fraction <= MAX_JITTER:
-        raise ValueError(f"must be between 0 and {MAX_JITTER} (0% to 50%), got {value!r}")
+        shown = yaml_spelling(value)
+        raise ValueError(f"must be between 0 and {MAX_JITTER} (0% to 50%), got {shown}")
     return fraction
 
 
@@ -233,6 +264,16 @@ def _check_lease_ttl(seconds: float) -> float:
     return seconds
 
 
+def _check_interval(seconds: float) -> float:
+    if seconds < MIN_INTERVAL:
+        raise ValueError(f"must be at least {_seconds(MIN_INTERVAL)}, got {_seconds(seconds)}")
+    return seconds
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
+
+
 def _lowercase(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
@@ -261,6 +302,7 @@ Kids = Annotated[tuple[NonEmptyStr, ...], _none_as(()), AfterValidator(_check_un
 Listen = Annotated[StrictStr, AfterValidator(_check_listen)]
 StateUrl = Annotated[StrictStr, AfterValidator(_check_state)]
 DataDir = Annotated[StrictStr, AfterValidator(_check_not_empty)]
+Interval = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_check_interval)]
 LeaseTtl = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_check_lease_ttl)]
 LogFormat = Annotated[Literal["text", "json"], BeforeValidator(_lowercase)]
 LogLevel = Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lowercase)]
@@ -323,7 +365,7 @@ class Defaults(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    interval: Duration = DEFAULT_INTERVAL
+    interval: Interval = DEFAULT_INTERVAL
     """Seconds between two polls of a tenant."""
     jitter: Fraction = DEFAULT_JITTER
     """Random spread of each interval, as a fraction of it (0..0.5)."""
@@ -365,6 +407,22 @@ class TenantConfig(BaseModel):
         checks = _tenant_shape_problems(data) if isinstance(data, Mapping) else []
         validated: TenantConfig = _validate_with_checks(cls, data, handler, checks)
         return validated
+
+    @model_validator(mode="after")
+    def _check_interval_floor(self) -> TenantConfig:
+        if self.domain is None:
+            try:
+                _check_interval(self.interval)
+            except ValueError as error:
+                raise _keywatch_error(str(error), field="interval") from None
+        elif self.interval < MIN_AUTH0_INTERVAL:
+            detail = (
+                f"must be at least {_seconds(MIN_AUTH0_INTERVAL)} for an Auth0 domain (each poll "
+                "spends the tenant's Management API rate limit, shared with every other tool "
+                f"using the tenant), got {_seconds(self.interval)}"
+            )
+            raise _keywatch_error(detail, field="interval")
+        return self
 
     @property
     def api_base(self) -> str:
@@ -515,6 +573,12 @@ def _check_event_type(value: str) -> str:
     raise ValueError(f"unknown event type {value!r} ({hint})")
 
 
+def _not_a_boolean(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {yaml_spelling(value)}")
+    return value
+
+
 def _check_rate_limit(value: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"must be a positive number of messages per second, got {value!r}")
@@ -535,7 +599,7 @@ DestinationUrl = Annotated[SecretStr, AfterValidator(_check_destination_url)]
 AlertmanagerUrl = Annotated[SecretStr, AfterValidator(_check_alertmanager_url)]
 WebhookSecret = Annotated[SecretStr, AfterValidator(_check_webhook_secret)]
 EventTypeName = Annotated[StrictStr, AfterValidator(_check_event_type)]
-RateLimit = Annotated[float, AfterValidator(_check_rate_limit)]
+RateLimit = Annotated[float, BeforeValidator(_not_a_boolean), AfterValidator(_check_rate_limit)]
 Template = Annotated[StrictStr, AfterValidator(_check_template)]
 MinSeverity = Annotated[SeverityName, BeforeValidator(_lowercase)]
 
@@ -935,22 +999,38 @@ def _resolve_reference(body: str, env: Mapping[str, str]) -> str:
 
 @dataclass
 class _YamlReader:
-    """Turns a composed node tree into plain values, recording lines and problems."""
+    """Turns a composed node tree into plain values, recording lines and problems.
+
+    Aliases are expanded here, so here is where an alias bomb would explode: reading stops
+    (``over_budget``) after ``node_budget`` nodes, and nesting (aliases and merges included)
+    deeper than ``MAX_YAML_DEPTH`` is not followed."""
 
     env: Mapping[str, str]
+    node_budget: int = MIN_ALIAS_BUDGET
+    over_budget: bool = False
     key_lines: dict[KeyPath, int] = field(default_factory=dict)
     node_lines: dict[KeyPath, int] = field(default_factory=dict)
     problems: list[_Problem] = field(default_factory=list)
     secret_values: set[str] = field(default_factory=set)
     _constructor: SafeConstructor = field(default_factory=SafeConstructor)
     _open_nodes: set[int] = field(default_factory=set)
+    _nodes_read: int = 0
 
     def read(self, node: Node, path: KeyPath) -> object:
+        self._nodes_read += 1
+        if self._nodes_read > self.node_budget:
+            self.over_budget = True
+        if self.over_budget:
+            return _UNRESOLVED
         self.node_lines[path] = _line(node)
         if isinstance(node, ScalarNode):
             return self._read_scalar(node, path)
         if id(node) in self._open_nodes:
             self.problems.append(_Problem("recursive YAML alias", path, _line(node)))
+            return _UNRESOLVED
+        if len(self._open_nodes) >= MAX_YAML_DEPTH:
+            message = f"nested deeper than {MAX_YAML_DEPTH} levels (through aliases)"
+            self.problems.append(_Problem(message, path, _line(node)))
             return _UNRESOLVED
         self._open_nodes.add(id(node))
         try:
@@ -1073,7 +1153,7 @@ def _describe(error: ErrorDetails, path: KeyPath) -> str:
         hint = " (quote the value)" if isinstance(value, int | float) else ""
         return f"expected {_EXPECTED[kind]}, got {_type_name(value)}{hint}"
     if kind == "literal_error":
-        shown = "" if is_secret_key(path) else f", got {value!r}"
+        shown = "" if is_secret_key(path) else f", got {yaml_spelling(value)}"
         return f"expected {context['expected']}{shown}"
     return error["msg"]
 
@@ -1115,16 +1195,24 @@ def _is_under(path: KeyPath | None, ancestors: Iterable[KeyPath]) -> bool:
 
 
 def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate the YAML file at ``path``; ``env`` defaults to ``os.environ``."""
+    """Read and validate the YAML file at ``path``; ``env`` defaults to ``os.environ``.
+
+    Reading stops at ``MAX_CONFIG_BYTES``: a larger file (or ``/dev/zero``) is refused."""
     source = os.fspath(path)
     try:
-        text = Path(source).read_text(encoding="utf-8")
+        with open(source, "rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError("file not found") from None
-    except UnicodeDecodeError:
-        raise ConfigError("not a UTF-8 text file") from None
     except OSError as error:
         raise ConfigError(f"cannot read: {error.strerror or type(error).__name__}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        limit = MAX_CONFIG_BYTES // 1024 // 1024
+        raise ConfigError(f"larger than {limit} MiB: not a configuration file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("not a UTF-8 text file") from None
     return parse_config(text, source=source, env=env)
 
 
@@ -1138,33 +1226,99 @@ def parse_config(
     """
     del source  # part of the API for callers that keep it; see above
     environment = os.environ if env is None else env
-    root = _compose(text)
+    root, nodes = _compose(text)
     if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL_TAG):
         raise ConfigError("the configuration is empty (at least tenants is required)")
     if not isinstance(root, MappingNode):
         kind = "a list" if isinstance(root, SequenceNode) else "a single value"
         message = f"the top level must be a mapping of keys, got {kind}"
         raise ConfigError(_Problem(message, line=_line(root)).render())
-    reader = _YamlReader(environment)
+    reader = _YamlReader(environment, node_budget=nodes + max(MIN_ALIAS_BUDGET, nodes))
     data = reader.read(root, ())
+    if reader.over_budget:
+        raise ConfigError(
+            f"YAML aliases expand to more than {reader.node_budget} values "
+            "(an alias bomb?): refused"
+        )
     settings, problems = _validate(data, reader, environment)
     if problems or settings is None:
         raise ConfigError(_redacted(problems, reader.secret_values))
     return settings
 
 
-def _compose(text: str) -> Node | None:
+class _LimitExceeded(yaml.MarkedYAMLError):
+    """The document is nested too deeply: refused before it is recursed into."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader's composer, refusing nesting deeper than ``MAX_YAML_DEPTH`` (Python's
+    recursion limit would otherwise end it) and counting the nodes it builds (aliases reuse
+    theirs), the base of the alias expansion budget."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+        self.nodes = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        if not self.check_event(yaml.AliasEvent):
+            self.nodes += 1
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                problem = f"nested deeper than {MAX_YAML_DEPTH} levels"
+                raise _LimitExceeded(problem=problem, problem_mark=mark)
+            node: Node | None = super().compose_node(parent, index)
+            return node
+        finally:
+            self.depth -= 1
+
+
+def _compose(text: str) -> tuple[Node | None, int]:
+    """The document's node tree and how many nodes it has (aliases not counted)."""
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _BoundedLoader(text)  # checks every character first
+    except yaml.reader.ReaderError as error:
+        raise ConfigError(_character_error(text, error)) from None
+    try:
+        return loader.get_single_node(), loader.nodes
+    except _LimitExceeded as error:
+        raise ConfigError(_marked(f"the YAML is {error.problem}", error.problem_mark)) from None
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        problem = ", ".join(part for part in (error.context, error.problem) if part)
-        line = None if mark is None else int(mark.line) + 1
-        column = None if mark is None else int(mark.column) + 1
-        rendered = _Problem(f"YAML syntax error: {problem or 'invalid'}", line=line, column=column)
-        raise ConfigError(rendered.render()) from None
+        raise ConfigError(_syntax_error(error)) from None
     except yaml.YAMLError:
         raise ConfigError("YAML syntax error") from None
+    finally:
+        loader.dispose()
+
+
+def _marked(message: str, mark: yaml.Mark | None) -> str:
+    if mark is None:
+        return _Problem(message).render()
+    return _Problem(message, line=int(mark.line) + 1, column=int(mark.column) + 1).render()
+
+
+def _syntax_error(error: yaml.MarkedYAMLError) -> str:
+    """The error at the line where the broken construct starts when the stream ended inside
+    it (an unclosed quote or bracket), else where the parser stopped."""
+    context, problem = error.context, error.problem or "invalid"
+    at_end = "end of stream" in problem or "<stream end>" in problem
+    if context and error.context_mark is not None and at_end:
+        message = f"YAML syntax error: {problem} {context} that starts here"
+        return _marked(message, error.context_mark)
+    described = ", ".join(part for part in (context, problem) if part)
+    return _marked(f"YAML syntax error: {described}", error.problem_mark or error.context_mark)
+
+
+def _character_error(text: str, error: yaml.reader.ReaderError) -> str:
+    """A character YAML does not allow (a NUL byte, say), named with its line and column."""
+    before = text[: error.position]
+    line, column = before.count("\n") + 1, error.position - (before.rfind("\n") + 1) + 1
+    character = chr(error.character) if isinstance(error.character, int) else error.character
+    kind = "control character" if unicodedata.category(character) == "Cc" else "character"
+    message = f"{kind} U+{ord(character):04X} is not allowed in YAML"
+    return _Problem(message, line=line, column=column).render()
 
 
 def _validate(

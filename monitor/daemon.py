@@ -84,6 +84,17 @@ _JOB_EVENT_KINDS = {
 EventListener = Callable[[Sequence[Event]], None]
 
 
+class _SkippedRunFilter(logging.Filter):
+    """APScheduler warns of every run skipped because the last one is still running; the
+    daemon counts those and logs them at DEBUG itself (``Daemon._on_job_event``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances" not in str(record.msg)
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRunFilter())
+
+
 def secrets_of(settings: Settings) -> list[str]:
     """Every secret value in the settings, for the log redaction filter: tenant credentials,
     destination URLs (and the tokens inside them), signing secrets and routing keys."""
@@ -273,6 +284,10 @@ class Daemon:
         self.telemetry.record_job_error(tenant, kind)
         if event.code == EVENT_JOB_ERROR:
             log.error("poll job crashed: %r", event.exception, extra={"tenant": tenant})
+        elif event.code == EVENT_JOB_MAX_INSTANCES:
+            # The last poll is still running, most often waiting out the tenant's rate limit:
+            # expected, so counted (keywatch_scheduler_job_errors_total) and logged at DEBUG.
+            log.debug("poll skipped: the last one is still running", extra={"tenant": tenant})
         else:
             log.warning("poll job %s", kind.replace("_", " "), extra={"tenant": tenant})
 
@@ -460,6 +475,14 @@ class Daemon:
             for problem in exc.problems:
                 log.error("reload refused, keeping the running configuration: %s", problem)
             return False
+        except Exception as exc:  # a bug: keep running, never an unretrieved task exception
+            log.debug("reload failed", exc_info=True)
+            log.error(
+                "reload failed, keeping the running configuration: unexpected %s "
+                "(log_level: debug shows the traceback)",
+                type(exc).__name__,
+            )
+            return False
         self._apply(settings)
         return True
 
@@ -532,7 +555,8 @@ class Daemon:
             await asyncio.wait(set(self._background), timeout=SHUTDOWN_GRACE_SECONDS)
         await self.http.aclose()
         await asyncio.to_thread(self.store.close)
-        log.info("stopped")
+        if self._server is not None:  # it had started: a failed start ends with its error
+            log.info("stopped")
 
     async def _stop_leading(self) -> None:
         if self._scheduler is not None and self._scheduler.running:
@@ -549,19 +573,37 @@ class Daemon:
         self._leading = False
 
     async def run(self, *, install_signals: bool = True) -> None:
+        """Start, serve until ``stop()`` (SIGTERM or SIGINT, any number of times), shut down.
+
+        The signal handlers stay until the shutdown is over, so a second Ctrl-C only asks
+        again; then the handlers that were there before are put back."""
         loop = asyncio.get_running_loop()
+        previous: dict[signal.Signals, Any] = {}
         if install_signals:
-            loop.add_signal_handler(signal.SIGTERM, self.stop)
-            loop.add_signal_handler(signal.SIGINT, self.stop)
-            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+            for signum, handler in (
+                (signal.SIGTERM, self.stop),
+                (signal.SIGINT, self.stop),
+                (signal.SIGHUP, self.request_reload),
+            ):
+                previous[signum] = signal.getsignal(signum)
+                loop.add_signal_handler(signum, handler)
         try:
             await self.start()
             await self.wait_stopped()
         finally:
-            if install_signals:
-                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            try:
+                await self.shutdown()
+            finally:
+                for signum, handler in previous.items():
                     loop.remove_signal_handler(signum)
-            await self.shutdown()
+                    signal.signal(signum, handler)
+
+
+def ignore_stop_signals() -> None:
+    """From now on SIGINT and SIGTERM are ignored: for a command that has stopped its daemon
+    and only cleans up, so a late Ctrl-C cannot cut the cleanup short."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def build_daemon(

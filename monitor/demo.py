@@ -2,7 +2,8 @@
 rotates the signing key and then revokes the key it rotated out, again and again, and a local
 receiver that answers like each notification service and prints what it would have shown.
 
-The destinations come from the demo configuration (config/demo.yaml), whose URLs point at
+The destinations come from the demo configuration (``monitor/demo.yaml``, shipped inside the
+package so the demo works wherever keywatch is installed), whose URLs point at
 ``${KEYWATCH_DEMO_RECEIVER}``, set here to the receiver's address.
 """
 
@@ -17,15 +18,19 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
-from monitor.config import load_config
-from monitor.daemon import Daemon, build_daemon, secrets_of
+from monitor.config import Settings, load_config, parse_config
+from monitor.daemon import Daemon, build_daemon, ignore_stop_signals, secrets_of
 from monitor.logs import configure_logging
 from monitor.simulator import SimulatedTenant, SimulatorServer
 
 DEMO_TENANT = "tenant-1"
+PACKAGED_CONFIG = "demo.yaml"
+"""The demo configuration, a resource of the ``monitor`` package."""
+MIN_ROTATE_EVERY = 4.0
+"""Seconds; twice the demo's poll interval, so every rotation and revocation is seen alone."""
 RECEIVER_VARIABLE = "KEYWATCH_DEMO_RECEIVER"
 ALERTMANAGER_PATH = "/alertmanager"
 
@@ -178,8 +183,19 @@ class DemoReceiver:
         return Handler
 
 
+def packaged_config_text() -> str:
+    return resources.files("monitor").joinpath(PACKAGED_CONFIG).read_text(encoding="utf-8")
+
+
+def demo_settings(config_path: str | None, env: Mapping[str, str]) -> Settings:
+    """The packaged demo configuration, or the file at ``config_path``."""
+    if config_path is None:
+        return parse_config(packaged_config_text(), source=PACKAGED_CONFIG, env=env)
+    return load_config(config_path, env=env)
+
+
 def run_demo(
-    config_path: Path,
+    config_path: str | None,
     *,
     listen_port: int,
     state_dir: str,
@@ -194,7 +210,7 @@ def run_demo(
             "KEYWATCH_DEMO_STATE": f"{state_dir}/state.db",
             RECEIVER_VARIABLE: receiver_url,
         }
-        settings = load_config(config_path, env=env)
+        settings = demo_settings(config_path, env)
         redactor = configure_logging(
             log_format=settings.log_format, level=settings.log_level, secrets=secrets_of(settings)
         )
@@ -206,7 +222,10 @@ def run_demo(
         _say(f"a rotation every {rotate_every:g}s, the revocation of the old key halfway between")
         daemon = build_daemon(settings, redactor=redactor)
         tenant = server.simulator.tenant(DEMO_TENANT)
-        asyncio.run(_run(daemon, tenant, rotate_every=rotate_every))
+        try:
+            asyncio.run(_run(daemon, tenant, rotate_every=rotate_every))
+        finally:
+            ignore_stop_signals()  # the simulator, the receiver and the caller clean up
     _say("stopped")
     return 0
 

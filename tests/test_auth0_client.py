@@ -567,7 +567,8 @@ async def test_retry_after_beyond_the_budget_raises_at_once_with_the_hint(
     assert caught.value.reason == "rate_limited"
     assert str(caught.value) == (
         f"tenant prod: GET {KEYS} -> 429 Too Many Requests: Too many requests. "
-        "(gave up after 1 attempt)"
+        "(gave up after 1 attempt; the server asked to wait 120s, more than the 60s a poll "
+        "may wait)"
     )
     assert fake_time.sleeps == []
     assert auth0.routes.count(f"GET {KEYS}") == 1

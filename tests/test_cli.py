@@ -42,13 +42,13 @@ def write(path: Path, text: str) -> str:
 # --- validate -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["example.yaml", "demo.yaml"])
+@pytest.mark.parametrize("name", ["config/example.yaml", "monitor/demo.yaml"])
 def test_validate_accepts_the_example_configs(
     name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for variable in EXAMPLE_VARIABLES:
         monkeypatch.setenv(variable, "placeholder-value")
-    path = str(Path(__file__).resolve().parents[1] / "config" / name)
+    path = str(Path(__file__).resolve().parents[1] / name)
     assert main(["validate", path]) == 0
     assert capsys.readouterr().out.startswith(f"{path}: ok (")
 

@@ -14,7 +14,7 @@ from monitor.model import Event, EventType, KeyState, Snapshot, make_event
 from monitor.store.sqlite import SQLiteStore
 from tests.delivery_support import Answer, Receiver, timeout
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "monitor" / "demo.yaml"
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 TOKEN = "path-token-1f2e3d4c5b6a"

@@ -306,8 +306,8 @@ BROKEN: list[tuple[str, str, list[str]]] = [
             domain: [a.auth0.com
         """,
         [
-            "YAML syntax error: while parsing a flow sequence, expected ',' or ']', "
-            "but got '<stream end>' (line 4, column 1)"
+            "YAML syntax error: expected ',' or ']', but got '<stream end>' "
+            "while parsing a flow sequence that starts here (line 3, column 13)"
         ],
     ),
     (
@@ -1006,9 +1006,9 @@ def test_parse_duration(value: object, seconds: float) -> None:
         ("", "not a duration: ''"),
         ("s", "not a duration: 's'"),
         ("1h 30m", "not a duration: '1h 30m'"),
-        (True, "not a duration: True"),
-        (None, "not a duration: None"),
-        ([1], "not a duration: [1]"),
+        (True, "not a duration: true"),
+        (None, "not a duration: null"),
+        ([1], "not a duration: a list"),
         (0, "must be a positive duration, got 0"),
         ("0s", "must be a positive duration, got '0s'"),
         (-1.5, "must be a positive duration, got -1.5"),
@@ -1104,8 +1104,8 @@ def test_yaml_syntax_errors_do_not_quote_the_line() -> None:
         parse_config(text, env={})
     error = caught.value
     assert error.problems == [
-        "YAML syntax error: while scanning a quoted scalar, found unexpected end of stream "
-        "(line 5, column 1)"
+        "YAML syntax error: found unexpected end of stream "
+        "while scanning a quoted scalar that starts here (line 3, column 12)"
     ]
     assert SECRET not in str(error)
     assert error.__cause__ is None
@@ -1304,7 +1304,7 @@ def test_example_destinations_load_when_uncommented() -> None:
 
 
 def test_demo_config_targets_the_simulator() -> None:
-    settings = load_config(REPO / "config" / "demo.yaml", env={})
+    settings = load_config(REPO / "monitor" / "demo.yaml", env={})
     (demo,) = settings.tenants
     assert demo.name == "demo"
     assert demo.token_url == "http://127.0.0.1:8765/tenant-1/oauth/token"
@@ -1324,7 +1324,7 @@ def test_demo_config_follows_the_environment() -> None:
         "KEYWATCH_DEMO_STATE": "/tmp/demo/state.db",
         "KEYWATCH_DEMO_SECRET": "other-secret",
     }
-    settings = load_config(REPO / "config" / "demo.yaml", env=env)
+    settings = load_config(REPO / "monitor" / "demo.yaml", env=env)
     assert settings.tenants[0].api_base == "http://127.0.0.1:18001/tenant-1"
     assert settings.listen_port == 18002
     assert settings.sqlite_path == "/tmp/demo/state.db"

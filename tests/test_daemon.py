@@ -250,3 +250,38 @@ async def test_a_burst_of_due_polls_is_limited_to_a_few_in_flight(
         daemon._poll = counting  # type: ignore[method-assign]
         await asyncio.gather(*(daemon.poll_tenant(name) for name in names))
     assert most == MAX_CONCURRENT_POLLS
+
+
+async def test_runs_skipped_while_a_poll_waits_out_the_rate_limit_are_counted_quietly(
+    server: SimulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tenant = server.simulator.tenant("tenant-1")
+    settings = daemon_settings(server, tmp_path, tenants=("tenant-1",), interval="200ms")
+    async with running(settings) as daemon:
+        caplog.set_level(logging.DEBUG)
+        tenant.faults.add_status("api", None, 429, retry_after=1.0)
+        await eventually(
+            lambda: (
+                (
+                    sample(
+                        daemon,
+                        "keywatch_scheduler_job_errors_total",
+                        tenant="tenant-1",
+                        kind="max_instances",
+                    )
+                    or 0
+                )
+                >= 3
+            ),
+            what="skipped runs while the poll waits",
+        )
+        tenant.faults.clear("api")
+    skipped = [r for r in caplog.records if "still running" in r.getMessage()]
+    assert skipped and {r.levelno for r in skipped} == {logging.DEBUG}
+    noisy = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING
+        and ("running instances" in r.getMessage() or "max instances" in r.getMessage())
+    ]
+    assert noisy == []

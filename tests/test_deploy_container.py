@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -230,3 +231,31 @@ def test_image_entrypoint_serves_and_passes_its_healthcheck(
     log = daemon.log_path.read_text(encoding="utf-8")
     assert DEFAULT_CLIENT_SECRET not in log
     assert all(json.loads(line) for line in log.splitlines() if line.strip()), "log_format json"
+
+
+def test_the_installed_demo_runs_from_an_empty_directory(
+    fresh_venv: FreshVenv, tmp_path: Path
+) -> None:
+    """``pip install keywatch`` and ``keywatch demo`` anywhere: the demo configuration comes
+    from the package, not from the repository's working tree."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {**venv_env(fresh_venv, read_image(), tmp_path), "TMPDIR": str(tmp_path)}
+    argv = [str(fresh_venv.bin / "keywatch"), "demo", "--port", str(free_port())]
+    demo = ManagedProcess(
+        "demo", [*argv, "--rotate-every", "4"], log_dir=tmp_path, env=env, cwd=empty
+    )
+    with demo:
+        wait_for(
+            lambda: "signing key rotated on demo" in demo.log_path.read_text(),
+            timeout=START_TIMEOUT,
+            what="a rotation detected by the installed demo",
+            diagnostics=demo.log_tail,
+        )
+        assert demo.process is not None
+        demo.process.send_signal(signal.SIGINT)
+        assert demo.process.wait(timeout=15) == 0, demo.log_tail()
+    log = demo.log_path.read_text()
+    assert "demo: stopped" in log and "Traceback" not in log
+    assert list(empty.iterdir()) == [], "nothing is written to the working directory"
+    assert not list(tmp_path.glob("keywatch-demo-*")), "the temporary state is removed"

@@ -473,8 +473,14 @@ class Auth0Client:
 
     def _give_up(self, error: SourceTemporaryError, attempts: int) -> SourceTemporaryError:
         plural = "" if attempts == 1 else "s"
+        reason = f"gave up after {attempts} attempt{plural}"
+        asked_to_wait = error.retry_after  # Retry-After, or until the rate-limit reset
+        if asked_to_wait is not None:
+            reason += f"; the server asked to wait {asked_to_wait:.0f}s"
+            if asked_to_wait > self._policy.max_total_wait:
+                reason += f", more than the {self._policy.max_total_wait:g}s a poll may wait"
         final = type(error)(
-            f"{error} (gave up after {attempts} attempt{plural})",
+            f"{error} ({reason})",
             tenant=self._tenant,
             retry_after=error.retry_after,
         )

@@ -12,7 +12,15 @@ from monitor.errors import StoreError
 from monitor.redact import redact_url, scheme_of
 from monitor.store.base import Delivery, OutboxStats, Store
 
-__all__ = ["Delivery", "OutboxStats", "Store", "StoreError", "open_store", "redact_url"]
+__all__ = [
+    "Delivery",
+    "OutboxStats",
+    "Store",
+    "StoreError",
+    "open_store",
+    "probe_store",
+    "redact_url",
+]
 
 SQLITE_PREFIX = "sqlite:///"
 POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
@@ -45,14 +53,33 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     return store
 
 
-def _open_sqlite(url: str) -> Store:
-    from monitor.store.sqlite import SQLiteStore
+def probe_store(url: str) -> None:
+    """Raise the ``StoreError`` that ``open_store(url)`` would, without creating or changing
+    anything: a SQLite path is checked (and an existing file opened read-only); a PostgreSQL
+    server is connected to."""
+    if scheme_of(url) == "sqlite":
+        from monitor.store.sqlite import MEMORY, probe
 
+        _check_sqlite_url(url)
+        path = url[len(SQLITE_PREFIX) :]
+        if path != MEMORY:
+            probe(path)
+        return
+    open_store(url, migrate=False).close()
+
+
+def _check_sqlite_url(url: str) -> None:
     if url[: len(SQLITE_PREFIX)].lower() != SQLITE_PREFIX or len(url) == len(SQLITE_PREFIX):
         raise StoreError(
             f"state: {redact_url(url)} is not a SQLite URL; use sqlite:///relative/path.db, "
             "sqlite:////absolute/path.db or sqlite:///:memory:"
         )
+
+
+def _open_sqlite(url: str) -> Store:
+    from monitor.store.sqlite import SQLiteStore
+
+    _check_sqlite_url(url)
     return SQLiteStore(url[len(SQLITE_PREFIX) :])
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from monitor.errors import StoreError
 from monitor.store import migrations
@@ -38,6 +40,44 @@ class _SQLiteSession:
         return self._connection.execute(sql, params).fetchall()
 
 
+def check_path(path: str) -> None:
+    """Raise ``StoreError`` if nothing could be opened or created at ``path``: it is a
+    directory, an ancestor is a file, or nothing can be created in the nearest existing
+    directory."""
+    where = f"SQLite store {path}"
+    target = Path(path)
+    if target.is_dir():
+        raise StoreError(f"{where}: {path} is a directory, not a database file")
+    if target.exists():
+        return
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise StoreError(f"{where}: {ancestor} is a file, not a directory")
+    try:  # what creating it would do, leaving nothing behind
+        tempfile.TemporaryFile(dir=ancestor).close()
+    except OSError as exc:
+        raise StoreError(f"{where}: cannot create it in {ancestor}: {exc.strerror}") from exc
+
+
+def probe(path: str) -> None:
+    """Check, changing nothing, that ``open_store`` could open the SQLite file at ``path``:
+    the path checks, and an existing file must be a readable SQLite database."""
+    check_path(path)
+    if path == MEMORY or not Path(path).exists():
+        return
+    try:
+        uri = f"file:{quote(str(Path(path).resolve()))}?mode=ro"
+        connection = sqlite3.connect(uri, uri=True)
+        try:
+            connection.execute("PRAGMA schema_version").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"SQLite store {path}: open failed: {exc}") from exc
+
+
 class SQLiteStore(SQLStore):
     dialect = migrations.SQLITE
     _connection: sqlite3.Connection
@@ -53,6 +93,7 @@ class SQLiteStore(SQLStore):
 
     def _connect(self, busy_timeout: float) -> sqlite3.Connection:
         if self.path != MEMORY:
+            check_path(self.path)
             self._create_parent_directory()
         connection = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
