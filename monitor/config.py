@@ -38,6 +38,7 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     SecretStr,
+    StrictInt,
     StrictStr,
     ValidationError,
     ValidationInfo,
@@ -72,6 +73,8 @@ DEFAULT_INTERVAL = 60.0
 DEFAULT_JITTER = 0.1
 DEFAULT_TIMEOUT = 10.0
 MAX_JITTER = 0.5
+DEFAULT_CONFIRM_POLLS = 2
+MAX_CONFIRM_POLLS = 10
 DEFAULT_LEASE_TTL = 15.0
 MIN_LEASE_TTL = 1.0
 MIN_INTERVAL = 0.1
@@ -360,6 +363,15 @@ def _validate_with_checks(
 # --- models --------------------------------------------------------------------------------
 
 
+class ConfirmConfig(BaseModel):
+    """How long an alarming answer must persist before keywatch believes it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    polls: Annotated[StrictInt, Field(ge=1, le=MAX_CONFIRM_POLLS)] = DEFAULT_CONFIRM_POLLS
+    """Consecutive polls that must give the same alarming answer (1: believe it at once)."""
+
+
 class Defaults(BaseModel):
     """Values every tenant inherits unless it sets its own."""
 
@@ -371,6 +383,7 @@ class Defaults(BaseModel):
     """Random spread of each interval, as a fraction of it (0..0.5)."""
     timeout: Duration = DEFAULT_TIMEOUT
     """Seconds one HTTP request may take."""
+    confirm: Annotated[ConfirmConfig, _none_as({})] = Field(default_factory=ConfirmConfig)
 
 
 class LeaseConfig(BaseModel):
@@ -383,7 +396,8 @@ class LeaseConfig(BaseModel):
 
 
 class TenantConfig(BaseModel):
-    """One Auth0 tenant to watch; ``interval``, ``timeout`` and ``jitter`` are always resolved."""
+    """One Auth0 tenant to watch; ``interval``, ``timeout``, ``jitter`` and ``confirm`` are
+    always resolved."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
@@ -398,6 +412,7 @@ class TenantConfig(BaseModel):
     interval: Duration = DEFAULT_INTERVAL
     timeout: Duration = DEFAULT_TIMEOUT
     jitter: Fraction = DEFAULT_JITTER
+    confirm: Annotated[ConfirmConfig, _none_as({})] = Field(default_factory=ConfirmConfig)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -747,7 +762,7 @@ class Settings(BaseModel):
     @field_validator("tenants", mode="before")
     @classmethod
     def _inherit_defaults(cls, tenants: Any, info: ValidationInfo) -> Any:
-        """Fill each tenant's unset (or null) interval/timeout/jitter from ``defaults``."""
+        """Fill each tenant's unset (or null) interval/timeout/jitter/confirm from ``defaults``."""
         defaults = info.data.get("defaults", Defaults())
         if not isinstance(tenants, list | tuple):
             return tenants
@@ -1162,7 +1177,11 @@ def _problem_from_error(error: ErrorDetails, reader: _YamlReader) -> _Problem:
     path: KeyPath = tuple(error["loc"])
     context = error.get("ctx", {})
     if error["type"] == _KEYWATCH_ERROR and context.get("field"):
-        return _Problem(str(context["detail"]), (*path, context["field"]), _line_of(path, reader))
+        return _Problem(
+            str(context["detail"]),
+            (*path, context["field"]),
+            _line_of((*path, context["field"]), reader),
+        )
     if error["type"] == "missing":
         return _Problem("missing", path, _line_of(path[:-1], reader))
     return _Problem(_describe(error, path), path, _line_of(path, reader))

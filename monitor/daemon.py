@@ -1,12 +1,13 @@
 """Wiring: the shared HTTP client, the store, the scheduler, the notification dispatcher, the
 web server; signals, reload and one ordered shutdown path.
 
-One poll of one tenant (``Daemon.poll_tenant``): fetch a snapshot, diff it against the last
-committed one, commit snapshot + events + one delivery per matching destination in one store
-transaction, and only then update the in-memory view the metrics collector renders, log the
-events and wake the dispatcher. If the commit fails, the in-memory snapshot is left alone, so
-the next poll detects the same change again: nothing is lost, and the deterministic event ids
-keep it from being counted (or notified) twice.
+One poll of one tenant (``Daemon.poll_tenant``): fetch a snapshot, confirm it against the
+tenant's state (``monitor.confirm``: the last confirmed snapshot, and an alarming answer
+awaiting confirmation), commit the new state + events + one delivery per matching destination
+in one store transaction, and only then update the in-memory view the metrics collector
+renders, log the events and wake the dispatcher. If the commit fails, the in-memory state is
+left alone, so the next poll detects the same change again: nothing is lost, and the
+deterministic event ids keep it from being counted (or notified) twice.
 
 Leader and standby: with a shared PostgreSQL store, a ``LeaderLease`` (``monitor.leader``)
 decides which replica leads. The leader runs the scheduler and the dispatcher; a standby keeps
@@ -50,13 +51,14 @@ from prometheus_client import CollectorRegistry
 from monitor import __version__
 from monitor.clock import utc_now
 from monitor.config import DestinationConfig, Settings, TenantConfig, load_config
-from monitor.detect import diff
+from monitor.confirm import confirm
+from monitor.detect import anomalies
 from monitor.errors import ConfigError, SourceError, StoreError
 from monitor.httpclient import build_http_client
 from monitor.leader import LeaderLease, new_holder_id
 from monitor.logs import RedactSecrets
 from monitor.metrics import Telemetry, build_registry
-from monitor.model import Event, Severity, Snapshot
+from monitor.model import Event, Severity, TenantState
 from monitor.notify import build_notifier
 from monitor.notify.base import Notifier
 from monitor.notify.dispatcher import RESUME_WAIT, Dispatcher
@@ -112,7 +114,7 @@ def secrets_of(settings: Settings) -> list[str]:
 class TenantRuntime:
     config: TenantConfig
     client: Auth0Client
-    snapshot: Snapshot | None = None
+    state: TenantState | None = None
 
 
 @dataclass
@@ -199,43 +201,58 @@ class Daemon:
 
     async def _poll(self, runtime: TenantRuntime, *, started: float) -> list[Event]:
         name = runtime.config.name
-        previous = runtime.snapshot
-        snapshot = await fetch_snapshot(
+        previous = runtime.state
+        observed = await fetch_snapshot(
             runtime.client,
             tenant=name,
-            previous=previous,
+            # a kid confirmed before and missing now is asked for by GET before it is gone
+            previous=previous.snapshot if previous else None,
             watched_kids=runtime.config.kids,
             now=self.now,
         )
-        events = diff(previous, snapshot, kids=runtime.config.kids)
+        state, events = confirm(
+            previous, observed, polls=runtime.config.confirm.polls, kids=runtime.config.kids
+        )
         if not self.leading:  # stepped down while fetching: the new leader polls instead
             log.info("poll result dropped: not the leader any more", extra={"tenant": name})
             return []
         committed: list[Event] = []
         deliveries = self._deliveries_of(events)
-        if previous is not None and not events and snapshot.same_keys(previous):
-            # Keep the stored snapshot (and its taken_at, part of some event ids) as the
-            # baseline, so in memory and on disk always agree on what "old" is.
-            snapshot = previous
-        else:
-            committed = await asyncio.to_thread(self.store.save_poll, snapshot, events, deliveries)
+        if state != previous:
+            # An unchanged state is not written: in memory and on disk agree on what "old" is.
+            committed = await asyncio.to_thread(self.store.save_poll, state, events, deliveries)
             if deliveries:
                 self.dispatcher.wake({destination for _, destination in deliveries})
-        # Not removed by a reload meanwhile, and changed (the metrics already show it if not).
-        if self.tenants.get(name) is runtime and snapshot is not previous:
-            runtime.snapshot = snapshot
-            self.telemetry.set_snapshot(snapshot)
+        if self.tenants.get(name) is runtime:  # not removed by a reload meanwhile
+            self._show(runtime, state)
         self.telemetry.record_events(committed)
         self.telemetry.record_poll_success(name, duration=time.perf_counter() - started)
         if previous is None:
             log.info(
                 "baseline: %d keys, current %s",
-                len(snapshot.keys),
-                ",".join(snapshot.current_kids) or "none",
+                len(observed.keys),
+                ",".join(observed.current_kids) or "none",
+                extra={"tenant": name},
+            )
+        elif state.pending is not None:
+            log.warning(
+                "alarming answer not believed yet (seen %d of %d polls): %s",
+                state.pending_polls,
+                runtime.config.confirm.polls,
+                "; ".join(sorted(anomalies(state.pending))) or "keys changed",
                 extra={"tenant": name},
             )
         self._announce(committed)
         return committed
+
+    def _show(self, runtime: TenantRuntime, state: TenantState) -> None:
+        """Keep the metrics on the tenant's last answer, believed or not (no rebuild when the
+        keys are the same) and on whether one awaits confirmation."""
+        shown = runtime.state.seen if runtime.state is not None else None
+        runtime.state = state
+        if not state.seen.same_keys(shown):
+            self.telemetry.set_snapshot(state.seen)
+        self.telemetry.set_unconfirmed(runtime.config.name, state.pending is not None)
 
     def _deliveries_of(self, events: Sequence[Event]) -> list[tuple[str, str]]:
         """(event id, destination) for every destination that wants each event. Events the
@@ -291,13 +308,14 @@ class Daemon:
         else:
             log.warning("poll job %s", kind.replace("_", " "), extra={"tenant": tenant})
 
-    def _add_tenant(self, config: TenantConfig, snapshot: Snapshot | None) -> None:
+    def _add_tenant(self, config: TenantConfig, state: TenantState | None) -> None:
         self.tenants[config.name] = TenantRuntime(
-            config=config, client=client_for_tenant(self.http, config), snapshot=snapshot
+            config=config, client=client_for_tenant(self.http, config), state=state
         )
         self.telemetry.add_tenant(config.name)
-        if snapshot is not None:
-            self.telemetry.set_snapshot(snapshot)
+        if state is not None:
+            self.telemetry.set_snapshot(state.seen)
+            self.telemetry.set_unconfirmed(config.name, state.pending is not None)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -307,7 +325,7 @@ class Daemon:
         self.port = int(sock.getsockname()[1])
         try:
             await asyncio.to_thread(self.store.migrate)
-            stored = await asyncio.to_thread(self.store.load_snapshots)
+            stored = await asyncio.to_thread(self.store.load_states)
         except BaseException:
             sock.close()
             raise
@@ -434,7 +452,7 @@ class Daemon:
         Dropped when the role changed meanwhile (a leader's own polls are newer)."""
         epoch = self._role_epoch
         try:
-            stored = await asyncio.to_thread(self.store.load_snapshots)
+            stored = await asyncio.to_thread(self.store.load_states)
             stats = await asyncio.to_thread(self.store.outbox_stats) if outbox else None
         except StoreError as exc:
             if not self._shared_failing:
@@ -445,10 +463,9 @@ class Daemon:
         if epoch != self._role_epoch:
             return
         for name, runtime in self.tenants.items():
-            snapshot = stored.get(name)
-            if snapshot is not None and snapshot != runtime.snapshot:
-                runtime.snapshot = snapshot
-                self.telemetry.set_snapshot(snapshot)
+            state = stored.get(name)
+            if state is not None and state != runtime.state:
+                self._show(runtime, state)
         if stats is not None:
             self.telemetry.set_outbox(stats)
 
@@ -503,7 +520,7 @@ class Daemon:
             runtime = self.tenants.get(name)
             if runtime is not None and runtime.config == tenant:
                 continue
-            self._add_tenant(tenant, runtime.snapshot if runtime else None)
+            self._add_tenant(tenant, runtime.state if runtime else None)
             self._schedule(tenant, first_run=now)
             log.info("tenant %s", "updated" if runtime else "added", extra={"tenant": name})
         self._apply_destinations(settings.destinations)

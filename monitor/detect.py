@@ -1,21 +1,27 @@
 """Change detection: what changed between two snapshots of one tenant, as events. No I/O.
 
-``diff(old, new)`` compares the last committed snapshot of a tenant with a new poll:
+``diff(old, new)`` compares the last confirmed snapshot of a tenant with a new poll
+(``monitor.confirm`` decides when an answer is believed):
 
 - ``old is None`` is the baseline: no events at all.
-- tenant level (never filtered by ``kids``): ``key.rotated`` when the set of current kids
-  changed and is not empty; ``tenant.no_current_key`` / ``tenant.no_next_key`` when the
-  invariant held in ``old`` and is broken in ``new`` (edge-triggered: once per breakage).
+- tenant level (never filtered by ``kids``): ``key.rotated`` when the current kid changed from
+  one real kid to another (``last_current`` names the kid current before a gap with no current
+  key); ``tenant.no_current_key`` / ``tenant.no_next_key`` when the invariant held in ``old``
+  and is broken in ``new`` (edge-triggered: once per breakage); ``tenant.current_key_restored``
+  when a gap with no current key ends.
 - per kid: ``key.added``, ``key.removed``, ``key.revoked`` (a kid first seen already revoked is
-  reported as revoked only), ``key.state_changed`` for flag moves that no rotation or revocation
-  explains, ``key.certificate_changed`` for a new certificate under the same kid.
+  reported as revoked only), ``key.state_changed`` for flag moves that no rotation, revocation
+  or restoration explains, ``key.certificate_changed`` for a new certificate (DER SHA-1) under
+  the same kid, ``key.thumbprint_mismatch`` when the reported thumbprint or fingerprint stops
+  matching the certificate (a finding, not a change: once per episode).
 
 Event ids are deterministic, so detecting the same change again (a failed commit, a restart)
 yields the same ids and the store ignores the repeat. One-way lifecycle steps of a kid
 (rotated to, revoked, added, removed, certificate replaced) are identified by content alone.
-Conditions that can come and go (``key.state_changed`` and the tenant invariants) also carry
-the time of ``old``, so a second breakage after a recovery is a new event. This relies on
-``old`` being the snapshot the previous poll kept, passed back unmodified.
+Conditions that can come and go (``key.state_changed``, ``key.thumbprint_mismatch`` and the
+tenant invariants) also carry the time of ``old``, so a second breakage after a recovery is a
+new event. This relies on ``old`` being the confirmed snapshot the store kept, passed back
+unmodified.
 """
 
 from __future__ import annotations
@@ -26,6 +32,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from monitor.model import Event, EventType, KeyState, Snapshot, make_event
+
+NEEDS_CONFIRMATION = frozenset(
+    {
+        EventType.KEY_REMOVED,
+        EventType.KEY_STATE_CHANGED,
+        EventType.KEY_THUMBPRINT_MISMATCH,
+        EventType.TENANT_NO_CURRENT_KEY,
+        EventType.TENANT_NO_NEXT_KEY,
+    }
+)
+"""Events that a brief inconsistent answer can produce: ``monitor.confirm`` raises them only
+once the answer persists."""
 
 # --- describing keys ------------------------------------------------------------------------
 
@@ -80,9 +98,7 @@ def _transition(**parts: object) -> list[str]:
 
 
 def _certificate_differs(before: KeyState, after: KeyState) -> bool:
-    return (
-        before.cert_sha1 != after.cert_sha1 or before.thumbprint.upper() != after.thumbprint.upper()
-    )
+    return before.cert_sha1 != after.cert_sha1
 
 
 # --- the change between two snapshots -------------------------------------------------------
@@ -92,6 +108,13 @@ def _certificate_differs(before: KeyState, after: KeyState) -> bool:
 class _Change:
     old: Snapshot
     new: Snapshot
+    last_current: tuple[str, ...] = ()
+
+    @property
+    def old_current(self) -> list[str]:
+        """The current kids before ``new``: those of ``old``, or of the last snapshot that had
+        one when ``old`` is a gap."""
+        return self.old.current_kids or list(self.last_current)
 
     @property
     def tenant(self) -> str:
@@ -103,14 +126,23 @@ class _Change:
 
     @property
     def rotated(self) -> bool:
-        return bool(self.new.current_kids) and self.old.current_kids != self.new.current_kids
+        old_current = self.old_current
+        return bool(self.new.current_kids and old_current) and old_current != self.new.current_kids
 
-    def explained_by_rotation(self, kid: str, old_role: str, new_role: str) -> bool:
+    @property
+    def restored(self) -> bool:
+        """A gap with no current key ended (with the same key or another)."""
+        return not self.old.current_kids and bool(self.new.current_kids)
+
+    def explained(self, kid: str, old_role: str, new_role: str) -> bool:
         """True for the flag moves a rotation makes: next -> current -> previous (possibly
-        several rotations between two polls: next -> previous)."""
+        several rotations between two polls: next -> previous), and for the key a restoration
+        flags current again."""
+        if self.restored and kid in self.new.current_kids:
+            return True  # named by tenant.current_key_restored
         if not self.rotated:
             return False
-        was_current = kid in self.old.current_kids
+        was_current = kid in self.old_current
         is_current = kid in self.new.current_kids
         if is_current and not was_current:
             return True  # named as new_kid by key.rotated
@@ -140,19 +172,32 @@ class _Change:
         )
 
 
-def diff(old: Snapshot | None, new: Snapshot, *, kids: Collection[str] = ()) -> list[Event]:
-    """Events for what changed from ``old`` (the previous poll's snapshot) to ``new``.
+def diff(
+    old: Snapshot | None,
+    new: Snapshot,
+    *,
+    kids: Collection[str] = (),
+    last_current: Sequence[str] = (),
+) -> list[Event]:
+    """Events for what changed from ``old`` (the last confirmed snapshot) to ``new``.
 
-    ``kids``, when not empty, limits the per-key events to those kids. Order: key.rotated,
-    tenant.no_current_key, tenant.no_next_key, then per kid (sorted): the lifecycle event
-    (added / removed / revoked / state_changed) before key.certificate_changed.
+    ``kids``, when not empty, limits the per-key events to those kids. ``last_current`` names
+    the current kids last confirmed, for an ``old`` with none. Order: key.rotated,
+    tenant.current_key_restored, tenant.no_current_key, tenant.no_next_key, then per kid
+    (sorted): the lifecycle event (added / removed / revoked / state_changed) before
+    key.certificate_changed and key.thumbprint_mismatch.
     """
     if old is None:
         return []
     if old.tenant != new.tenant:
         raise ValueError(f"diff: snapshots of different tenants: {old.tenant!r}, {new.tenant!r}")
-    change = _Change(old, new)
-    tenant_events = [_rotation(change), _no_current_key(change), _no_next_key(change)]
+    change = _Change(old, new, tuple(last_current))
+    tenant_events = [
+        _rotation(change),
+        _restored(change),
+        _no_current_key(change),
+        _no_next_key(change),
+    ]
     events = [event for event in tenant_events if event is not None]
     watched = frozenset(kids)
     for kid in sorted(old.keys.keys() | new.keys.keys()):
@@ -164,11 +209,12 @@ def diff(old: Snapshot | None, new: Snapshot, *, kids: Collection[str] = ()) -> 
 def _rotation(change: _Change) -> Event | None:
     if not change.rotated:
         return None
-    old_kids, new_kids = change.old.current_kids, change.new.current_kids
+    old_kids, new_kids = change.old_current, change.new.current_kids
     new_keys = [change.new.keys[kid] for kid in new_kids]
     details = {"new_thumbprint": ",".join(key.thumbprint for key in new_keys)}
-    if old_kids:
-        details["old_thumbprint"] = ",".join(change.old.keys[kid].thumbprint for kid in old_kids)
+    old_keys = [change.old.keys[kid] for kid in old_kids if kid in change.old.keys]
+    if old_keys:
+        details["old_thumbprint"] = ",".join(key.thumbprint for key in old_keys)
     since_moments = [key.current_since for key in new_keys if key.current_since]
     if since_moments:
         details["current_since"] = ",".join(_display(moment) for moment in since_moments)
@@ -179,6 +225,21 @@ def _rotation(change: _Change) -> Event | None:
         _transition(old=old_kids, new=new_kids, since=since),
         old_kid=_joined(old_kids),
         new_kid=_joined(new_kids),
+        details=details,
+    )
+
+
+def _restored(change: _Change) -> Event | None:
+    if not change.restored:
+        return None
+    new_kids = change.new.current_kids
+    details = {"keys": _keys_by_role(change.new)}
+    if change.last_current:
+        details["last_kids"] = ",".join(change.last_current)
+    return change.event(
+        EventType.TENANT_CURRENT_KEY_RESTORED,
+        _transition(gap_since=_instant(change.old.taken_at), new=new_kids),
+        kid=",".join(new_kids),
         details=details,
     )
 
@@ -213,15 +274,18 @@ def _key_events(
         assert before is not None  # kid comes from the union of both snapshots
         return [_removed(change, before)]
     if before is None:
-        return [_revoked(change, after, old_role=None) if after.revoked else _added(change, after)]
+        first = _revoked(change, after, old_role=None) if after.revoked else _added(change, after)
+        return [first] if after.thumbprint_ok else [first, _thumbprint_mismatch(change, after)]
     events: list[Event] = []
     old_role, new_role = role(before), role(after)
     if new_role == "revoked" and old_role != "revoked":
         events.append(_revoked(change, after, old_role=old_role))
-    elif old_role != new_role and not change.explained_by_rotation(kid, old_role, new_role):
+    elif old_role != new_role and not change.explained(kid, old_role, new_role):
         events.append(_state_changed(change, kid, old_role, new_role))
     if _certificate_differs(before, after):
         events.append(_certificate_changed(change, before, after))
+    if before.thumbprint_ok and not after.thumbprint_ok:
+        events.append(_thumbprint_mismatch(change, after))
     return events
 
 
@@ -265,11 +329,7 @@ def _state_changed(change: _Change, kid: str, old_role: str, new_role: str) -> E
 def _certificate_changed(change: _Change, before: KeyState, after: KeyState) -> Event:
     return change.event(
         EventType.KEY_CERTIFICATE_CHANGED,
-        _transition(
-            kid=after.kid,
-            old=[before.cert_sha1, before.thumbprint.upper()],
-            new=[after.cert_sha1, after.thumbprint.upper()],
-        ),
+        _transition(kid=after.kid, old=before.cert_sha1, new=after.cert_sha1),
         kid=after.kid,
         details={
             "old_thumbprint": before.thumbprint,
@@ -280,7 +340,39 @@ def _certificate_changed(change: _Change, before: KeyState, after: KeyState) -> 
     )
 
 
+def _thumbprint_mismatch(change: _Change, key: KeyState) -> Event:
+    return change.event(
+        EventType.KEY_THUMBPRINT_MISMATCH,
+        _transition(
+            kid=key.kid,
+            cert=key.cert_sha1,
+            thumbprint=key.thumbprint,
+            fingerprint=key.fingerprint,
+            since=_instant(change.old.taken_at),
+        ),
+        kid=key.kid,
+        details={
+            "thumbprint": key.thumbprint,
+            "fingerprint": key.fingerprint,
+            "cert_sha1": key.cert_sha1,
+            "state": role(key),
+        },
+    )
+
+
 # --- checks on one snapshot -----------------------------------------------------------------
+
+
+def anomalies(snapshot: Snapshot) -> frozenset[str]:
+    """What is inconsistent in one answer (``problems`` without certificate expiry, which is a
+    fact, not a misreport): an answer with a new one is believed only once confirmed."""
+    if not snapshot.keys:
+        return frozenset({"no signing keys listed"})
+    lines = [*_count_problems("current", snapshot.current_kids)]
+    lines += _count_problems("next", snapshot.next_kids)
+    for kid in sorted(snapshot.keys):
+        lines += _key_anomalies(snapshot.keys[kid])
+    return frozenset(lines)
 
 
 def is_suspicious(snapshot: Snapshot) -> bool:
@@ -298,7 +390,8 @@ def problems(snapshot: Snapshot) -> list[str]:
     lines = [*_count_problems("current", snapshot.current_kids)]
     lines += _count_problems("next", snapshot.next_kids)
     for kid in sorted(snapshot.keys):
-        lines += _key_problems(snapshot.keys[kid], now=snapshot.taken_at)
+        lines += _key_anomalies(snapshot.keys[kid])
+        lines += _expiry_problems(snapshot.keys[kid], now=snapshot.taken_at)
     return lines
 
 
@@ -310,7 +403,7 @@ def _count_problems(state: str, kids: list[str]) -> list[str]:
     return []
 
 
-def _key_problems(key: KeyState, *, now: datetime) -> list[str]:
+def _key_anomalies(key: KeyState) -> list[str]:
     lines: list[str] = []
     if key.thumbprint.upper() != key.cert_sha1:
         lines.append(
@@ -327,8 +420,10 @@ def _key_problems(key: KeyState, *, now: datetime) -> list[str]:
         lines.append(f"key {key.kid}: revoked but still flagged {' and '.join(active)}")
     elif "+" in role(key):
         lines.append(f"key {key.kid}: flagged {role(key).replace('+', ' and ')} at once")
-    if not key.revoked and key.not_after is not None and key.not_after <= now:
-        lines.append(
-            f"key {key.kid} ({key.state}): certificate expired at {_display(key.not_after)}"
-        )
     return lines
+
+
+def _expiry_problems(key: KeyState, *, now: datetime) -> list[str]:
+    if not key.revoked and key.not_after is not None and key.not_after <= now:
+        return [f"key {key.kid} ({key.state}): certificate expired at {_display(key.not_after)}"]
+    return []

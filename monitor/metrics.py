@@ -160,6 +160,13 @@ _SPECS: tuple[MetricSpec, ...] = (
         "1 when the last poll of the tenant succeeded, 0 when it failed or has not run yet.",
     ),
     MetricSpec(
+        "keywatch_unconfirmed_changes",
+        "gauge",
+        ("tenant",),
+        "1 while an alarming answer of the tenant (a broken invariant, a removal, a thumbprint "
+        "mismatch) awaits confirmation by the next polls (confirm.polls), else 0.",
+    ),
+    MetricSpec(
         "keywatch_last_successful_poll_timestamp_seconds",
         "gauge",
         ("tenant",),
@@ -259,6 +266,7 @@ class _TenantState:
     snapshot: Snapshot | None = None
     rotations: int = 0
     revocations: int = 0
+    unconfirmed: bool = False
     api_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(API_ERROR_REASONS, 0))
     events: dict[str, int] = field(default_factory=lambda: {kind.value: 0 for kind in EventType})
     job_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_ERROR_KINDS, 0))
@@ -391,6 +399,16 @@ class Telemetry:
                 state.key_series = key_series
         if state is None:
             _log_unknown(snapshot.tenant, "snapshot")
+
+    def set_unconfirmed(self, tenant: str, pending: bool) -> None:
+        """Whether an answer of the tenant awaits confirmation (``TenantState.pending``)."""
+        with self._lock:
+            state = self._tenants.get(tenant)
+            if state is not None and state.unconfirmed != pending:
+                state.unconfirmed = pending
+                state.rerender()
+        if state is None:
+            _log_unknown(tenant, "confirmation")
 
     def record_poll_success(self, tenant: str, *, duration: float) -> None:
         _check_duration(tenant, duration)
@@ -561,6 +579,7 @@ def _tenant_series(state: _TenantState) -> _Series:
         one("keywatch_tenant_up", 1 if state.up else 0)
         if state.last_success is not None:
             one("keywatch_last_successful_poll_timestamp_seconds", state.last_success)
+    one("keywatch_unconfirmed_changes", 1 if state.unconfirmed else 0)
     one("auth0_signing_key_rotations_total", state.rotations)
     one("auth0_signing_key_revocations_total", state.revocations)
     each("keywatch_api_errors_total", "reason", state.api_errors)

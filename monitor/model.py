@@ -48,8 +48,10 @@ class EventType(StrEnum):
     KEY_REMOVED = "key.removed"
     KEY_STATE_CHANGED = "key.state_changed"
     KEY_CERTIFICATE_CHANGED = "key.certificate_changed"
+    KEY_THUMBPRINT_MISMATCH = "key.thumbprint_mismatch"
     TENANT_NO_CURRENT_KEY = "tenant.no_current_key"
     TENANT_NO_NEXT_KEY = "tenant.no_next_key"
+    TENANT_CURRENT_KEY_RESTORED = "tenant.current_key_restored"
 
 
 DEFAULT_SEVERITY: Mapping[EventType, Severity] = {
@@ -59,8 +61,10 @@ DEFAULT_SEVERITY: Mapping[EventType, Severity] = {
     EventType.KEY_REMOVED: Severity.WARNING,
     EventType.KEY_STATE_CHANGED: Severity.INFO,
     EventType.KEY_CERTIFICATE_CHANGED: Severity.CRITICAL,
+    EventType.KEY_THUMBPRINT_MISMATCH: Severity.WARNING,
     EventType.TENANT_NO_CURRENT_KEY: Severity.CRITICAL,
     EventType.TENANT_NO_NEXT_KEY: Severity.WARNING,
+    EventType.TENANT_CURRENT_KEY_RESTORED: Severity.INFO,
 }
 
 
@@ -139,6 +143,36 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantState:
+    """What detection keeps of a tenant between polls (see ``monitor.confirm``).
+
+    ``snapshot`` is the last *confirmed* answer: the next events are computed against it.
+    ``last_current`` holds the current kids last confirmed, kept through a gap with no current
+    key, so the gap's end is told apart from a rotation. ``pending`` is an alarming answer not
+    yet believed, seen in ``pending_polls`` consecutive polls.
+    """
+
+    snapshot: Snapshot
+    last_current: tuple[str, ...] = ()
+    pending: Snapshot | None = None
+    pending_polls: int = 0
+
+    @classmethod
+    def confirmed(cls, snapshot: Snapshot, last_current: tuple[str, ...] = ()) -> TenantState:
+        """``snapshot`` believed, nothing pending."""
+        return cls(snapshot, tuple(snapshot.current_kids) or last_current)
+
+    @property
+    def tenant(self) -> str:
+        return self.snapshot.tenant
+
+    @property
+    def seen(self) -> Snapshot:
+        """The last answer, believed or not: what the metrics show."""
+        return self.pending or self.snapshot
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """A change worth telling someone about. ``id`` is deterministic (see ``event_id``)."""
 
@@ -155,8 +189,17 @@ class Event:
     @property
     def summary(self) -> str:
         """One human line, used by logs and as the plain-text fallback of notifications."""
-        if self.type is EventType.KEY_ROTATED:
+        if self.type is EventType.KEY_ROTATED and self.old_kid:
             return f"signing key rotated on {self.tenant}: {self.old_kid} -> {self.new_kid}"
+        if self.type is EventType.KEY_ROTATED:
+            return f"signing key rotated on {self.tenant} to {self.new_kid}"
+        if self.type is EventType.TENANT_CURRENT_KEY_RESTORED:
+            return f"current signing key {self.kid} on {self.tenant} is flagged current again"
+        if self.type is EventType.KEY_THUMBPRINT_MISMATCH:
+            return (
+                f"signing key {self.kid} on {self.tenant}: reported thumbprint does not match "
+                "its certificate"
+            )
         if self.type is EventType.KEY_REVOKED:
             return f"signing key {self.kid} revoked on {self.tenant}"
         if self.type is EventType.KEY_STATE_CHANGED:
@@ -351,24 +394,55 @@ def key_from_dict(data: Mapping[str, Any]) -> KeyState:
     )
 
 
-def snapshot_to_json(snapshot: Snapshot) -> str:
-    return json.dumps(
-        {
-            "tenant": snapshot.tenant,
-            "taken_at": snapshot.taken_at.isoformat(),
-            "keys": [key_to_dict(snapshot.keys[kid]) for kid in sorted(snapshot.keys)],
-        },
-        separators=(",", ":"),
-    )
+def _snapshot_to_dict(snapshot: Snapshot) -> dict[str, object]:
+    return {
+        "tenant": snapshot.tenant,
+        "taken_at": snapshot.taken_at.isoformat(),
+        "keys": [key_to_dict(snapshot.keys[kid]) for kid in sorted(snapshot.keys)],
+    }
 
 
-def snapshot_from_json(text: str) -> Snapshot:
-    data = json.loads(text)
+def _snapshot_from_dict(data: Mapping[str, Any]) -> Snapshot:
     keys = [key_from_dict(item) for item in data["keys"]]
     return Snapshot(
         tenant=data["tenant"],
         taken_at=datetime.fromisoformat(data["taken_at"]),
         keys={key.kid: key for key in keys},
+    )
+
+
+def snapshot_to_json(snapshot: Snapshot) -> str:
+    return json.dumps(_snapshot_to_dict(snapshot), separators=(",", ":"))
+
+
+def snapshot_from_json(text: str) -> Snapshot:
+    return _snapshot_from_dict(json.loads(text))
+
+
+def confirmation_to_json(state: TenantState) -> str:
+    """What a ``TenantState`` holds beyond its snapshot."""
+    return json.dumps(
+        {
+            "last_current": list(state.last_current),
+            "pending": _snapshot_to_dict(state.pending) if state.pending else None,
+            "pending_polls": state.pending_polls,
+        },
+        separators=(",", ":"),
+    )
+
+
+def tenant_state_from_json(snapshot: Snapshot, confirmation: str | None) -> TenantState:
+    """The state stored as ``snapshot`` and ``confirmation_to_json``; ``None`` (a store written
+    before confirmation existed) is the snapshot believed, nothing pending."""
+    if confirmation is None:
+        return TenantState.confirmed(snapshot)
+    data = json.loads(confirmation)
+    pending = data.get("pending")
+    return TenantState(
+        snapshot=snapshot,
+        last_current=tuple(str(kid) for kid in data.get("last_current") or ()),
+        pending=_snapshot_from_dict(pending) if pending else None,
+        pending_polls=int(data.get("pending_polls") or 0),
     )
 
 

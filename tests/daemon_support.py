@@ -24,6 +24,7 @@ def daemon_config(
     interval: str = "1h",
     secret: str = DEFAULT_CLIENT_SECRET,
     extra_tenant_lines: str = "",
+    extra_lines: str = "",
 ) -> str:
     lines = [
         'listen: "127.0.0.1:0"',
@@ -40,6 +41,8 @@ def daemon_config(
         ]
         if extra_tenant_lines:
             lines.append(extra_tenant_lines)
+    if extra_lines:
+        lines.append(extra_lines)
     return "\n".join(lines) + "\n"
 
 

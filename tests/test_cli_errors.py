@@ -192,6 +192,11 @@ HOSTILE = [
         id="interval 1ms",
     ),
     pytest.param(
+        "tenants:\n  - name: a\n    domain: a.auth0.com\n    token: t\n    interval: 0.001s\n",
+        "got 1ms (line 5)",
+        id="interval on its own line",
+    ),
+    pytest.param(
         "log_level: {a: 1}\ntenants:\n  - {name: a, domain: a.auth0.com, token: t}\n",
         "log_level: expected 'debug', 'info', 'warning' or 'error', got a mapping (line 1)",
         id="a mapping for a string",

@@ -507,7 +507,8 @@ BROKEN: list[tuple[str, str, list[str]]] = [
             "(did you mean 'key.revoked'?) (line 8)",
             "destinations[0].events[2]: unknown event type 'cert.expired' (expected one of "
             "key.rotated, key.revoked, key.added, key.removed, key.state_changed, "
-            "key.certificate_changed, tenant.no_current_key, tenant.no_next_key) (line 8)",
+            "key.certificate_changed, key.thumbprint_mismatch, tenant.no_current_key, "
+            "tenant.no_next_key, tenant.current_key_restored) (line 8)",
             "destinations[0].tenants[1]: unknown tenant 'production' "
             "(tenants are: prod, staging) (line 9)",
         ],
@@ -809,6 +810,38 @@ def test_tenants_inherit_defaults_unless_they_set_their_own() -> None:
     )
     resolved = [(t.name, t.interval, t.jitter, t.timeout) for t in settings.tenants]
     assert resolved == [("a", 300.0, 0.2, 30.0), ("b", 10.0, 0.2, 30.0), ("c", 300.0, 0.0, 1.0)]
+
+
+def test_confirm_polls_default_to_2_and_a_tenant_may_override_them() -> None:
+    settings = load(
+        """
+        defaults: {confirm: {polls: 3}}
+        tenants:
+          - {name: a, domain: a.auth0.com, token: abc}
+          - {name: b, domain: b.auth0.com, token: abc, confirm: {polls: 1}}
+          - {name: c, domain: c.auth0.com, token: abc, confirm: }
+        """
+    )
+    assert [t.confirm.polls for t in settings.tenants] == [3, 1, 3]
+    plain = load("tenants: [{name: a, domain: a.auth0.com, token: abc}]")
+    assert (plain.defaults.confirm.polls, plain.tenants[0].confirm.polls) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("confirm", "problem"),
+    [
+        ("{polls: 0}", "defaults.confirm.polls: Input should be greater than or equal to 1"),
+        ("{polls: 11}", "defaults.confirm.polls: Input should be less than or equal to 10"),
+        ("{polls: two}", "defaults.confirm.polls: Input should be a valid integer"),
+        ("{polls: 1.5}", "defaults.confirm.polls: Input should be a valid integer"),
+        ("{poll: 2}", "defaults.confirm.poll: unknown key"),
+    ],
+)
+def test_confirm_polls_must_be_a_small_positive_integer(confirm: str, problem: str) -> None:
+    text = (
+        f"defaults: {{confirm: {confirm}}}\ntenants: [{{name: a, domain: a.auth0.com, token: x}}]"
+    )
+    assert problems_of(text) == [f"{problem} (line 1)"]
 
 
 def test_empty_values_fall_back_to_defaults() -> None:

@@ -11,10 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
-from monitor.model import EventType
+from monitor.config import Settings
+from monitor.daemon import Daemon
+from monitor.model import Event, EventType, Severity
 from monitor.simulator import Simulator, SimulatorServer
+from monitor.simulator.tenant import SimulatedTenant
 from tests.daemon_support import daemon_settings, running, sample, stored_events
-from tests.delivery_support import eventually
+from tests.delivery_support import Receiver, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -131,15 +134,130 @@ async def test_one_suspicious_answer_is_fetched_again_not_believed(
         assert stored_events(daemon) == []
 
 
-async def test_no_current_key_twice_in_a_row_is_believed(
-    server: SimulatorServer, tmp_path: Path
+# --- confirmation: a brief inconsistent answer notifies nobody (issue 8) --------------------
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as running_receiver:
+        yield running_receiver
+
+
+def notifying_settings(server: SimulatorServer, receiver: Receiver, tmp_path: Path) -> Settings:
+    destination = (
+        f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', min_severity: info}}"
+    )
+    return daemon_settings(
+        server, tmp_path, extra_lines=f"destinations:\n{destination}"
+    )  # every event type, every severity
+
+
+async def notified(receiver: Receiver, events: list[Event]) -> list[str | None]:
+    """Every event id the receiver got, once ``events`` (the last ones raised) arrived: the
+    outbox sends in detection order, so an earlier notification would have come first."""
+    wanted = {event.id for event in events}
+    await eventually(
+        lambda: wanted <= {r.event_id for r in receiver.received("/hook")},
+        what="the notifications of " + ", ".join(e.type.value for e in events),
+    )
+    return [r.event_id for r in receiver.received("/hook")]
+
+
+async def rotate_and_poll(daemon: Daemon, tenant: SimulatedTenant) -> list[Event]:
+    """A real change after a glitch: its notification shows what reached the receiver."""
+    tenant.rotate()
+    events = await daemon.poll_tenant("tenant-1")
+    assert [e.type for e in events] == [EventType.KEY_ROTATED, EventType.KEY_ADDED]
+    return events
+
+
+async def test_two_answers_without_a_current_key_then_normal_notify_nothing(
+    server: SimulatorServer, receiver: Receiver, tmp_path: Path
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    async with running(daemon_settings(server, tmp_path)) as daemon:
+    async with running(notifying_settings(server, receiver, tmp_path)) as daemon:
+        tenant.malform_next(2, kind="no_current")  # the poll and its re-fetch
+        assert await daemon.poll_tenant("tenant-1") == []
+        assert sample(daemon, "keywatch_unconfirmed_changes", tenant="tenant-1") == 1
+        seen = sample(daemon, "auth0_signing_keys", tenant="tenant-1", state="current")
+        assert seen == 0  # the metrics show what was seen
+        assert await daemon.poll_tenant("tenant-1") == []  # normal again: nothing happened
+        assert sample(daemon, "keywatch_unconfirmed_changes", tenant="tenant-1") == 0
+        assert sample(daemon, "auth0_signing_keys", tenant="tenant-1", state="current") == 1
+        assert stored_events(daemon) == []
+        real = await rotate_and_poll(daemon, tenant)
+        assert await notified(receiver, real) == [e.id for e in real]
+
+
+async def test_one_answer_with_a_wrong_thumbprint_notifies_nothing(
+    server: SimulatorServer, receiver: Receiver, tmp_path: Path
+) -> None:
+    tenant = server.simulator.tenant("tenant-1")
+    async with running(notifying_settings(server, receiver, tmp_path)) as daemon:
+        tenant.malform_next(1, kind="bad_thumbprint")
+        assert await daemon.poll_tenant("tenant-1") == []
+        assert invalid_thumbprints(daemon) == 1
+        assert sample(daemon, "keywatch_unconfirmed_changes", tenant="tenant-1") == 1
+        assert await daemon.poll_tenant("tenant-1") == []
+        assert invalid_thumbprints(daemon) == 0
+        assert stored_events(daemon) == []
+        real = await rotate_and_poll(daemon, tenant)
+        assert await notified(receiver, real) == [e.id for e in real]
+
+
+async def test_a_gap_confirmed_by_the_next_poll_notifies_and_its_end_is_a_restoration(
+    server: SimulatorServer, receiver: Receiver, tmp_path: Path
+) -> None:
+    tenant = server.simulator.tenant("tenant-1")
+    current = tenant.current_kid
+    async with running(notifying_settings(server, receiver, tmp_path)) as daemon:
+        tenant.malform_next(4, kind="no_current")  # two polls, each with its re-fetch
+        assert await daemon.poll_tenant("tenant-1") == []
+        gap, moved = await daemon.poll_tenant("tenant-1")
+        assert gap.type is EventType.TENANT_NO_CURRENT_KEY
+        assert (moved.type, moved.details["new_state"]) == (EventType.KEY_STATE_CHANGED, "unknown")
+        assert sample(daemon, "keywatch_unconfirmed_changes", tenant="tenant-1") == 0
+        [restored] = await daemon.poll_tenant("tenant-1")
+        assert (restored.type, restored.kid) == (EventType.TENANT_CURRENT_KEY_RESTORED, current)
+        assert await notified(receiver, [gap, moved, restored]) == [gap.id, moved.id, restored.id]
+        texts = [r.json["data"]["message"] for r in receiver.received("/hook")]
+        assert not any("None" in text or "null" in text for text in texts), texts
+
+
+async def test_a_wrong_thumbprint_confirmed_by_the_next_poll_is_one_warning(
+    server: SimulatorServer, receiver: Receiver, tmp_path: Path
+) -> None:
+    tenant = server.simulator.tenant("tenant-1")
+    async with running(notifying_settings(server, receiver, tmp_path)) as daemon:
+        tenant.malform_next(3, kind="bad_thumbprint")
+        assert await daemon.poll_tenant("tenant-1") == []
+        [finding] = await daemon.poll_tenant("tenant-1")
+        assert finding.type is EventType.KEY_THUMBPRINT_MISMATCH
+        assert finding.severity is Severity.WARNING
+        assert await daemon.poll_tenant("tenant-1") == []  # once per episode
+        assert await daemon.poll_tenant("tenant-1") == []  # its end changes nothing
+        assert await notified(receiver, [finding]) == [finding.id]
+        assert [e.type for e in stored_events(daemon)] == [EventType.KEY_THUMBPRINT_MISMATCH]
+
+
+async def test_a_pending_answer_survives_a_restart(server: SimulatorServer, tmp_path: Path) -> None:
+    tenant = server.simulator.tenant("tenant-1")
+    settings = daemon_settings(server, tmp_path)
+    async with running(settings) as daemon:
         tenant.malform_next(2, kind="no_current")
-        events = await daemon.poll_tenant("tenant-1")
-        assert EventType.TENANT_NO_CURRENT_KEY in {e.type for e in events}
-        assert EventType.KEY_ROTATED not in {e.type for e in events}
+        assert await daemon.poll_tenant("tenant-1") == []
+    tenant.malform_next(2, kind="no_current")  # the restart's first poll sees it again
+    async with running(settings) as restarted:
+        assert EventType.TENANT_NO_CURRENT_KEY in {e.type for e in stored_events(restarted)}
+
+
+def invalid_thumbprints(daemon: Daemon) -> int:
+    snapshot = daemon.telemetry.snapshot_of("tenant-1")
+    assert snapshot is not None
+    return sum(
+        sample(daemon, "auth0_signing_key_thumbprint_valid", tenant="tenant-1", kid=kid) == 0
+        for kid in snapshot.keys
+    )
 
 
 async def test_an_empty_list_is_contradicted_by_asking_for_each_known_kid(

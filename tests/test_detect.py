@@ -194,12 +194,37 @@ def test_several_current_kids_use_the_sorted_set() -> None:
     assert rotated.details["old_thumbprint"] == f"{sha1_of('A')},{sha1_of('B')}"
 
 
-def test_current_key_reappearing_after_no_current_is_a_rotation_from_none() -> None:
+def test_the_same_key_flagged_current_again_is_a_restoration_not_a_rotation() -> None:
+    gap = snap(key("A", "previous"), key("B", "unknown"), key("C", "next"))
+    events = diff(gap, STEADY, last_current=["B"])
+    assert summary(events) == [("tenant.current_key_restored", None)]
+    [restored] = events
+    assert restored.kid == "B" and restored.severity is Severity.INFO
+    assert restored.details["last_kids"] == "B"
+    assert restored.summary == "current signing key B on prod is flagged current again"
+
+
+def test_a_gap_that_ends_with_another_key_is_a_rotation_from_the_last_current_key() -> None:
+    gap = snap(key("A", "previous"), key("B", "previous"), key("C", "next"))
+    recovered = snap(
+        key("A", "previous"), key("B", "previous"), key("C", "current"), key("D", "next"), minutes=1
+    )
+    events = diff(gap, recovered, last_current=["B"])
+    assert summary(events) == [
+        ("key.rotated", "B->C"),
+        ("tenant.current_key_restored", None),
+        ("key.added", "D"),
+    ]
+    assert events[0].details["old_thumbprint"] == SHA1_B
+    assert events[0].summary == "signing key rotated on prod: B -> C"
+
+
+def test_a_gap_of_unknown_origin_ends_without_a_rotation() -> None:
     broken = snap(key("A", "previous"), key("C", "next"))
     recovered = snap(key("A", "previous"), key("C", "current"), key("D", "next"), minutes=1)
     events = diff(broken, recovered)
-    assert summary(events) == [("key.rotated", "None->C"), ("key.added", "D")]
-    assert "old_thumbprint" not in events[0].details
+    assert summary(events) == [("tenant.current_key_restored", None), ("key.added", "D")]
+    assert events[0].kid == "C" and "last_kids" not in events[0].details
 
 
 def test_revocation_details() -> None:
@@ -279,14 +304,46 @@ def test_certificate_change_details_and_alongside_a_state_change() -> None:
     assert events[2].severity is Severity.CRITICAL
 
 
-def test_thumbprint_change_alone_counts_but_its_case_does_not() -> None:
+def test_a_thumbprint_that_disagrees_with_the_certificate_is_a_finding_not_a_change() -> None:
     b = STEADY.keys["B"]
-    other = snap(key("A", "previous"), replace(b, thumbprint="00" * 20), key("C", "next"))
-    assert summary(diff(STEADY, other)) == [("key.certificate_changed", "B")]
+    wrong = replace(b, thumbprint="00" * 20)
+    other = snap(key("A", "previous"), wrong, key("C", "next"), minutes=1)
+    [finding] = diff(STEADY, other)
+    assert summary([finding]) == [("key.thumbprint_mismatch", "B")]
+    assert finding.severity is Severity.WARNING
+    assert finding.details == {
+        "thumbprint": "00" * 20,
+        "fingerprint": b.fingerprint,
+        "cert_sha1": SHA1_B,
+        "state": "current",
+    }
+    assert diff(other, snap(*other.keys.values(), minutes=2)) == []  # once per episode
+    assert diff(other, STEADY) == []  # the end of the episode changes nothing
     lower = snap(
         key("A", "previous"), replace(b, thumbprint=b.thumbprint.lower()), key("C", "next")
     )
     assert diff(STEADY, lower) == []
+
+
+def test_a_second_mismatch_episode_is_a_new_event() -> None:
+    b = STEADY.keys["B"]
+    wrong = snap(key("A", "previous"), replace(b, fingerprint="00"), key("C", "next"), minutes=1)
+    healed = snap(*STEADY.keys.values(), minutes=2)
+    again = snap(*wrong.keys.values(), minutes=3)
+    [first] = diff(STEADY, wrong)
+    [second] = diff(healed, again)
+    assert first.type is second.type is EventType.KEY_THUMBPRINT_MISMATCH
+    assert first.id != second.id
+
+
+def test_certificate_changed_means_a_new_der_sha1_under_the_same_kid() -> None:
+    swapped = snap(key("A", "previous"), key("B", "current", cert="B2"), key("C", "next"))
+    [event] = diff(STEADY, swapped)
+    assert summary([event]) == [("key.certificate_changed", "B")]
+    assert (event.details["old_cert_sha1"], event.details["new_cert_sha1"]) == (
+        SHA1_B,
+        sha1_of("B2"),
+    )
 
 
 def test_invariant_events_are_edge_triggered() -> None:

@@ -147,6 +147,19 @@ def test_thumbprint_that_does_not_match_the_certificate_is_flagged(
     assert registry.get_sample_value("auth0_signing_key_thumbprint_valid", labels) == 0
 
 
+def test_unconfirmed_changes_say_whether_an_answer_awaits_confirmation(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    labels = {"tenant": "prod"}
+    assert registry.get_sample_value("keywatch_unconfirmed_changes", labels) == 0
+    telemetry.set_unconfirmed("prod", True)
+    assert registry.get_sample_value("keywatch_unconfirmed_changes", labels) == 1
+    telemetry.set_unconfirmed("prod", False)
+    assert registry.get_sample_value("keywatch_unconfirmed_changes", labels) == 0
+    telemetry.set_unconfirmed("removed-by-a-reload", True)  # dropped, no series appears
+    assert registry.get_sample_value("keywatch_unconfirmed_changes", {"tenant": "x"}) is None
+
+
 def test_unknown_dates_export_no_series(telemetry: Telemetry, registry: CollectorRegistry) -> None:
     bare = KeyState(kid="k", thumbprint=SHA1, fingerprint=SHA1, cert_sha1=SHA1, revoked=True)
     telemetry.set_snapshot(snapshot("prod", bare))

@@ -24,6 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from monitor.config import DestinationConfig, Settings, TenantConfig
+from monitor.detect import diff
 from monitor.model import Event, EventType, make_event
 from monitor.notify import NOTIFIER_CLASSES, Notifier, build_notifier, sample_event
 from monitor.notify.alertmanager import AlertmanagerNotifier, alertname
@@ -40,11 +41,14 @@ from monitor.notify.templates import (
     TemplateError,
     check_template,
     escape_slack,
+    event_facts,
+    event_title,
     limit,
     limit_escaped,
     utf16_len,
 )
 from monitor.notify.webhook import sign
+from tests.test_detect import STEADY, key, snap
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 DETECTED = datetime(2026, 5, 1, 11, 59, 30, tzinfo=UTC)
@@ -1208,3 +1212,40 @@ async def test_a_closed_port_is_a_network_error(http: httpx.AsyncClient) -> None
     verdict = await built.deliver(http, revoked(), now=NOW)
     assert verdict == Verdict(Outcome.RETRY, "network error: ConnectError")
     assert "secret-token-value" not in repr(verdict)
+
+
+# --- no placeholder where a kid belongs (issue 8) ---------------------------------------------
+
+
+def detected_events() -> list[Event]:
+    """At least one event of every type, as detection makes them (not hand-built)."""
+    rotated = snap(
+        key("A", "previous"), key("B", "previous"), key("C", "current"), key("D", "next")
+    )
+    gap = snap(key("A", "previous"), key("B", "unknown"), key("C", "next"), minutes=1)
+    changes = [
+        (STEADY, rotated, ()),
+        (STEADY, snap(key("A", "revoked"), key("B"), key("C", "next")), ()),
+        (STEADY, snap(key("B"), key("C", "next")), ()),
+        (STEADY, snap(key("A", "previous", cert="A2"), key("B"), key("C", "next")), ()),
+        (STEADY, snap(key("A", "previous", thumbprint="00"), key("B"), key("C", "next")), ()),
+        (STEADY, snap(key("A", "previous"), key("B"), key("C")), ()),
+        (STEADY, gap, ()),
+        (gap, STEADY, ("B",)),
+        (gap, STEADY, ()),
+        (gap, rotated, ("B",)),
+    ]
+    events = [e for old, new, last in changes for e in diff(old, new, last_current=last)]
+    assert {e.type for e in events} == set(EventType)
+    return events
+
+
+@pytest.mark.parametrize("kind", sorted(NOTIFIER_CLASSES))
+def test_no_message_has_a_placeholder_where_a_kid_belongs(kind: str) -> None:
+    built = notifier(kind)
+    for event in detected_events():
+        texts = [event.summary, event_title(event), *(value for _, value in event_facts(event))]
+        for text in texts:
+            assert text.strip() and "None" not in text and "null" not in text, (event, text)
+        body = built.render(event, now=NOW).body.decode()
+        assert "None" not in body and "->  " not in body and "-> \n" not in body, (kind, body)

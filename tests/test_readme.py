@@ -16,6 +16,7 @@ import yaml
 from monitor.cli import build_parser
 from monitor.config import parse_config
 from monitor.metrics import METRIC_NAMES
+from monitor.model import EventType
 from monitor.simulator import Simulator, SimulatorServer
 from tests.daemon_support import daemon_settings, running
 
@@ -25,9 +26,11 @@ DOCS = REPO / "docs"
 MKDOCS = REPO / "mkdocs.yml"
 METRICS_PAGE = DOCS / "metrics.md"
 COMMANDS_PAGE = DOCS / "commands.md"
+EVENTS_PAGE = DOCS / "events.md"
 README_MAX_LINES = 250
 
 ROW = re.compile(r"^\| `((?:auth0|keywatch)_[a-z0-9_]+)` \|", re.MULTILINE)
+EVENT_ROW = re.compile(r"^\| `((?:key|tenant)\.[a-z_]+)` \|", re.MULTILINE)
 TYPE_LINE = re.compile(r"^# TYPE (\S+) (\S+)$", re.MULTILINE)
 COMMAND_ROW = re.compile(r"^\| `keywatch ([a-z-]+)[^`]*` \|.*$", re.MULTILINE)
 DOCS_LINK = re.compile(r"\]\(docs/([\w-]+\.md)(?:#[\w-]+)?\)")
@@ -94,6 +97,12 @@ async def test_every_metric_on_a_live_scrape_is_documented(
         exported.add(f"{name}_total" if kind == "counter" and not name.endswith("_total") else name)
     assert exported, "nothing was exported"
     assert exported - documented_metrics() == set(), "exported but missing from docs/metrics.md"
+
+
+def test_the_events_table_lists_every_event_type() -> None:
+    documented = EVENT_ROW.findall(EVENTS_PAGE.read_text(encoding="utf-8"))
+    assert len(documented) == len(set(documented)), "an event type is listed twice"
+    assert set(documented) == {kind.value for kind in EventType}
 
 
 def test_the_readme_stays_a_front_door() -> None:

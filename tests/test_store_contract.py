@@ -21,7 +21,15 @@ from typing import Any
 import pytest
 
 from monitor.errors import StoreError
-from monitor.model import Event, EventType, KeyState, Snapshot, event_to_json, make_event
+from monitor.model import (
+    Event,
+    EventType,
+    KeyState,
+    Snapshot,
+    TenantState,
+    event_to_json,
+    make_event,
+)
 from monitor.store import migrations, open_store, redact_url
 from monitor.store.base import OutboxStats, Store
 from monitor.store.sqlite import SQLiteStore
@@ -253,6 +261,32 @@ def test_load_snapshots_returns_every_tenant(store: Store) -> None:
     loaded = store.load_snapshots()
     assert sorted(loaded) == ["dev", "prod", "stage"]
     assert loaded["stage"] == snapshot("stage")
+
+
+def test_a_pending_answer_and_the_last_current_kids_survive_a_reopen(backend: Backend) -> None:
+    confirmed = snapshot("prod", T0, key("k1", current=True), key("k2", next=True))
+    gap = snapshot("prod", T0 + timedelta(minutes=1), key("k1"), key("k2", next=True))
+    state = TenantState(confirmed, last_current=("k1",), pending=gap, pending_polls=1)
+    backend.open().save_poll(state, [])
+    reopened = backend.open()
+    assert reopened.load_states() == {"prod": state}
+    assert reopened.load_snapshot("prod") == confirmed  # the confirmed one, not the pending
+    believed = TenantState.confirmed(confirmed)
+    reopened.save_poll(believed, [])
+    assert reopened.load_states() == {"prod": believed}
+
+
+def test_a_snapshot_saved_before_confirmation_existed_loads_as_believed(
+    backend: Backend,
+) -> None:
+    store = backend.open()
+    store.save_poll(snapshot("prod", T0, key("k1", current=True)), [])
+    store_query(
+        backend, "UPDATE snapshots SET confirmation = NULL RETURNING tenant"
+    )  # as after migration 3
+    assert store.load_states() == {
+        "prod": TenantState(snapshot("prod", T0, key("k1", current=True)), last_current=("k1",))
+    }
 
 
 # --- save_poll -------------------------------------------------------------------------------

@@ -51,11 +51,13 @@ CLEARED_BY: dict[EventType, frozenset[EventType]] = {
         {EventType.TENANT_NO_CURRENT_KEY, EventType.TENANT_NO_NEXT_KEY}
     ),
     EventType.KEY_ADDED: frozenset({EventType.TENANT_NO_CURRENT_KEY, EventType.TENANT_NO_NEXT_KEY}),
+    EventType.TENANT_CURRENT_KEY_RESTORED: frozenset({EventType.TENANT_NO_CURRENT_KEY}),
 }
 _WORD = re.compile(r"[a-z0-9]+")
 _ALERTNAMES = {
     EventType.TENANT_NO_CURRENT_KEY: "Auth0TenantNoCurrentSigningKey",
     EventType.TENANT_NO_NEXT_KEY: "Auth0TenantNoNextSigningKey",
+    EventType.TENANT_CURRENT_KEY_RESTORED: "Auth0TenantCurrentSigningKeyRestored",
 }
 
 LabelKey = tuple[tuple[str, str], ...]

@@ -69,6 +69,8 @@ DETAIL_KEYS = (
     "keys",
     "old_cert_sha1",
     "new_cert_sha1",
+    "fingerprint",
+    "cert_sha1",
 )
 MAX_TEMPLATE_OUTPUT = 64_000
 ELLIPSIS = "…"
@@ -84,6 +86,8 @@ _TITLES: Mapping[EventType, str] = {
     EventType.KEY_CERTIFICATE_CHANGED: "Signing key certificate changed",
     EventType.TENANT_NO_CURRENT_KEY: "No current signing key",
     EventType.TENANT_NO_NEXT_KEY: "No next signing key",
+    EventType.KEY_THUMBPRINT_MISMATCH: "Signing key thumbprint does not match its certificate",
+    EventType.TENANT_CURRENT_KEY_RESTORED: "Current signing key restored",
 }
 _FIRST_DETAILS = ("thumbprint", "old_thumbprint", "new_thumbprint")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from monitor.model import Event, Snapshot
+from monitor.model import Event, Snapshot, TenantState
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,19 +46,23 @@ class Store(Protocol):
     def ping(self) -> None:
         """Raise ``StoreError`` unless the store answers."""
 
-    def load_snapshot(self, tenant: str) -> Snapshot | None: ...
+    def load_snapshot(self, tenant: str) -> Snapshot | None:
+        """The tenant's last confirmed snapshot."""
 
     def load_snapshots(self) -> dict[str, Snapshot]: ...
 
+    def load_states(self) -> dict[str, TenantState]:
+        """Every tenant's state: confirmed snapshot and what awaits confirmation."""
+
     def save_poll(
         self,
-        snapshot: Snapshot,
+        state: TenantState | Snapshot,
         events: Sequence[Event],
         deliveries: Sequence[tuple[str, str]] = (),
     ) -> list[Event]:
-        """In ONE transaction: replace the tenant's snapshot, insert the events (a known id is a
-        no-op) and one pending delivery per (event id, destination) pair. Returns the events
-        that were new."""
+        """In ONE transaction: replace the tenant's state (a bare ``Snapshot`` is one believed
+        with nothing pending), insert the events (a known id is a no-op) and one pending
+        delivery per (event id, destination) pair. Returns the events that were new."""
 
     def recent_events(self, tenant: str | None = None, limit: int = 100) -> list[Event]:
         """Newest first."""

@@ -80,6 +80,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # replaced by deliveries_by_state: one index less to update at every mark
         "DROP INDEX deliveries_due",
     ),
+    # 3: confirmation (monitor.confirm): the current kids last confirmed and the answer
+    # awaiting confirmation; NULL for a snapshot believed with nothing pending.
+    ("ALTER TABLE snapshots ADD COLUMN confirmation {json}",),
 )
 
 

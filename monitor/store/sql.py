@@ -19,10 +19,13 @@ from monitor.errors import StoreError
 from monitor.model import (
     Event,
     Snapshot,
+    TenantState,
+    confirmation_to_json,
     event_from_json,
     event_to_json,
     snapshot_from_json,
     snapshot_to_json,
+    tenant_state_from_json,
 )
 from monitor.store import migrations
 from monitor.store.base import Delivery, OutboxStats
@@ -139,6 +142,24 @@ class SQLStore(ABC):
             rows = session.query("SELECT tenant, body FROM snapshots ORDER BY tenant")
         return {tenant: self._decode_snapshot(body, tenant) for tenant, body in rows}
 
+    def load_states(self) -> dict[str, TenantState]:
+        with self._session("load_states", write=False) as session:
+            rows = session.query("SELECT tenant, body, confirmation FROM snapshots ORDER BY tenant")
+        return {
+            tenant: self._decode_state(body, confirmation, tenant)
+            for tenant, body, confirmation in rows
+        }
+
+    def _decode_state(self, body: str, confirmation: str | None, tenant: str) -> TenantState:
+        snapshot = self._decode_snapshot(body, tenant)
+        try:
+            return tenant_state_from_json(snapshot, confirmation)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(
+                f"{self.where}: the stored confirmation of tenant {tenant!r} is unreadable: "
+                f"{type(exc).__name__}"
+            ) from exc
+
     def _decode_snapshot(self, body: str, tenant: str) -> Snapshot:
         try:
             return snapshot_from_json(body)
@@ -160,18 +181,21 @@ class SQLStore(ABC):
 
     def save_poll(
         self,
-        snapshot: Snapshot,
+        state: TenantState | Snapshot,
         events: Sequence[Event],
         deliveries: Sequence[tuple[str, str]] = (),
     ) -> list[Event]:
-        snapshot_body, event_bodies = self._serialise_poll(snapshot, events)
+        if isinstance(state, Snapshot):
+            state = TenantState.confirmed(state)
+        snapshot = state.snapshot
+        snapshot_body, confirmation, event_bodies = self._serialise_poll(state, events)
         taken_at = self._to_db_time(snapshot.taken_at)
         with self._session(f"save_poll of tenant {snapshot.tenant!r}", write=True) as session:
             session.execute(
-                "INSERT INTO snapshots (tenant, taken_at, body) VALUES (?, ?, ?) "
+                "INSERT INTO snapshots (tenant, taken_at, body, confirmation) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (tenant) DO UPDATE SET taken_at = excluded.taken_at, "
-                "body = excluded.body",
-                (snapshot.tenant, taken_at, snapshot_body),
+                "body = excluded.body, confirmation = excluded.confirmation",
+                (snapshot.tenant, taken_at, snapshot_body, confirmation),
             )
             new_events = [
                 event
@@ -187,12 +211,18 @@ class SQLStore(ABC):
                 )
         return new_events
 
-    def _serialise_poll(self, snapshot: Snapshot, events: Sequence[Event]) -> tuple[str, list[str]]:
+    def _serialise_poll(
+        self, state: TenantState, events: Sequence[Event]
+    ) -> tuple[str, str, list[str]]:
         try:
-            return snapshot_to_json(snapshot), [event_to_json(event) for event in events]
+            return (
+                snapshot_to_json(state.snapshot),
+                confirmation_to_json(state),
+                [event_to_json(event) for event in events],
+            )
         except (TypeError, ValueError, AttributeError) as exc:
             raise StoreError(
-                f"{self.where}: save_poll of tenant {snapshot.tenant!r} failed: "
+                f"{self.where}: save_poll of tenant {state.tenant!r} failed: "
                 f"cannot serialise the poll: {exc}"
             ) from exc
 
