@@ -160,11 +160,21 @@ class LeaderLease:
             await self._race(call, self._lead_until - self._clock.monotonic())
 
     async def run(self) -> None:
-        """Attempt every ``renew_every`` seconds until cancelled."""
-        while True:
-            if self._next_attempt is not None:
-                await self._sleep_until(self._next_attempt)
-            await self.attempt()
+        """Attempt every ``renew_every`` seconds until cancelled. Cancelled, it still waits
+        for a store call in flight (``ttl`` at most): the call's task must not outlive it."""
+        try:
+            while True:
+                if self._next_attempt is not None:
+                    await self._sleep_until(self._next_attempt)
+                await self.attempt()
+        finally:
+            await self._settle()
+
+    async def _settle(self) -> None:
+        """Wait for a store call still in flight (``ttl`` at most); its answer counts for
+        nothing any more."""
+        if self._call is not None and not self._call.done():
+            await asyncio.wait({self._call}, timeout=self.ttl)
 
     async def _sleep_until(self, moment: float) -> None:
         while (left := moment - self._clock.monotonic()) > 0:
@@ -189,9 +199,8 @@ class LeaderLease:
             self._announced = False
             self.changed.set()
             log.info("leader lease released (holder %s)", self.holder)
-        if self._call is not None and not self._call.done():
-            # A renewal still waiting for the store would otherwise take the lease back.
-            await asyncio.wait({self._call}, timeout=self.ttl)
+        # A renewal still waiting for the store would otherwise take the lease back.
+        await self._settle()
         try:
             await asyncio.to_thread(self.store.release_lease, self.name, self.holder)
         except StoreError as exc:
