@@ -1,23 +1,22 @@
 """One poll of one tenant: fetch, double-check what looks wrong, build the snapshot.
 
-A suspicious answer (no keys, no current key) is fetched once more before it is believed, and a
-kid that vanished since the last snapshot (or a configured kid missing from the list) is
-confirmed with ``GET /keys/signing/{kid}`` before detection may call it removed.
+The double-checking (a suspicious answer fetched again, a vanished kid confirmed with
+``GET /keys/signing/{kid}``) is the source's: see ``Auth0Client.fetch``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from datetime import datetime
 
 import httpx
 
 from monitor.clock import utc_now
 from monitor.config import TenantConfig
-from monitor.detect import is_suspicious
-from monitor.model import KeyState, Snapshot
+from monitor.model import Snapshot
 from monitor.sources.auth0 import Auth0Client, Credentials
+from monitor.sources.base import SnapshotSource
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +36,8 @@ def client_for_tenant(http: httpx.AsyncClient, tenant: TenantConfig) -> Auth0Cli
     )
 
 
-def _snapshot(tenant: str, keys: Iterable[KeyState], taken_at: datetime) -> Snapshot:
-    return Snapshot(tenant=tenant, taken_at=taken_at, keys={key.kid: key for key in keys})
-
-
 async def fetch_snapshot(
-    client: Auth0Client,
+    client: SnapshotSource,
     *,
     tenant: str,
     previous: Snapshot | None,
@@ -50,23 +45,6 @@ async def fetch_snapshot(
     now: Callable[[], datetime] = utc_now,
 ) -> Snapshot:
     """Raises ``SourceError`` when the tenant cannot be read; never returns half a view."""
-    snapshot = _snapshot(tenant, await client.list_signing_keys(), now())
-    if is_suspicious(snapshot):
-        log.warning(
-            "suspicious answer (%d keys, no current key); fetching again before believing it",
-            len(snapshot.keys),
-            extra={"tenant": tenant},
-        )
-        snapshot = _snapshot(tenant, await client.list_signing_keys(), now())
-
-    expected = set(watched_kids) | (set(previous.keys) if previous else set())
-    confirmed: dict[str, KeyState] = {}
-    for kid in sorted(expected - set(snapshot.keys)):
-        key = await client.get_signing_key(kid)
-        if key is not None:
-            confirmed[kid] = key
-        else:
-            log.info("kid confirmed gone (404)", extra={"tenant": tenant, "kid": kid})
-    if not confirmed:
-        return snapshot
-    return Snapshot(tenant=tenant, taken_at=snapshot.taken_at, keys={**snapshot.keys, **confirmed})
+    if tenant != client.tenant:
+        raise ValueError(f"the source reads tenant {client.tenant!r}, not {tenant!r}")
+    return await client.fetch(previous=previous, watched_kids=watched_kids, now=now)
