@@ -39,7 +39,7 @@ from tests.deploy_support import (
     wait_for,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 IMAGE_CONFIG = DEPLOY_DIR / "container" / "keywatch.yaml"
 IMAGE_CONFIG_PATH = "/etc/keywatch/keywatch.yaml"  # where the Dockerfile copies it

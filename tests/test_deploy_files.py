@@ -36,7 +36,8 @@ ALERTMANAGER_CONFIG = DEPLOY_DIR / "alertmanager" / "alertmanager.yml"
 DASHBOARD = DEPLOY_DIR / "grafana" / "keywatch.json"
 SYSTEMD_UNIT = DEPLOY_DIR / "systemd" / "keywatch.service"
 KUSTOMIZE = DEPLOY_DIR / "kubernetes"
-README = REPO_ROOT / "README.md"
+RUNBOOKS = REPO_ROOT / "docs" / "alerts-and-runbooks.md"
+MKDOCS = REPO_ROOT / "mkdocs.yml"
 
 # Metrics of the notification feature (outbox + dispatcher). Accepted in rules and dashboard
 # queries before monitor.metrics.METRIC_NAMES lists them; drop this set once it does.
@@ -68,7 +69,6 @@ REQUIRED_ALERTS = frozenset(
     }
 )
 SEVERITIES = frozenset({"critical", "warning", "info"})
-RUNBOOK_BASE = "https://github.com/keywatch/keywatch/blob/main/README.md#"
 
 DEMO_ENV = {
     "AUTH0_DOMAIN": "acme.eu.auth0.com",
@@ -79,6 +79,10 @@ DEMO_ENV = {
 
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+# The runbooks page as the docs site publishes it: {site_url}{page}/ (MkDocs' directory URLs).
+RUNBOOK_BASE = f"{load_yaml(MKDOCS)['site_url'].rstrip('/')}/{RUNBOOKS.stem}/#"
 
 
 def run(argv: list[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -415,21 +419,22 @@ def test_alert_has_severity_summary_description_and_runbook(name: str) -> None:
 
 
 def markdown_anchors(text: str) -> set[str]:
-    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    """Heading anchors as MkDocs (and GitHub) make them: lower case, punctuation dropped, spaces
+    as hyphens."""
     anchors = set()
     for heading in re.findall(r"^#+\s+(.+?)\s*$", text, flags=re.MULTILINE):
         anchors.add(re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-"))
     return anchors
 
 
-def test_every_runbook_url_points_at_a_readme_section() -> None:
-    anchors = markdown_anchors(README.read_text(encoding="utf-8"))
+def test_every_runbook_url_points_at_a_section_of_the_runbooks_page() -> None:
+    anchors = markdown_anchors(RUNBOOKS.read_text(encoding="utf-8"))
     missing = sorted(
         name
         for name, rule in alerts().items()
         if rule["annotations"]["runbook_url"].split("#", 1)[1] not in anchors
     )
-    assert not missing, f"README.md has no runbook section (### Name) for {missing}"
+    assert not missing, f"{RUNBOOKS.name} has no runbook section (## Name) for {missing}"
 
 
 def test_rules_only_read_metrics_keywatch_exports() -> None:

@@ -32,7 +32,7 @@ from tests.deploy_support import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.prometheus]
+pytestmark = [pytest.mark.integration, pytest.mark.prometheus, pytest.mark.timeout(180)]
 
 RULES = DEPLOY_DIR / "prometheus" / "rules.yml"
 TENANT = "e2e"

@@ -22,7 +22,7 @@ from monitor.simulator import Simulator, SimulatorServer
 from tests.daemon_support import daemon_config
 from tests.delivery_support import Answer, Received, Receiver
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 KILLS = 22
 DESTINATIONS = {"audit": "/audit", "chat": "/chat"}

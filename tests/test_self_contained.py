@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKED = ("monitor", "tests", "bench", "deploy", "config", "docs", ".ci", "Makefile")
+CHECKED = (
+    *("monitor", "tests", "bench", "deploy", "config", "docs", ".ci"),
+    *("Makefile", "mkdocs.yml", "README.md", "CONTRIBUTING.md"),
+)
 CHECKED_SUFFIXES = {"", ".py", ".sh", ".yaml", ".yml", ".toml", ".json", ".cfg", ".ini", ".md"}
 # This file's examples of escapes are data, so it leaves itself out of the scan; its patterns
 # are spelled in parts so that a plain grep of the tree does not find them either.
