@@ -134,7 +134,10 @@ class Receiver:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    return  # the client died mid-body (a killed daemon): no request arrived
                 path = self.path.split("?", 1)[0]
                 answer = receiver._answer_for(path)
                 headers = {name.lower(): value for name, value in self.headers.items()}
