@@ -50,8 +50,9 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from monitor.errors import ConfigError
-from monitor.model import Event, EventType, Severity
+from monitor.model import EventType
 from monitor.redact import redact_url
+from monitor.templates import check_template
 
 __all__ = [
     "Defaults",
@@ -603,9 +604,6 @@ def _check_rate_limit(value: float) -> float:
 def _check_template(source: str) -> str:
     if not source.strip():
         raise ValueError("must not be empty")
-    # Imported here: monitor.notify imports this module, so a top-level import would be a cycle.
-    from monitor.notify.templates import check_template
-
     check_template(source)
     return source
 
@@ -681,14 +679,6 @@ class DestinationConfig(BaseModel):
         if self.url is not None:
             return self.url.get_secret_value()
         return DEFAULT_PAGERDUTY_URL if self.kind == "pagerduty" else ""
-
-    def matches(self, event: Event) -> bool:
-        """Whether ``event`` goes to this destination: its tenant, then its type or severity."""
-        if self.tenants and event.tenant not in self.tenants:
-            return False
-        if self.events:
-            return event.type.value in self.events
-        return event.severity >= Severity.parse(self.min_severity)
 
     def secret_values(self) -> list[str]:
         """Every secret string of this destination, for log redaction: whole URLs and the

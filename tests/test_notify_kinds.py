@@ -36,7 +36,9 @@ from monitor.notify.base import (
     parse_retry_after,
     with_query,
 )
-from monitor.notify.templates import (
+from monitor.notify.routing import matches
+from monitor.notify.webhook import sign
+from monitor.templates import (
     MessageTemplate,
     TemplateError,
     check_template,
@@ -47,7 +49,6 @@ from monitor.notify.templates import (
     limit_escaped,
     utf16_len,
 )
-from monitor.notify.webhook import sign
 from tests.test_detect import STEADY, key, snap
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -177,16 +178,16 @@ def test_a_notifier_refuses_another_kinds_config() -> None:
 
 def test_matches_filters_tenants_types_and_severity() -> None:
     default = destination("slack")  # min_severity warning
-    assert default.matches(rotation()) and default.matches(revoked())
-    assert not default.matches(tenant_event(EventType.KEY_ADDED))
+    assert matches(default, rotation()) and matches(default, revoked())
+    assert not matches(default, tenant_event(EventType.KEY_ADDED))
     only_revoked = destination("slack", events=["key.revoked"])
-    assert only_revoked.matches(revoked()) and not only_revoked.matches(rotation())
+    assert matches(only_revoked, revoked()) and not matches(only_revoked, rotation())
     info = destination("slack", min_severity="INFO")
-    assert info.matches(tenant_event(EventType.KEY_ADDED))
+    assert matches(info, tenant_event(EventType.KEY_ADDED))
     critical = destination("slack", min_severity="critical")
-    assert critical.matches(revoked()) and not critical.matches(rotation())
+    assert matches(critical, revoked()) and not matches(critical, rotation())
     staging_only = destination("slack", tenants=["staging"])
-    assert not staging_only.matches(revoked()) and staging_only.matches(revoked(tenant="staging"))
+    assert not matches(staging_only, revoked()) and matches(staging_only, revoked(tenant="staging"))
     assert notifier("slack", tenants=["staging"]).matches(revoked(tenant="staging"))
 
 

@@ -38,7 +38,7 @@ from monitor.notify.base import (
     json_body,
     latest,
 )
-from monitor.notify.templates import event_facts, iso_utc, limit
+from monitor.templates import event_facts, iso_utc, limit
 
 logger = logging.getLogger(__name__)
 

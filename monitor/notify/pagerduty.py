@@ -20,7 +20,7 @@ from monitor.notify.base import (
     classify_status,
     json_body,
 )
-from monitor.notify.templates import iso_utc, limit
+from monitor.templates import iso_utc, limit
 
 SUMMARY_LIMIT = 1024
 DEDUP_KEY_LIMIT = 255

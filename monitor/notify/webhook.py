@@ -14,7 +14,7 @@ from datetime import datetime
 from monitor.config import webhook_key
 from monitor.model import Event
 from monitor.notify.base import USER_AGENT, Notifier, OutgoingRequest, json_body
-from monitor.notify.templates import iso_utc, limit
+from monitor.templates import iso_utc, limit
 
 MESSAGE_LIMIT = 16_000  # keeps a templated body well under Standard Webhooks' ~20 KB advice
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
