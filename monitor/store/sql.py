@@ -40,11 +40,6 @@ class Session(Protocol):
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
 
 
-def utc(value: datetime) -> datetime:
-    """``value`` in UTC; a naive datetime is taken to be in UTC already."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 _DELIVERY_COLUMNS = (
     "e.body, d.destination, d.state, d.attempts, d.next_attempt_at, d.created_at, "
     "d.delivered_at, d.last_error, d.failures"
