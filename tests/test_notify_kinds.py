@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.config import DestinationConfig, Settings, TenantConfig
+from monitor.config import DestinationConfig, Settings, TenantConfig, parse_destination
 from monitor.detect import diff
 from monitor.model import Event, EventType, make_event
 from monitor.notify import NOTIFIER_CLASSES, Notifier, build_notifier, sample_event
@@ -84,7 +84,7 @@ def destination(kind: str, **options: Any) -> DestinationConfig:
         data["routing_key"] = ROUTING_KEY
     else:
         data["url"] = URLS[kind]
-    return DestinationConfig.model_validate({**data, **options})
+    return parse_destination({**data, **options})
 
 
 def notifier(kind: str, **options: Any) -> Notifier:
