@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.config import (
-    parse_config,
-)
+from monitor.config import parse_config
 from monitor.errors import ConfigError
 from tests.config_support import problems_of
 
