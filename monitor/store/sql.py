@@ -11,20 +11,13 @@ against the hooks of ``_sqlbase.SQLBase``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from monitor.store._leases import LeaseQueries
 from monitor.store._outbox import OutboxQueries
 from monitor.store._polls import PollQueries
 from monitor.store._schema import SchemaQueries
 from monitor.store._sqlbase import Session
 
-__all__ = ["SQLStore", "Session", "utc"]
-
-
-def utc(value: datetime) -> datetime:
-    """``value`` in UTC; a naive datetime is taken to be in UTC already."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+__all__ = ["SQLStore", "Session"]
 
 
 class SQLStore(SchemaQueries, PollQueries, OutboxQueries, LeaseQueries):
