@@ -48,7 +48,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from monitor.config import DestinationConfig
+from monitor.config import DestinationConfig, parse_destination
 from monitor.httpclient import build_http_client
 from monitor.logs import configure_logging
 from monitor.metrics import Telemetry, build_registry
@@ -263,7 +263,7 @@ def measure_latency(rotations: int, rng: random.Random) -> Latencies:
 
 
 def bench_destination(url: str) -> DestinationConfig:
-    return DestinationConfig.model_validate(
+    return parse_destination(
         {"name": DESTINATION, "kind": "webhook", "url": url, "rate_limit": 1_000_000}
     )
 

@@ -21,24 +21,30 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TextIO
+from typing import NoReturn
 
 from monitor import __version__
 from monitor.config import DestinationConfig, Settings, load_config
 from monitor.daemon import build_daemon, ignore_stop_signals, secrets_of
 from monitor.detect import problems
-from monitor.errors import ConfigError, KeywatchError, SourceError, StoreError
+from monitor.errors import ConfigError, KeywatchError, SourceError
 from monitor.httpclient import build_http_client
 from monitor.logs import configure_logging
-from monitor.model import KeyState, Snapshot
 from monitor.notify import build_notifier, sample_event
 from monitor.notify.base import Outcome, Verdict
 from monitor.poll import client_for_tenant, fetch_snapshot
-from monitor.store import Delivery, OutboxStats, Store, open_store, probe_store
+from monitor.report import (
+    TenantCheck,
+    check_document,
+    open_state,
+    print_check_table,
+    print_status,
+    read_status,
+    status_document,
+)
+from monitor.store import probe_store
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -104,14 +110,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 # --- check ----------------------------------------------------------------------------------
 
 
-@dataclass
-class TenantCheck:
-    name: str
-    snapshot: Snapshot | None = None
-    error: str | None = None
-    problems: list[str] = field(default_factory=list)
-
-
 async def _check_all(settings: Settings) -> list[TenantCheck]:
     timeout = max(tenant.timeout for tenant in settings.tenants)
     async with build_http_client(timeout=timeout) as http:
@@ -135,57 +133,6 @@ async def _check_all(settings: Settings) -> list[TenantCheck]:
         return list(await asyncio.gather(*(check_one(i) for i in range(len(settings.tenants)))))
 
 
-def _date(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else "-"
-
-
-def _key_row(tenant: str, key: KeyState) -> list[str]:
-    return [
-        tenant,
-        key.kid,
-        key.state,
-        _date(key.current_since),
-        _date(key.not_after),
-        "ok" if key.thumbprint_ok else "MISMATCH",
-    ]
-
-
-def _print_table(results: Sequence[TenantCheck], out: TextIO) -> None:
-    header = ["TENANT", "KID", "STATE", "CURRENT_SINCE", "CERT_NOT_AFTER", "THUMBPRINT"]
-    rows = [header]
-    for result in results:
-        if result.snapshot is not None:
-            keys = sorted(result.snapshot.keys.values(), key=lambda k: (k.state, k.kid))
-            rows.extend(_key_row(result.name, key) for key in keys)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)), file=out
-        )
-    for result in results:
-        if result.error:
-            print(f"{result.name}: UNREACHABLE: {result.error}", file=out)
-        for problem in result.problems:
-            print(f"{result.name}: PROBLEM: {problem}", file=out)
-
-
-def _key_json(key: KeyState) -> dict[str, object]:
-    return {
-        "kid": key.kid,
-        "state": key.state,
-        "current": key.current,
-        "next": key.next,
-        "previous": key.previous,
-        "revoked": key.revoked,
-        "current_since": _date(key.current_since) if key.current_since else None,
-        "current_until": _date(key.current_until) if key.current_until else None,
-        "revoked_at": _date(key.revoked_at) if key.revoked_at else None,
-        "cert_not_after": _date(key.not_after) if key.not_after else None,
-        "thumbprint": key.thumbprint,
-        "thumbprint_ok": key.thumbprint_ok,
-    }
-
-
 def _exit_code(results: Sequence[TenantCheck]) -> int:
     if any(result.error for result in results):
         return EXIT_CONFIG
@@ -200,27 +147,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     results = asyncio.run(_check_all(settings))
     code = _exit_code(results)
     if args.json:
-        document = {
-            "exit_code": code,
-            "tenants": [
-                {
-                    "name": result.name,
-                    "reachable": result.error is None,
-                    "error": result.error,
-                    "problems": result.problems,
-                    "keys": [
-                        _key_json(result.snapshot.keys[kid]) for kid in sorted(result.snapshot.keys)
-                    ]
-                    if result.snapshot
-                    else [],
-                }
-                for result in results
-            ],
-        }
+        document = check_document(results, code)
         json.dump(document, sys.stdout, indent=2)
         print()
     else:
-        _print_table(results, sys.stdout)
+        print_check_table(results, sys.stdout)
     return code
 
 
@@ -265,173 +196,21 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
 
 # --- status / redeliver ---------------------------------------------------------------------
 
-DEAD_SHOWN = 20
-
-
-def _open_state(settings: Settings) -> Store:
-    """The configured store; ``StoreError`` when it is missing or cannot be opened."""
-    path = settings.sqlite_path
-    if path is not None and path != ":memory:" and not Path(path).is_file():
-        probe_store(settings.state)  # a directory, say, is worth saying so
-        raise StoreError(f"state: no store at {path} yet (the daemon creates it on its first run)")
-    return open_store(settings.state)
-
-
-@dataclass
-class StatusReport:
-    snapshots: dict[str, Snapshot]
-    stats: dict[str, OutboxStats]
-    counts: dict[tuple[str, str], int]
-    dead: list[Delivery]
-    now: datetime
-
-
-def _read_status(store: Store) -> StatusReport:
-    return StatusReport(
-        snapshots=store.load_snapshots(),
-        stats=store.outbox_stats(),
-        counts=store.delivery_counts(),
-        dead=store.dead_deliveries(limit=DEAD_SHOWN),
-        now=datetime.now(UTC),
-    )
-
-
-def _age(since: datetime | None, now: datetime) -> float | None:
-    return None if since is None else max(0.0, (now - since).total_seconds())
-
-
-def _span(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    rest, parts = round(seconds), []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        count, rest = divmod(rest, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts[:2]) or "0s"
-
-
-def _status_document(settings: Settings, report: StatusReport) -> dict[str, Any]:
-    """Everything ``status`` shows; configured tenants and destinations first, then the ones
-    only the store still knows (removed from the configuration)."""
-    kinds = {d.name: d.kind for d in settings.destinations}
-    stored = {destination for destination, _ in report.counts}
-    configured_tenants = [t.name for t in settings.tenants]
-    tenants = configured_tenants + sorted(report.snapshots.keys() - set(configured_tenants))
-    return {
-        "tenants": [
-            _tenant_status(name, report.snapshots.get(name), configured=name in configured_tenants)
-            for name in tenants
-        ],
-        "destinations": [
-            _destination_status(name, kinds.get(name), report)
-            for name in [*kinds, *sorted(stored - kinds.keys())]
-        ],
-        "dead": [_dead_status(delivery) for delivery in report.dead],
-    }
-
-
-def _tenant_status(name: str, snapshot: Snapshot | None, *, configured: bool) -> dict[str, Any]:
-    return {
-        "name": name,
-        "configured": configured,
-        "snapshot_at": _date(snapshot.taken_at) if snapshot else None,
-        "current_kids": snapshot.current_kids if snapshot else [],
-    }
-
-
-def _destination_status(name: str, kind: str | None, report: StatusReport) -> dict[str, Any]:
-    oldest = report.stats.get(name, OutboxStats()).oldest_pending_at
-    return {
-        "name": name,
-        "kind": kind,
-        "configured": kind is not None,
-        "pending": report.counts.get((name, "pending"), 0),
-        "dead": report.counts.get((name, "dead"), 0),
-        "delivered": report.counts.get((name, "delivered"), 0),
-        "oldest_pending_age_seconds": _age(oldest, report.now),
-    }
-
-
-def _dead_status(delivery: Delivery) -> dict[str, Any]:
-    return {
-        "event_id": delivery.event.id,
-        "destination": delivery.destination,
-        "tenant": delivery.event.tenant,
-        "event": delivery.event.type.value,
-        "detected_at": _date(delivery.event.detected_at),
-        "attempts": delivery.attempts,
-        "last_error": delivery.last_error,
-    }
-
-
-def _print_rows(rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        print("  ".join(cells).rstrip(), file=out)
-
-
-def _print_status(document: dict[str, Any], out: TextIO) -> None:
-    tenant_rows = [["TENANT", "SNAPSHOT_AT", "CURRENT_KID"]]
-    for tenant in document["tenants"]:
-        note = "" if tenant["configured"] else "  (not configured)"
-        kids = ",".join(tenant["current_kids"]) or "-"
-        tenant_rows.append([tenant["name"], tenant["snapshot_at"] or "never", kids + note])
-    _print_rows(tenant_rows, out)
-    print(file=out)
-    rows = [["DESTINATION", "KIND", "PENDING", "DEAD", "DELIVERED", "OLDEST_PENDING"]]
-    for destination in document["destinations"]:
-        note = "" if destination["configured"] else "  (not configured: not sent)"
-        rows.append(
-            [
-                destination["name"],
-                destination["kind"] or "-",
-                str(destination["pending"]),
-                str(destination["dead"]),
-                str(destination["delivered"]),
-                _span(destination["oldest_pending_age_seconds"]) + note,
-            ]
-        )
-    if len(rows) > 1:
-        _print_rows(rows, out)
-    else:
-        print("no destinations configured and no deliveries stored", file=out)
-    if document["dead"]:
-        print(file=out)
-        print(
-            f"dead deliveries (oldest {DEAD_SHOWN}; `keywatch redeliver` queues them again):",
-            file=out,
-        )
-        dead_rows = [["EVENT_ID", "DESTINATION", "TENANT", "EVENT", "ATTEMPTS", "LAST_ERROR"]]
-        for dead in document["dead"]:
-            dead_rows.append(
-                [
-                    dead["event_id"],
-                    dead["destination"],
-                    dead["tenant"],
-                    dead["event"],
-                    str(dead["attempts"]),
-                    dead["last_error"] or "-",
-                ]
-            )
-        _print_rows(dead_rows, out)
-
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     configure_logging(level="error", secrets=secrets_of(settings))
-    store = _open_state(settings)
+    store = open_state(settings)
     try:
-        report = _read_status(store)
+        report = read_status(store)
     finally:
         store.close()
-    document = _status_document(settings, report)
+    document = status_document(settings, report)
     if args.json:
         json.dump(document, sys.stdout, indent=2)
         print()
     else:
-        _print_status(document, sys.stdout)
+        print_status(document, sys.stdout)
     return EXIT_OK
 
 
@@ -445,7 +224,7 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
             "stay queued until it is configured again",
             file=sys.stderr,
         )
-    store = _open_state(settings)
+    store = open_state(settings)
     try:
         count = store.requeue_dead(
             now=datetime.now(UTC), destination=args.destination, event_id=args.event

@@ -29,8 +29,9 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
+from monitor.clock import utc
 from monitor.model import Event, EventType, KeyState, Snapshot, make_event
 
 NEEDS_CONFIRMATION = frozenset(
@@ -73,19 +74,14 @@ def _keys_by_role(snapshot: Snapshot) -> str:
     return ",".join(f"{kid}:{role(snapshot.keys[kid])}" for kid in sorted(snapshot.keys))
 
 
-def _utc(moment: datetime) -> datetime:
-    """The same instant in UTC; a naive datetime is taken to be UTC already."""
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _instant(moment: datetime) -> str:
     """Id material: one canonical string per instant, whatever zone the store handed back."""
-    return _utc(moment).isoformat(timespec="microseconds")
+    return utc(moment).isoformat(timespec="microseconds")
 
 
 def _display(moment: datetime) -> str:
     """A datetime for people and payloads: UTC to the second."""
-    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _joined(values: Sequence[str]) -> str | None:

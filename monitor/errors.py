@@ -14,14 +14,14 @@
     │   │   ├── NotFound                404                                     reason=not_found
     │   │   └── UnexpectedStatus        any other status              reason=unexpected_status
     │   └── MalformedResponse       the answer is not what the API documents    reason=malformed
-    ├── StoreError                  the state store failed; nothing was half-written
-    └── NotifyError                 a notification could not be delivered
-        ├── NotifyTemporaryError    retry after .delay seconds
-        └── NotifyPermanentError    dead-letter it
+    └── StoreError                  the state store failed; nothing was half-written
 
 Third-party exceptions (httpx, sqlite3, psycopg, yaml, pydantic) are translated where they are
 caught, with ``raise ... from exc``. Messages never contain secrets: no tokens, client secrets,
 webhook URLs or signing secrets. Programming errors stay ordinary ``RuntimeError``s.
+
+Delivering a notification raises nothing: a notifier answers with a ``Verdict``
+(``monitor/notify/base.py``: delivered, retry after a delay, or dead), which the dispatcher acts on.
 """
 
 from __future__ import annotations
@@ -113,17 +113,3 @@ class MalformedResponse(SourceError):
 
 class StoreError(KeywatchError):
     """The state store failed; the transaction was rolled back."""
-
-
-class NotifyError(KeywatchError):
-    """A notification could not be delivered."""
-
-
-class NotifyTemporaryError(NotifyError):
-    def __init__(self, message: str, *, delay: float | None = None) -> None:
-        self.delay = delay
-        super().__init__(message)
-
-
-class NotifyPermanentError(NotifyError):
-    pass

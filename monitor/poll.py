@@ -10,10 +10,9 @@ alone, so the next poll detects the same change again: nothing is lost, and the 
 event ids keep it from being counted (or notified) twice. A process that does not lead polls
 nothing, and a poll that finds its process no longer leading commits nothing.
 
-Fetching double-checks what looks wrong: a suspicious answer (no keys, no current key) is
-fetched once more before it is believed, and a kid that vanished since the last snapshot (or a
-configured kid missing from the list) is confirmed with ``GET /keys/signing/{kid}`` before
-detection may call it removed.
+Fetching double-checks what looks wrong (a suspicious answer fetched again, a vanished kid
+confirmed with ``GET /keys/signing/{kid}``); that is the source's job: see
+``Auth0Client.fetch`` and the ``SnapshotSource`` protocol it implements.
 """
 
 from __future__ import annotations
@@ -39,12 +38,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 from monitor.clock import utc_now
 from monitor.config import TenantConfig
 from monitor.confirm import confirm
-from monitor.detect import anomalies, is_suspicious
+from monitor.detect import anomalies
 from monitor.errors import SourceError, StoreError
 from monitor.metrics import Telemetry
-from monitor.model import Event, KeyState, Severity, Snapshot, TenantState
+from monitor.model import Event, Severity, Snapshot, TenantState
 from monitor.notify.base import Notifier
 from monitor.sources.auth0 import Auth0Client, Credentials
+from monitor.sources.base import SnapshotSource
 from monitor.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -90,12 +90,8 @@ def client_for_tenant(http: httpx.AsyncClient, tenant: TenantConfig) -> Auth0Cli
     )
 
 
-def _snapshot(tenant: str, keys: Iterable[KeyState], taken_at: datetime) -> Snapshot:
-    return Snapshot(tenant=tenant, taken_at=taken_at, keys={key.kid: key for key in keys})
-
-
 async def fetch_snapshot(
-    client: Auth0Client,
+    client: SnapshotSource,
     *,
     tenant: str,
     previous: Snapshot | None,
@@ -103,26 +99,9 @@ async def fetch_snapshot(
     now: Callable[[], datetime] = utc_now,
 ) -> Snapshot:
     """Raises ``SourceError`` when the tenant cannot be read; never returns half a view."""
-    snapshot = _snapshot(tenant, await client.list_signing_keys(), now())
-    if is_suspicious(snapshot):
-        log.warning(
-            "suspicious answer (%d keys, no current key); fetching again before believing it",
-            len(snapshot.keys),
-            extra={"tenant": tenant},
-        )
-        snapshot = _snapshot(tenant, await client.list_signing_keys(), now())
-
-    expected = set(watched_kids) | (set(previous.keys) if previous else set())
-    confirmed: dict[str, KeyState] = {}
-    for kid in sorted(expected - set(snapshot.keys)):
-        key = await client.get_signing_key(kid)
-        if key is not None:
-            confirmed[kid] = key
-        else:
-            log.info("kid confirmed gone (404)", extra={"tenant": tenant, "kid": kid})
-    if not confirmed:
-        return snapshot
-    return Snapshot(tenant=tenant, taken_at=snapshot.taken_at, keys={**snapshot.keys, **confirmed})
+    if tenant != client.tenant:
+        raise ValueError(f"the source reads tenant {client.tenant!r}, not {tenant!r}")
+    return await client.fetch(previous=previous, watched_kids=watched_kids, now=now)
 
 
 # --- the pipeline ----------------------------------------------------------------------------
@@ -131,7 +110,7 @@ async def fetch_snapshot(
 @dataclass
 class TenantRuntime:
     config: TenantConfig
-    client: Auth0Client
+    client: SnapshotSource
     state: TenantState | None = None
 
 

@@ -137,7 +137,7 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 if len(body) < length:
-                    return  # the client hung up mid-request (a killed daemon): not received
+                    return  # the client died mid-body (a killed daemon): no request arrived
                 path = self.path.split("?", 1)[0]
                 answer = receiver._answer_for(path)
                 headers = {name.lower(): value for name, value in self.headers.items()}

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from email.utils import formatdate
 
 import httpx
@@ -34,12 +35,14 @@ from monitor.errors import (
     UnexpectedStatus,
 )
 from monitor.httpclient import build_http_client
+from monitor.model import Snapshot
 from monitor.sources.auth0 import (
     Auth0Client,
     Credentials,
     RetryPolicy,
     translate_httpx_errors,
 )
+from monitor.sources.base import SnapshotSource
 from tests.certs import certificate_for_kid, make_signing_key_json, thumbprint
 
 TENANT = "prod"
@@ -989,3 +992,47 @@ async def test_shared_client_does_not_follow_redirects(
         with pytest.raises(UnexpectedStatus, match="301 Moved Permanently"):
             await _loopback_client(http, base, fake_time).list_signing_keys()
     assert request_lines == [f"GET {KEYS} HTTP/1.1".encode()]
+
+
+# --- the client as a SnapshotSource ----------------------------------------------------------
+
+TAKEN_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+async def test_fetch_is_one_snapshot_of_the_tenant(
+    auth0: FakeAuth0, make_client: MakeClient
+) -> None:
+    source: SnapshotSource = make_client()
+    snapshot = await source.fetch(previous=None, now=lambda: TAKEN_AT)
+    assert (snapshot.tenant, snapshot.taken_at) == (TENANT, TAKEN_AT)
+    assert sorted(snapshot.keys) == ["kidCurrent", "kidNext"]
+    assert auth0.routes == [TOKEN_ROUTE, KEYS_ROUTE]
+
+
+async def test_fetch_asks_again_when_the_answer_has_no_current_key(
+    auth0: FakeAuth0, make_client: MakeClient
+) -> None:
+    auth0.script(KEYS_ROUTE, httpx.Response(200, json=[]))
+    snapshot = await make_client().fetch(previous=None, now=lambda: TAKEN_AT)
+    assert snapshot.current_kids == ["kidCurrent"]
+    assert auth0.routes == [TOKEN_ROUTE, KEYS_ROUTE, KEYS_ROUTE]
+
+
+async def test_fetch_confirms_a_vanished_kid_by_get_before_leaving_it_out(
+    auth0: FakeAuth0, make_client: MakeClient
+) -> None:
+    previous_key = make_signing_key_json("kidPrevious", previous=True)
+    auth0.script(f"GET {KEYS}/kidPrevious", httpx.Response(200, json=previous_key))
+    auth0.script(f"GET {KEYS}/kidWatched", api_error(404, "Signing key not found."))
+    previous = await make_client().fetch(previous=None, now=lambda: TAKEN_AT)
+    previous = Snapshot(
+        tenant=TENANT,
+        taken_at=TAKEN_AT,
+        keys={**previous.keys, "kidPrevious": previous.keys["kidNext"]},
+    )
+    snapshot = await make_client().fetch(
+        previous=previous, watched_kids=["kidWatched"], now=lambda: TAKEN_AT
+    )
+    assert sorted(snapshot.keys) == ["kidCurrent", "kidNext", "kidPrevious"]
+    assert snapshot.keys["kidPrevious"].state == "previous"
+    assert auth0.routes[-2:] == [f"GET {KEYS}/kidPrevious", f"GET {KEYS}/kidWatched"]

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from monitor.config import Settings
-from monitor.daemon import Daemon
+from monitor.daemon import Daemon, build_daemon
 from monitor.model import Event, EventType, Severity
 from monitor.simulator import Simulator, SimulatorServer
 from monitor.simulator.tenant import SimulatedTenant
@@ -408,8 +408,6 @@ async def test_runs_skipped_while_a_poll_waits_out_the_rate_limit_are_counted_qu
 async def test_the_store_is_migrated_once_when_the_daemon_is_built(
     server: SimulatorServer, tmp_path: Path
 ) -> None:
-    from monitor.daemon import build_daemon
-
     daemon = build_daemon(daemon_settings(server, tmp_path))
     migrated_again: list[str] = []
     daemon.store.migrate = lambda: migrated_again.append("migrate")  # type: ignore[method-assign]

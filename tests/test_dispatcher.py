@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.config import DestinationConfig, parse_config
+from monitor.config import DestinationConfig, parse_config, parse_destination
 from monitor.daemon import build_daemon, secrets_of
 from monitor.httpclient import build_http_client
 from monitor.logs import configure_logging
@@ -82,7 +82,7 @@ class Metrics:
 
 
 def destination(name: str, kind: str, url: str, **options: Any) -> DestinationConfig:
-    return DestinationConfig.model_validate({"name": name, "kind": kind, "url": url, **options})
+    return parse_destination({"name": name, "kind": kind, "url": url, **options})
 
 
 def notifiers(*configs: DestinationConfig) -> list[Notifier]:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from monitor.config import DestinationConfig
+from monitor.config import AlertmanagerDestination
 from monitor.model import Event, EventType, make_event
 from monitor.notify.alertmanager import AlertmanagerNotifier
 from monitor.notify.base import Outcome
@@ -106,9 +106,8 @@ def event(event_type: EventType, detected_at: datetime, **fields: Any) -> Event:
 
 
 async def test_alerts_reach_alertmanager_and_resolve(alertmanager: str) -> None:
-    config = DestinationConfig(
+    config = AlertmanagerDestination(
         name="am",
-        kind="alertmanager",
         urls=(alertmanager,),
         resolve_after=3600,  # type: ignore[arg-type]
     )

@@ -22,8 +22,8 @@ from monitor.notify.googlechat import GoogleChatNotifier
 from monitor.notify.pagerduty import PagerDutyNotifier
 from monitor.notify.slack import SlackNotifier
 from monitor.notify.teams import TeamsNotifier
-from monitor.notify.templates import sample_event
 from monitor.notify.webhook import WebhookNotifier
+from monitor.templates import sample_event
 
 __all__ = [
     "NOTIFIER_CLASSES",

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from monitor.config import DestinationConfig
+from monitor.config import AlertmanagerDestination
 from monitor.model import Event, EventType
 from monitor.notify.base import (
     USER_AGENT,
@@ -38,7 +38,7 @@ from monitor.notify.base import (
     json_body,
     latest,
 )
-from monitor.notify.templates import event_facts, iso_utc, limit
+from monitor.templates import event_facts, iso_utc, limit
 
 logger = logging.getLogger(__name__)
 
@@ -102,10 +102,15 @@ class AlertmanagerNotifier(Notifier):
     kind = "alertmanager"
     default_rate_limit = 5.0
 
-    def __init__(self, config: DestinationConfig) -> None:
+    def __init__(self, config: AlertmanagerDestination) -> None:
         super().__init__(config)
+        self._destination = config
         self._active: dict[LabelKey, _Alert] = {}
         self._resolved: dict[LabelKey, _Alert] = {}  # ends_at is when it was resolved
+
+    @property
+    def config(self) -> AlertmanagerDestination:
+        return self._destination
 
     @property
     def alert_urls(self) -> list[str]:

@@ -30,8 +30,9 @@ from monitor import __version__
 from monitor.config import DestinationConfig
 from monitor.httpclient import parse_retry_after
 from monitor.model import Event
-from monitor.notify.templates import Escape, MessageTemplate, TemplateError, iso_utc
+from monitor.notify.routing import matches
 from monitor.redact import Redactor
+from monitor.templates import Escape, MessageTemplate, TemplateError, iso_utc
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -220,7 +221,7 @@ class Notifier(ABC):
         return self._config.rate_limit or self.default_rate_limit
 
     def matches(self, event: Event) -> bool:
-        return self._config.matches(event)
+        return matches(self._config, event)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

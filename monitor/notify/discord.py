@@ -25,7 +25,7 @@ from monitor.notify.base import (
     parse_retry_after,
     with_query,
 )
-from monitor.notify.templates import (
+from monitor.templates import (
     Escape,
     escape_discord,
     event_facts,

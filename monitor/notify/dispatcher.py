@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from monitor.clock import Clock
+from monitor.clock import Clock, span
 from monitor.errors import StoreError
 from monitor.metrics import Telemetry
 from monitor.notify.base import Notifier, Outcome, Verdict
@@ -289,7 +289,7 @@ class _Outcomes:
         give_up_at = delivery.created_at + timedelta(seconds=max_age)
         if finished >= give_up_at:
             await self._dead(
-                lane, delivery, f"gave up after max_age {_span(max_age)}: {verdict.detail}"
+                lane, delivery, f"gave up after max_age {span(max_age)}: {verdict.detail}"
             )
             return
         retry_at = min(finished + timedelta(seconds=delay), give_up_at)
@@ -306,7 +306,7 @@ class _Outcomes:
             "notification not delivered (%s, attempt %d); next attempt in %s",
             verdict.detail,
             delivery.attempts + 1,
-            _span((retry_at - finished).total_seconds()),
+            span((retry_at - finished).total_seconds()),
             extra=_fields(lane, delivery),
         )
 
@@ -548,15 +548,3 @@ def _fields(target: _Lane | Notifier, delivery: Delivery | None = None) -> dict[
         fields["event"] = delivery.event.type.value
         fields["tenant"] = delivery.event.tenant
     return fields
-
-
-def _span(seconds: float) -> str:
-    """``seconds`` for people, two units at most: 0.4s, 12s, 5m, 2h30m, 7d."""
-    if seconds < 10:
-        return f"{max(seconds, 0):.1f}s"
-    rest, parts = round(seconds), []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        count, rest = divmod(rest, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts[:2])

@@ -15,7 +15,7 @@ from monitor.notify.base import (
     fit_body,
     with_query,
 )
-from monitor.notify.templates import escape_html, event_facts, event_title, limit
+from monitor.templates import escape_html, event_facts, event_title, limit
 
 TEXT_LIMIT = 4096
 MAX_BODY_BYTES = 30_000  # Chat refuses messages over 32,000 bytes

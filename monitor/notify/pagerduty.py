@@ -9,6 +9,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 
+from monitor.config import PagerDutyDestination
 from monitor.model import Event
 from monitor.notify.base import (
     USER_AGENT,
@@ -20,7 +21,7 @@ from monitor.notify.base import (
     classify_status,
     json_body,
 )
-from monitor.notify.templates import iso_utc, limit
+from monitor.templates import iso_utc, limit
 
 SUMMARY_LIMIT = 1024
 DEDUP_KEY_LIMIT = 255
@@ -36,9 +37,16 @@ class PagerDutyNotifier(Notifier):
     kind = "pagerduty"
     default_rate_limit = 5.0
 
+    def __init__(self, config: PagerDutyDestination) -> None:
+        super().__init__(config)
+        self._destination = config
+
+    @property
+    def config(self) -> PagerDutyDestination:
+        return self._destination
+
     def render(self, event: Event, *, now: datetime) -> OutgoingRequest:
         routing_key = self.config.routing_key
-        assert routing_key is not None  # the configuration requires it for this kind
         details: dict[str, object] = {
             "tenant": event.tenant,
             "event_type": event.type.value,

@@ -23,7 +23,7 @@ from monitor.notify.base import (
     latest,
     parse_retry_after,
 )
-from monitor.notify.templates import (
+from monitor.templates import (
     Escape,
     escape_slack,
     event_facts,

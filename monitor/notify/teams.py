@@ -18,7 +18,7 @@ from monitor.notify.base import (
     classify_status,
     fit_body,
 )
-from monitor.notify.templates import event_facts, limit
+from monitor.templates import event_facts, limit
 
 MAX_BODY_BYTES = 20_000
 HEADING_LIMIT = 2000

@@ -11,10 +11,10 @@ import hashlib
 import hmac
 from datetime import datetime
 
-from monitor.config import webhook_key
+from monitor.config import WebhookDestination, webhook_key
 from monitor.model import Event
 from monitor.notify.base import USER_AGENT, Notifier, OutgoingRequest, json_body
-from monitor.notify.templates import iso_utc, limit
+from monitor.templates import iso_utc, limit
 
 MESSAGE_LIMIT = 16_000  # keeps a templated body well under Standard Webhooks' ~20 KB advice
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
@@ -47,6 +47,14 @@ def event_data(event: Event, message: str) -> dict[str, object]:
 class WebhookNotifier(Notifier):
     kind = "webhook"
     default_rate_limit = 5.0
+
+    def __init__(self, config: WebhookDestination) -> None:
+        super().__init__(config)
+        self._destination = config
+
+    @property
+    def config(self) -> WebhookDestination:
+        return self._destination
 
     def render(self, event: Event, *, now: datetime) -> OutgoingRequest:
         data = event_data(event, self.message_text(event, default=event.summary))

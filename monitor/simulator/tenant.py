@@ -1,9 +1,11 @@
-"""The state of simulated Auth0 tenants: signing keys, clients, tokens, rate limits, faults.
+"""Simulated Auth0 tenants: ``SimulatedTenant`` and ``Simulator``, a set of them.
 
 ``SimulatedTenant`` is the Python face of one tenant (tests drive it directly: rotate, revoke,
-inject faults, move its clock); ``Simulator`` is a set of tenants sharing a clock and a key
-pool. The HTTP side lives in ``monitor.simulator.app``. All state changes take the tenant's
-lock, so tests may call these methods while the server thread serves requests.
+inject faults, move its clock); its keys live in a ``KeyRing`` (``keys``), its applications and
+tokens in a ``TokenIssuer`` (``tokens``), its faults in a ``FaultPlan`` (``faults``).
+``Simulator`` is a set of tenants sharing a clock and a key pool. The HTTP side lives in
+``monitor.simulator.app``. All state changes take the tenant's lock, so tests may call these
+methods while the server thread serves requests.
 
 Behaviour follows the "Simulator spec" of the Auth0 reference notes; texts marked *invented*
 there (the 401 for a missing bearer, the 400 for revoking a non-previous key, the 404
@@ -13,27 +15,21 @@ there (the 401 for a missing bearer, the 400 for revoking a non-previous key, th
 from __future__ import annotations
 
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-
-from monitor.simulator.crypto import (
-    KeyMaterial,
-    KeyPool,
-    KeySource,
-    decode_jwt,
-    encode_rs256,
-    generate_rsa_key,
-    make_key_material,
-    rs256_signature_valid,
+from monitor.simulator.crypto import KeyPool, KeySource, generate_rsa_key
+from monitor.simulator.errors import (
+    RevokeNotAllowed,
+    SimulatorError,
+    TokenRejected,
+    Unauthenticated,
+    UnknownSigningKey,
 )
 from monitor.simulator.faults import FaultPlan
+from monitor.simulator.keys import KeyRing, iso_millis
 from monitor.simulator.ratelimit import (
     BUCKETS,
     RateDecision,
@@ -41,136 +37,46 @@ from monitor.simulator.ratelimit import (
     TokenBucket,
     resolve_preset,
 )
+from monitor.simulator.tokens import (
+    ALL_SCOPES,
+    CREATE_SCOPE,
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    NOSCOPE_CLIENT_ID,
+    NOSCOPE_CLIENT_SECRET,
+    READ_SCOPE,
+    READONLY_CLIENT_ID,
+    READONLY_CLIENT_SECRET,
+    UNAUTHORIZED_STYLES,
+    UPDATE_SCOPE,
+    TokenIssuer,
+)
+
+__all__ = [
+    "ALL_SCOPES",
+    "CREATE_SCOPE",
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_CLIENT_SECRET",
+    "NOSCOPE_CLIENT_ID",
+    "NOSCOPE_CLIENT_SECRET",
+    "READONLY_CLIENT_ID",
+    "READONLY_CLIENT_SECRET",
+    "READ_SCOPE",
+    "UPDATE_SCOPE",
+    "RevokeNotAllowed",
+    "SimulatedTenant",
+    "Simulator",
+    "SimulatorError",
+    "TokenRejected",
+    "Unauthenticated",
+    "UnknownSigningKey",
+    "check_tenant_name",
+    "iso_millis",
+]
 
 Clock = Callable[[], float]
 
-DEFAULT_CLIENT_ID = "keywatch-demo"
-DEFAULT_CLIENT_SECRET = "keywatch-demo-secret"
-READONLY_CLIENT_ID = "keywatch-readonly"
-READONLY_CLIENT_SECRET = "keywatch-readonly-secret"
-NOSCOPE_CLIENT_ID = "keywatch-noscope"
-NOSCOPE_CLIENT_SECRET = "keywatch-noscope-secret"
-
-READ_SCOPE = "read:signing_keys"
-CREATE_SCOPE = "create:signing_keys"
-UPDATE_SCOPE = "update:signing_keys"
-ALL_SCOPES = (READ_SCOPE, CREATE_SCOPE, UPDATE_SCOPE)
-
-TOKEN_LIFETIME_SECONDS = 86_400
-MAX_LISTED_REVOKED_KEYS = 3  # the dashboard's "last three revoked keys"
-UNAUTHORIZED_STYLES = ("invalid_client", "access_denied")
-
 _TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-
-
-class SimulatorError(Exception):
-    """Base of the simulator's own errors (they never leave the simulator package's API)."""
-
-
-class UnknownSigningKey(SimulatorError, LookupError):
-    def __init__(self, kid: str) -> None:
-        self.kid = kid
-        super().__init__(f"no signing key with kid {kid!r}")
-
-
-class RevokeNotAllowed(SimulatorError, ValueError):
-    def __init__(self, kid: str, state: str) -> None:
-        self.kid = kid
-        self.state = state
-        super().__init__(f"signing key {kid!r} is {state}; only previous keys can be revoked")
-
-
-class TokenRejected(SimulatorError):
-    """``POST /oauth/token`` refuses: ``status`` plus the OAuth ``error`` body."""
-
-    def __init__(self, status: int, error: str, description: str) -> None:
-        self.status = status
-        self.error = error
-        self.description = description
-        super().__init__(f"{status} {error}: {description}")
-
-
-class Unauthenticated(SimulatorError):
-    """A Management API call without a valid token; ``message`` is Auth0's 401 text."""
-
-    def __init__(self, message: str, *, expired: bool = False) -> None:
-        self.message = message
-        self.expired = expired
-        super().__init__(message)
-
-
-MISSING_AUTHENTICATION = "Missing authentication"
-INVALID_TOKEN = "Invalid token"
-INVALID_SIGNATURE = "Invalid signature received for JSON Web Token validation"
-EXPIRED_TOKEN = "Expired token received for JSON Web Token validation"
-
-
-@dataclass(frozen=True, slots=True)
-class Client:
-    client_id: str
-    secret: str
-    scopes: tuple[str, ...]
-
-
-def iso_millis(epoch: float) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.mmmZ``, the date format of the Management API."""
-    moment = datetime.fromtimestamp(epoch, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-@dataclass(eq=False, slots=True)
-class SigningKey:
-    """One key of a tenant: its material plus the lifecycle flags and dates."""
-
-    material: KeyMaterial
-    current: bool = False
-    next: bool = False
-    previous: bool = False
-    revoked: bool = False
-    current_since: float | None = None
-    current_until: float | None = None
-    revoked_at: float | None = None
-
-    @property
-    def kid(self) -> str:
-        return self.material.kid
-
-    @property
-    def state(self) -> str:
-        for name in ("revoked", "current", "next", "previous"):
-            if getattr(self, name):
-                return name
-        return "unknown"
-
-    def to_json(self) -> dict[str, object]:
-        """The ``SigningKeys`` object: explicit booleans, dates only when set."""
-        body: dict[str, object] = {
-            "kid": self.kid,
-            "cert": self.material.cert_pem,
-            "pkcs7": self.material.pkcs7_pem,
-            "current": self.current,
-            "next": self.next,
-            "previous": self.previous,
-        }
-        for name in ("current_since", "current_until"):
-            value = getattr(self, name)
-            if value is not None:
-                body[name] = iso_millis(value)
-        body["fingerprint"] = self.material.fingerprint
-        body["thumbprint"] = self.material.thumbprint
-        body["revoked"] = self.revoked
-        if self.revoked_at is not None:
-            body["revoked_at"] = iso_millis(self.revoked_at)
-        return body
-
-
-def _default_clients() -> dict[str, Client]:
-    clients = (
-        Client(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, ALL_SCOPES),
-        Client(READONLY_CLIENT_ID, READONLY_CLIENT_SECRET, (READ_SCOPE,)),
-        Client(NOSCOPE_CLIENT_ID, NOSCOPE_CLIENT_SECRET, ()),
-    )
-    return {client.client_id: client for client in clients}
 
 
 def check_tenant_name(name: str) -> str:
@@ -203,10 +109,14 @@ class SimulatedTenant:
         self.name = check_tenant_name(name)
         self._clock = clock
         self._clock_offset = 0.0
-        self._key_source = key_source or generate_rsa_key
         self._lock = threading.RLock()
-        self._keys: list[SigningKey] = []
-        self._clients = _default_clients()
+        self.keys = KeyRing(
+            lock=self._lock,
+            now=self.now,
+            key_source=key_source or generate_rsa_key,
+            common_name=lambda: self.domain,
+        )
+        self.tokens = TokenIssuer(lock=self._lock, now=self.now, keys=self.keys)
         self._base_url = base_url.rstrip("/") if base_url else None
         self.retry_after = retry_after
         self.unauthorized_error = unauthorized_error
@@ -257,112 +167,54 @@ class SimulatedTenant:
 
     @property
     def keys_ready(self) -> bool:
-        return bool(self._keys)
+        return self.keys.ready
 
     def ensure_keys(self) -> None:
         """Create the initial current and next keys now if they do not exist yet."""
-        with self._lock:
-            self._ensure_keys_locked()
-
-    def _ensure_keys_locked(self) -> None:
-        if self._keys:
-            return
-        now = self.now()
-        self._keys = [
-            SigningKey(self._new_material(now), current=True, current_since=now),
-            SigningKey(self._new_material(now), next=True),
-        ]
-
-    def _new_material(self, now: float) -> KeyMaterial:
-        return make_key_material(self._key_source(), common_name=self.domain, issued_at=now)
-
-    def _keys_in(self, state: str) -> list[SigningKey]:
-        with self._lock:
-            self._ensure_keys_locked()
-            return [key for key in self._keys if key.state == state]
+        self.keys.ensure()
 
     @property
     def current_kid(self) -> str:
-        return self._keys_in("current")[0].kid
+        return self.keys.kids_in("current")[0]
 
     @property
     def next_kid(self) -> str:
-        return self._keys_in("next")[0].kid
+        return self.keys.kids_in("next")[0]
 
     @property
     def previous_kids(self) -> list[str]:
         """Oldest first."""
-        return [key.kid for key in self._keys_in("previous")]
+        return self.keys.kids_in("previous")
 
     @property
     def revoked_kids(self) -> list[str]:
         """The listed revoked keys (at most the last three), oldest first."""
-        return [key.kid for key in self._keys_in("revoked")]
+        return self.keys.kids_in("revoked")
 
     def keys_json(self) -> list[dict[str, object]]:
         """The body of ``GET /api/v2/keys/signing``."""
-        with self._lock:
-            self._ensure_keys_locked()
-            return [key.to_json() for key in self._keys]
+        return self.keys.keys_json()
 
     def key_json(self, kid: str) -> dict[str, object]:
         """The body of ``GET /api/v2/keys/signing/{kid}``; raises ``UnknownSigningKey``."""
-        with self._lock:
-            return self._find(kid).to_json()
+        return self.keys.key_json(kid)
 
     def jwks_json(self, *, include_revoked: bool = False) -> dict[str, object]:
         """``/.well-known/jwks.json``: current, next, then previous keys (newest first)."""
-        with self._lock:
-            self._ensure_keys_locked()
-            order = {"current": 0, "next": 1, "previous": 2, "revoked": 3}
-            keys = [key for key in self._keys if include_revoked or not key.revoked]
-            ranked = sorted(
-                enumerate(keys), key=lambda pair: (order.get(pair[1].state, 4), -pair[0])
-            )
-            return {"keys": [key.material.jwk() for _, key in ranked]}
-
-    def _find(self, kid: str) -> SigningKey:
-        self._ensure_keys_locked()
-        for key in self._keys:
-            if key.kid == kid:
-                return key
-        raise UnknownSigningKey(kid)
+        return self.keys.jwks_json(include_revoked=include_revoked)
 
     def rotate(self) -> str:
         """Current -> previous, next -> current, a new next key; returns the new next kid."""
-        with self._lock:
-            self._ensure_keys_locked()
-            now = self.now()
-            material = self._new_material(now)  # before any change: if it fails, nothing moved
-            for key in self._keys:
-                if key.current:
-                    key.current, key.previous, key.current_until = False, True, now
-            for key in self._keys:
-                if key.next:
-                    key.next, key.current, key.current_since = False, True, now
-            self._keys.append(SigningKey(material, next=True))
-            return material.kid
+        return self.keys.rotate()
 
     def revoke(self, kid: str) -> None:
         """Revoke a previous key; ``UnknownSigningKey`` or ``RevokeNotAllowed`` otherwise."""
-        with self._lock:
-            key = self._find(kid)
-            if not key.previous or key.revoked:
-                raise RevokeNotAllowed(kid, key.state)
-            key.previous, key.revoked, key.revoked_at = False, True, self.now()
-            self._forget_old_revoked_keys()
-
-    def _forget_old_revoked_keys(self) -> None:
-        revoked = [key for key in self._keys if key.revoked]
-        revoked.sort(key=lambda key: key.revoked_at or 0.0)
-        for key in revoked[:-MAX_LISTED_REVOKED_KEYS]:
-            self._keys.remove(key)
+        self.keys.revoke(kid)
 
     # --- clients and tokens ----------------------------------------------------------------
 
     def add_client(self, client_id: str, secret: str, scopes: Iterable[str] = ALL_SCOPES) -> None:
-        with self._lock:
-            self._clients[client_id] = Client(client_id, secret, tuple(scopes))
+        self.tokens.add_client(client_id, secret, scopes)
 
     def accepted_audiences(self, request_base_url: str | None = None) -> set[str]:
         bases = {base for base in (self._base_url, request_base_url) if base}
@@ -372,104 +224,20 @@ class SimulatedTenant:
         self, params: Mapping[str, str], *, request_base_url: str | None = None
     ) -> dict[str, object]:
         """A client-credentials exchange; returns the 200 body or raises ``TokenRejected``."""
-        grant_type = params.get("grant_type")
-        if not grant_type:
-            raise TokenRejected(400, "invalid_request", "Missing required parameter: grant_type")
-        if grant_type != "client_credentials":
-            raise TokenRejected(
-                400, "unsupported_grant_type", "Unsupported grant type: " + grant_type
-            )
-        for name in ("client_id", "client_secret"):
-            if not params.get(name):
-                raise TokenRejected(400, "invalid_request", f"Missing required parameter: {name}")
-        client = self._authenticate_client(params["client_id"], params["client_secret"])
-        audience = params.get("audience")
-        if not audience:
-            raise TokenRejected(
-                403,
-                "access_denied",
-                "No audience parameter was provided, and no default audience has been configured",
-            )
-        if audience not in self.accepted_audiences(request_base_url):
-            raise TokenRejected(
-                403,
-                "access_denied",
-                f'Client is not authorized to access "{audience}". You need to create a '
-                '"client-grant" associated to this API. See: '
-                "https://auth0.com/docs/api/v2#!/Client_Grants/post_client_grants",
-            )
-        return self._mint_token(client, audience, issuer_base=request_base_url)
-
-    def _authenticate_client(self, client_id: str, secret: str) -> Client:
-        with self._lock:
-            client = self._clients.get(client_id)
-        if client is None or not secrets.compare_digest(client.secret, secret):
-            if self.unauthorized_error == "access_denied":
-                raise TokenRejected(401, "access_denied", "Unauthorized")
-            raise TokenRejected(401, "invalid_client", "Client authentication failed")
-        return client
-
-    def _mint_token(
-        self, client: Client, audience: str, *, issuer_base: str | None
-    ) -> dict[str, object]:
-        with self._lock:
-            self._ensure_keys_locked()
-            signer = self._keys_in("current")[0].material
-            issued_at = int(self.now())
-        base = issuer_base or self._base_url or f"https://{self.domain}"
-        scope = " ".join(client.scopes)
-        claims = {
-            "iss": f"{base.rstrip('/')}/",
-            "sub": f"{client.client_id}@clients",
-            "aud": audience,
-            "iat": issued_at,
-            "exp": issued_at + TOKEN_LIFETIME_SECONDS,
-            "scope": scope,
-            "gty": "client-credentials",
-            "azp": client.client_id,
-        }
-        token = encode_rs256(claims, kid=signer.kid, private_key=signer.private_key)
-        return {
-            "access_token": token,
-            "expires_in": TOKEN_LIFETIME_SECONDS,
-            "scope": scope,
-            "token_type": "Bearer",
-        }
+        return self.tokens.issue(
+            params,
+            audiences=self.accepted_audiences(request_base_url),
+            issuer_base=request_base_url or self._base_url or f"https://{self.domain}",
+            unauthorized_error=self.unauthorized_error,
+        )
 
     def authenticate(
         self, authorization: str | None, *, request_base_url: str | None = None
     ) -> frozenset[str]:
         """Check a Management API ``Authorization`` header; returns the token's scopes."""
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated(MISSING_AUTHENTICATION)
-        try:
-            jwt = decode_jwt(token.strip())
-        except ValueError:
-            raise Unauthenticated(INVALID_TOKEN) from None
-        kid = jwt.header.get("kid")
-        if jwt.header.get("alg") != "RS256" or not isinstance(kid, str):
-            raise Unauthenticated(INVALID_SIGNATURE)
-        public_key = self._verification_key(kid)
-        if public_key is None or not rs256_signature_valid(jwt, public_key):
-            raise Unauthenticated(INVALID_SIGNATURE)
-        expires = jwt.claims.get("exp")
-        if not isinstance(expires, int | float) or expires <= self.now():
-            raise Unauthenticated(EXPIRED_TOKEN, expired=True)
-        audience = jwt.claims.get("aud")
-        if audience not in self.accepted_audiences(request_base_url):
-            raise Unauthenticated(f"Bad audience: {audience}")
-        scope = jwt.claims.get("scope")
-        return frozenset(scope.split()) if isinstance(scope, str) else frozenset()
-
-    def _verification_key(self, kid: str) -> rsa.RSAPublicKey | None:
-        """The public key of a non-revoked key of this tenant, else None."""
-        with self._lock:
-            try:
-                key = self._find(kid)
-            except UnknownSigningKey:
-                return None
-            return None if key.revoked else key.material.private_key.public_key()
+        return self.tokens.authenticate(
+            authorization, audiences=self.accepted_audiences(request_base_url)
+        )
 
     # --- rate limits -----------------------------------------------------------------------
 

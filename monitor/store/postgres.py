@@ -20,10 +20,11 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg.types.string import TextLoader
 
+from monitor.clock import utc
 from monitor.errors import StoreError
 from monitor.redact import Redactor, redact_url, url_secrets
 from monitor.store import migrations
-from monitor.store.sql import Session, SQLStore, utc
+from monitor.store.sql import Session, SQLStore
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from monitor.clock import utc
 from monitor.errors import StoreError
 from monitor.store import migrations
-from monitor.store.sql import Session, SQLStore, utc
+from monitor.store.sql import Session, SQLStore
 
 log = logging.getLogger(__name__)
 

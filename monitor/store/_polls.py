@@ -1,0 +1,132 @@
+"""The poll part of ``SQLStore``: snapshots and confirmation state, events, and the
+deliveries a poll queues, all written in the poll's one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monitor.errors import StoreError
+from monitor.model import (
+    Event,
+    Snapshot,
+    TenantState,
+    confirmation_to_json,
+    event_to_json,
+    snapshot_from_json,
+    snapshot_to_json,
+    tenant_state_from_json,
+)
+from monitor.store._sqlbase import Session, SQLBase
+
+
+class PollQueries(SQLBase):
+    """What polls leave behind: each tenant's state, and the events detected."""
+
+    def load_snapshot(self, tenant: str) -> Snapshot | None:
+        with self._session("load_snapshot", write=False) as session:
+            rows = session.query("SELECT body FROM snapshots WHERE tenant = ?", (tenant,))
+        return self._decode_snapshot(rows[0][0], tenant) if rows else None
+
+    def load_snapshots(self) -> dict[str, Snapshot]:
+        with self._session("load_snapshots", write=False) as session:
+            rows = session.query("SELECT tenant, body FROM snapshots ORDER BY tenant")
+        return {tenant: self._decode_snapshot(body, tenant) for tenant, body in rows}
+
+    def load_states(self) -> dict[str, TenantState]:
+        with self._session("load_states", write=False) as session:
+            rows = session.query("SELECT tenant, body, confirmation FROM snapshots ORDER BY tenant")
+        return {
+            tenant: self._decode_state(body, confirmation, tenant)
+            for tenant, body, confirmation in rows
+        }
+
+    def _decode_state(self, body: str, confirmation: str | None, tenant: str) -> TenantState:
+        snapshot = self._decode_snapshot(body, tenant)
+        try:
+            return tenant_state_from_json(snapshot, confirmation)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(
+                f"{self.where}: the stored confirmation of tenant {tenant!r} is unreadable: "
+                f"{type(exc).__name__}"
+            ) from exc
+
+    def _decode_snapshot(self, body: str, tenant: str) -> Snapshot:
+        try:
+            return snapshot_from_json(body)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(
+                f"{self.where}: the stored snapshot of tenant {tenant!r} is unreadable: "
+                f"{type(exc).__name__}"
+            ) from exc
+
+    def save_poll(
+        self,
+        state: TenantState | Snapshot,
+        events: Sequence[Event],
+        deliveries: Sequence[tuple[str, str]] = (),
+    ) -> list[Event]:
+        if isinstance(state, Snapshot):
+            state = TenantState.confirmed(state)
+        snapshot = state.snapshot
+        snapshot_body, confirmation, event_bodies = self._serialise_poll(state, events)
+        taken_at = self._to_db_time(snapshot.taken_at)
+        with self._session(f"save_poll of tenant {snapshot.tenant!r}", write=True) as session:
+            session.execute(
+                "INSERT INTO snapshots (tenant, taken_at, body, confirmation) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (tenant) DO UPDATE SET taken_at = excluded.taken_at, "
+                "body = excluded.body, confirmation = excluded.confirmation",
+                (snapshot.tenant, taken_at, snapshot_body, confirmation),
+            )
+            new_events = [
+                event
+                for index, (event, body) in enumerate(zip(events, event_bodies, strict=True))
+                if self._insert_event(session, event, body, poll_index=index)
+            ]
+            for event_id, destination in deliveries:
+                session.execute(
+                    "INSERT INTO deliveries (event_id, destination, state, attempts, "
+                    "next_attempt_at, created_at) VALUES (?, ?, 'pending', 0, ?, ?) "
+                    "ON CONFLICT (event_id, destination) DO NOTHING",
+                    (event_id, destination, taken_at, taken_at),
+                )
+        return new_events
+
+    def _serialise_poll(
+        self, state: TenantState, events: Sequence[Event]
+    ) -> tuple[str, str, list[str]]:
+        try:
+            return (
+                snapshot_to_json(state.snapshot),
+                confirmation_to_json(state),
+                [event_to_json(event) for event in events],
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise StoreError(
+                f"{self.where}: save_poll of tenant {state.tenant!r} failed: "
+                f"cannot serialise the poll: {exc}"
+            ) from exc
+
+    def _insert_event(self, session: Session, event: Event, body: str, *, poll_index: int) -> bool:
+        inserted = session.execute(
+            "INSERT INTO events (id, tenant, type, severity, detected_at, body, poll_index) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (
+                event.id,
+                event.tenant,
+                event.type.value,
+                event.severity.label,
+                self._to_db_time(event.detected_at),
+                body,
+                poll_index,
+            ),
+        )
+        return inserted == 1
+
+    def recent_events(self, tenant: str | None = None, limit: int = 100) -> list[Event]:
+        where, params = ("WHERE tenant = ? ", [tenant]) if tenant is not None else ("", [])
+        with self._session("recent_events", write=False) as session:
+            rows = session.query(
+                f"SELECT body FROM events {where}ORDER BY detected_at DESC, id DESC LIMIT ?",
+                (*params, max(limit, 0)),
+            )
+        return [self._decode_event(body) for (body,) in rows]
