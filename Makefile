@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck docs unit bench clean
+.PHONY: demo test lint typecheck docs unit integration bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check monitor tests bench
 	$(BIN)/ruff format --check monitor tests bench
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -28,10 +29,15 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
+# Fast, in-process tests (under 30 s on two cores).
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q tests/unit
 
-test: lint typecheck docs unit
+# Real servers on loopback, subprocesses, PostgreSQL, Prometheus and Alertmanager.
+integration: $(STAMP)
+	$(BIN)/pytest -q tests/integration
+
+test: lint typecheck docs unit integration
 
 bench: $(STAMP)
 	$(BIN)/python bench/poll.py

@@ -1,7 +1,7 @@
 """Write base/prometheusrule.yaml from deploy/prometheus/rules.yml (the one source of the rules).
 
 Run after editing rules.yml:  python3 deploy/kubernetes/render_prometheusrule.py
-tests/test_deploy_files.py fails while the two files disagree.
+tests/integration/test_deploy_files.py fails while the two files disagree.
 """
 
 from __future__ import annotations

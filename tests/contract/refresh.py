@@ -72,8 +72,8 @@ def main(keys_file: str, oauth_file: str) -> None:
     fixture = {
         "_about": (
             "The simulator's contract: the parts of Auth0's OpenAPI documents for the signing-key "
-            "endpoints and the token endpoint that tests/test_simulator.py validates every "
-            "simulator response against. Derived, unchanged but pruned, by "
+            "endpoints and the token endpoint that tests/integration/test_simulator.py validates "
+            "every simulator response against. Derived, unchanged but pruned, by "
             "tests/contract/refresh.py; run it again with newer documents to refresh."
         ),
         "_derived_from": {
