@@ -38,7 +38,7 @@ from monitor.errors import ConfigError
 from monitor.httpclient import build_http_client
 from monitor.leader import SHARED_REFRESH_SECONDS, LeaderLease, RoleFollower, new_holder_id
 from monitor.logs import RedactSecrets
-from monitor.metrics import Telemetry, build_registry
+from monitor.metrics import Telemetry, build_registry, render_prepared
 from monitor.model import Event
 from monitor.notify import build_notifier
 from monitor.notify.base import Notifier
@@ -110,6 +110,10 @@ class Daemon:
         """This process polls and sends now (see ``RoleFollower.leading``)."""
         return self._roles is not None and self._roles.leading
 
+    def exposition(self, openmetrics: bool) -> bytes:
+        """What ``/metrics`` serves (the same samples as ``registry``, from prepared bytes)."""
+        return render_prepared(self.telemetry, version=__version__, openmetrics=openmetrics)
+
     async def poll_tenant(self, name: str) -> list[Event]:
         """Poll one tenant now; returns the events committed by this poll (see ``Poller``)."""
         return await self.poller.poll(name)
@@ -145,10 +149,11 @@ class Daemon:
 
         self._server = build_server(
             build_app(
-                registry=self.registry,
+                exposition=self.exposition,
                 ping_store=self.store.ping,
                 polled_all=roles.polled_enough,
                 standing_by=roles.standing_by,
+                progress=self.telemetry.polled_once,
             )
         )
         self._spawn(self._server.serve(sockets=[sock]), name="web-server")

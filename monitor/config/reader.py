@@ -33,7 +33,8 @@ __all__ = [
     "read_document",
 ]
 
-MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+"""Enough for 10,000 tenants with their own credentials (about 200 bytes each) and more."""
 MAX_YAML_DEPTH = 50
 """Levels of nested lists and mappings; deeper is refused (and never recursed into)."""
 MIN_ALIAS_BUDGET = 10_000

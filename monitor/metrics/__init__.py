@@ -16,10 +16,12 @@ the store, and no ``keywatch_tenant_up`` or ``keywatch_last_successful_poll_time
 (it polls nothing, so it has no poll status to report). Counters count what this process did.
 
 The package: ``names`` (every exported metric, its type, labels and help), ``telemetry``
-(the state), ``collector`` (the rendering).
+(the state, with each tenant's sample lines rendered when they change), ``exposition`` (the
+text formats, written from those lines: what ``/metrics`` serves), ``collector`` (the
+reference rendering through ``prometheus_client``, and ``render_prepared``).
 """
 
-from monitor.metrics.collector import KeywatchCollector, build_registry, render
+from monitor.metrics.collector import KeywatchCollector, build_registry, render, render_prepared
 from monitor.metrics.names import (
     API_ERROR_REASONS,
     JOB_ERROR_KINDS,
@@ -46,4 +48,5 @@ __all__ = [
     "Telemetry",
     "build_registry",
     "render",
+    "render_prepared",
 ]

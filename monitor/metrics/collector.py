@@ -14,8 +14,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.samples import Sample
 
+from monitor.metrics.exposition import lines_by_name, write
 from monitor.metrics.names import SPECS, MetricSpec
-from monitor.metrics.telemetry import DestinationCopy, Telemetry
+from monitor.metrics.telemetry import DestinationCopy, ScrapeCopy, Telemetry
 
 
 def _family(spec: MetricSpec) -> Metric:
@@ -39,22 +40,31 @@ class KeywatchCollector:
 
     def collect(self) -> Iterator[Metric]:
         scrape = self._telemetry.scrape_copy()
-        families = {spec.name: _family(spec) for spec in SPECS.values()}
+        families = process_families(scrape, version=self._version)
         for series in scrape.series:
             for name, samples in series:
                 families[name].samples.extend(samples)
-        histogram = families["keywatch_poll_duration_seconds"]
-        assert isinstance(histogram, HistogramMetricFamily)
-        histogram.add_metric([], scrape.buckets, scrape.duration_sum)
-        for destination in scrape.destinations:
-            _add_destination(families, destination)
-        families["keywatch_leader"].samples.append(
-            Sample("keywatch_leader", {}, 1 if scrape.leader else 0)
-        )
-        families["keywatch_build_info"].samples.append(
-            Sample("keywatch_build_info", {"version": self._version}, 1)
-        )
         yield from families.values()
+
+
+def process_families(scrape: ScrapeCopy, *, version: str) -> dict[str, Metric]:
+    """Every family of ``SPECS``, holding the process-wide samples only (no tenant's)."""
+    families = {spec.name: _family(spec) for spec in SPECS.values()}
+    histogram = families["keywatch_poll_duration_seconds"]
+    assert isinstance(histogram, HistogramMetricFamily)
+    histogram.add_metric([], scrape.buckets, scrape.duration_sum)
+    for destination in scrape.destinations:
+        _add_destination(families, destination)
+    families["keywatch_tenants_polled_once"].samples.append(
+        Sample("keywatch_tenants_polled_once", {}, scrape.polled_once)
+    )
+    families["keywatch_leader"].samples.append(
+        Sample("keywatch_leader", {}, 1 if scrape.leader else 0)
+    )
+    families["keywatch_build_info"].samples.append(
+        Sample("keywatch_build_info", {"version": version}, 1)
+    )
+    return families
 
 
 def _add_destination(families: dict[str, Metric], destination: DestinationCopy) -> None:
@@ -81,5 +91,15 @@ def build_registry(telemetry: Telemetry, *, version: str) -> CollectorRegistry:
 
 
 def render(registry: CollectorRegistry) -> bytes:
-    """The Prometheus text exposition of ``registry``."""
+    """The Prometheus text exposition of ``registry`` (the reference, slow for big fleets)."""
     return generate_latest(registry)
+
+
+def render_prepared(telemetry: Telemetry, *, version: str, openmetrics: bool = False) -> bytes:
+    """The exposition ``/metrics`` serves: every tenant's prepared lines joined, and the
+    process-wide samples (a few per destination) formatted now. Same samples as ``render``."""
+    blocks, scrape = telemetry.prepared_blocks()
+    process = lines_by_name(
+        (name, family.samples) for name, family in process_families(scrape, version=version).items()
+    )
+    return write([*blocks, process], openmetrics=openmetrics)

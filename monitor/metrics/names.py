@@ -196,6 +196,13 @@ _SPECS: tuple[MetricSpec, ...] = (
         "From detecting an event to its delivery to a destination (retries included).",
     ),
     MetricSpec(
+        "keywatch_tenants_polled_once",
+        "gauge",
+        (),
+        "Tenants polled at least once (successfully or not) since this process started or "
+        "took the lead: the start-up's progress (/readyz answers 200 when all are).",
+    ),
+    MetricSpec(
         "keywatch_leader",
         "gauge",
         (),

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from prometheus_client.samples import Sample
 
+from monitor.metrics.exposition import Lines, lines_by_name
 from monitor.metrics.names import (
     API_ERROR_REASONS,
     JOB_ERROR_KINDS,
@@ -36,11 +37,13 @@ Series = tuple[tuple[str, tuple[Sample, ...]], ...]
 
 # --- state -----------------------------------------------------------------------------------
 #
-# A scrape of 1,000 tenants exports about 70,000 samples. Building them all at every scrape
-# costs tens of milliseconds, and most of them have not changed since the last scrape (a
-# tenant changes once per poll). So each tenant keeps its samples ready: the per-key ones
-# are built when its snapshot is set, the per-tenant ones after each update of its counters.
-# Samples are immutable once built and are shared by the scrapes until they are replaced.
+# A scrape of 10,000 tenants exports over 600,000 samples. Formatting them all at every scrape
+# costs seconds, and most of them have not changed since the last scrape (a tenant changes
+# once per poll). So each tenant keeps its sample lines ready (``monitor.metrics.exposition``):
+# the per-key ones are rendered when its snapshot is set, its poll status after each poll and
+# its counters when one of them moves. Only the bytes are kept (a ``Sample`` with its labels
+# dict costs ~10 times the memory of its line); the reference collector builds its samples
+# from the same state with the same functions at collection time.
 
 
 @dataclass(slots=True)
@@ -57,15 +60,29 @@ class _TenantState:
     api_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(API_ERROR_REASONS, 0))
     events: dict[str, int] = field(default_factory=lambda: {kind.value: 0 for kind in EventType})
     job_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_ERROR_KINDS, 0))
-    key_series: Series = ()
-    tenant_series: Series = ()
+    key_lines: Lines = field(default_factory=dict)
+    status_lines: Lines = field(default_factory=dict)
+    counter_lines: Lines = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.rerender()
+        self.render_status()
+        self.render_counters()
 
-    def rerender(self) -> None:
-        """Rebuild the per-tenant samples; call after changing any counter or flag."""
-        self.tenant_series = _tenant_series(self)
+    def render_status(self) -> None:
+        """Render the poll status again; call after changing a flag or the last success."""
+        self.status_lines = lines_by_name(_status_series(self))
+
+    def render_counters(self) -> None:
+        """Render the counters again; call after changing one."""
+        self.counter_lines = lines_by_name(_counter_series(self))
+
+    def series(self) -> Series:
+        """Every sample of the tenant (for the reference collector)."""
+        keys = _key_series(self.snapshot) if self.snapshot is not None else ()
+        return (*_status_series(self), *_counter_series(self), *keys)
+
+    def blocks(self) -> tuple[Lines, Lines, Lines]:
+        return self.status_lines, self.counter_lines, self.key_lines
 
 
 @dataclass(slots=True)
@@ -134,6 +151,7 @@ class ScrapeCopy:
     """What one scrape renders, copied under the lock (the series themselves are immutable)."""
 
     series: list[Series]
+    polled_once: int
     leader: bool
     buckets: list[tuple[str, float]]
     duration_sum: float
@@ -150,6 +168,7 @@ class Telemetry:
         self._durations = _Histogram.with_bounds(POLL_DURATION_BUCKETS)
         self._destinations: dict[str, _DestinationState] = {}
         self._leader = True
+        self._polled = 0  # tenants with polled set
 
     def add_tenant(self, tenant: str) -> None:
         """Start exporting a tenant: counters at 0, tenant_up 0 until polled. Idempotent."""
@@ -167,23 +186,27 @@ class Telemetry:
             self._leader = leader
             for state in self._tenants.values():
                 state.polling = leader
+                if state.polled:
+                    self._polled -= 1
                 state.polled = state.up = False
                 state.last_success = None
-                state.rerender()
+                state.render_status()
 
     def remove_tenant(self, tenant: str) -> None:
         """Forget a tenant: every series labelled with it disappears."""
         with self._lock:
-            self._tenants.pop(tenant, None)
+            state = self._tenants.pop(tenant, None)
+            if state is not None and state.polled:
+                self._polled -= 1
 
     def set_snapshot(self, snapshot: Snapshot) -> None:
         """Replace the tenant's key view; kids missing from it lose their series."""
-        key_series = _key_series(snapshot)  # built before taking the lock
+        key_lines = lines_by_name(_key_series(snapshot))  # rendered before taking the lock
         with self._lock:
             state = self._tenants.get(snapshot.tenant)
             if state is not None:
                 state.snapshot = snapshot
-                state.key_series = key_series
+                state.key_lines = key_lines
         if state is None:
             _log_unknown(snapshot.tenant, "snapshot")
 
@@ -193,7 +216,7 @@ class Telemetry:
             state = self._tenants.get(tenant)
             if state is not None and state.unconfirmed != pending:
                 state.unconfirmed = pending
-                state.rerender()
+                state.render_status()
         if state is None:
             _log_unknown(tenant, "confirmation")
 
@@ -203,10 +226,10 @@ class Telemetry:
             self._durations.observe(duration)
             state = self._tenants.get(tenant)
             if state is not None:
-                state.polled = True
+                self._mark_polled(state)
                 state.up = True
                 state.last_success = self._clock()
-                state.rerender()
+                state.render_status()
         if state is None:
             _log_unknown(tenant, "poll success")
 
@@ -217,10 +240,11 @@ class Telemetry:
             self._durations.observe(duration)
             state = self._tenants.get(tenant)
             if state is not None:
-                state.polled = True
+                self._mark_polled(state)
                 state.up = False
                 state.api_errors[reason] = state.api_errors.get(reason, 0) + 1
-                state.rerender()
+                state.render_status()
+                state.render_counters()
         if state is None:
             _log_unknown(tenant, "poll failure")
 
@@ -242,7 +266,7 @@ class Telemetry:
                     state.revocations += 1
                 changed[event.tenant] = state
             for state in changed.values():
-                state.rerender()
+                state.render_counters()
         for tenant in dropped:
             _log_unknown(tenant, "events")
 
@@ -252,7 +276,7 @@ class Telemetry:
             state = self._tenants.get(tenant)
             if state is not None:
                 state.job_errors[kind] = state.job_errors.get(kind, 0) + 1
-                state.rerender()
+                state.render_counters()
         if state is None:
             _log_unknown(tenant, "job error")
 
@@ -292,11 +316,21 @@ class Telemetry:
                 state.dead = view.dead if view is not None else 0
                 state.oldest_pending_at = oldest.timestamp() if oldest is not None else None
 
+    def _mark_polled(self, state: _TenantState) -> None:
+        if not state.polled:
+            state.polled = True
+            self._polled += 1
+
     def polled_all(self) -> bool:
         """True once every known tenant was polled at least once, successfully or not
-        (vacuously true without tenants)."""
+        (vacuously true without tenants). O(1): asked after every poll until it is true."""
         with self._lock:
-            return all(state.polled for state in self._tenants.values())
+            return self._polled == len(self._tenants)
+
+    def polled_once(self) -> tuple[int, int]:
+        """(tenants polled at least once, known tenants): the start-up's progress."""
+        with self._lock:
+            return self._polled, len(self._tenants)
 
     def snapshot_of(self, tenant: str) -> Snapshot | None:
         with self._lock:
@@ -306,31 +340,40 @@ class Telemetry:
     def scrape_copy(self) -> ScrapeCopy:
         """What one scrape renders, copied under the lock (for ``KeywatchCollector``)."""
         with self._lock:
-            series: list[Series] = []
-            for state in self._tenants.values():
-                series.append(state.tenant_series)
-                series.append(state.key_series)
-            now = self._clock()
-            return ScrapeCopy(
-                series=series,
-                leader=self._leader,
-                buckets=self._durations.cumulative_buckets(),
-                duration_sum=self._durations.total,
-                destinations=[
-                    DestinationCopy(
-                        name=name,
-                        outcomes=dict(state.outcomes),
-                        latency_buckets=state.latency.cumulative_buckets(),
-                        latency_sum=state.latency.total,
-                        pending=state.pending,
-                        dead=state.dead,
-                        oldest_pending_age=0.0
-                        if state.oldest_pending_at is None
-                        else max(0.0, now - state.oldest_pending_at),
-                    )
-                    for name, state in self._destinations.items()
-                ],
-            )
+            series = [state.series() for state in self._tenants.values()]
+            return self._copy(series)
+
+    def prepared_blocks(self) -> tuple[list[Lines], ScrapeCopy]:
+        """The prepared sample lines of every tenant (three blocks each), and the copy of the
+        process-wide state (the tenant series in it are empty), taken under the lock."""
+        with self._lock:
+            blocks = [block for state in self._tenants.values() for block in state.blocks()]
+            return blocks, self._copy([])
+
+    def _copy(self, series: list[Series]) -> ScrapeCopy:
+        """Call with the lock held."""
+        now = self._clock()
+        return ScrapeCopy(
+            series=series,
+            polled_once=self._polled,
+            leader=self._leader,
+            buckets=self._durations.cumulative_buckets(),
+            duration_sum=self._durations.total,
+            destinations=[
+                DestinationCopy(
+                    name=name,
+                    outcomes=dict(state.outcomes),
+                    latency_buckets=state.latency.cumulative_buckets(),
+                    latency_sum=state.latency.total,
+                    pending=state.pending,
+                    dead=state.dead,
+                    oldest_pending_age=0.0
+                    if state.oldest_pending_at is None
+                    else max(0.0, now - state.oldest_pending_at),
+                )
+                for name, state in self._destinations.items()
+            ],
+        )
 
 
 def _le(bound: float) -> str:
@@ -349,8 +392,24 @@ def _log_unknown(tenant: str, what: str) -> None:
 # --- samples -----------------------------------------------------------------------------------
 
 
-def _tenant_series(state: _TenantState) -> Series:
-    """The per-tenant samples of one tenant."""
+def _status_series(state: _TenantState) -> Series:
+    """The poll status of one tenant (changes at every poll)."""
+    tenant = {"tenant": state.tenant}
+    series: list[tuple[str, tuple[Sample, ...]]] = []
+
+    def one(name: str, value: float) -> None:
+        series.append((name, (Sample(name, tenant, value),)))
+
+    if state.polling:
+        one("keywatch_tenant_up", 1 if state.up else 0)
+        if state.last_success is not None:
+            one("keywatch_last_successful_poll_timestamp_seconds", state.last_success)
+    one("keywatch_unconfirmed_changes", 1 if state.unconfirmed else 0)
+    return tuple(series)
+
+
+def _counter_series(state: _TenantState) -> Series:
+    """The counters of one tenant (change rarely)."""
     tenant = {"tenant": state.tenant}
     series: list[tuple[str, tuple[Sample, ...]]] = []
 
@@ -363,11 +422,6 @@ def _tenant_series(state: _TenantState) -> Series:
         )
         series.append((name, samples))
 
-    if state.polling:
-        one("keywatch_tenant_up", 1 if state.up else 0)
-        if state.last_success is not None:
-            one("keywatch_last_successful_poll_timestamp_seconds", state.last_success)
-    one("keywatch_unconfirmed_changes", 1 if state.unconfirmed else 0)
     one("auth0_signing_key_rotations_total", state.rotations)
     one("auth0_signing_key_revocations_total", state.revocations)
     each("keywatch_api_errors_total", "reason", state.api_errors)

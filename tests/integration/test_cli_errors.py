@@ -185,7 +185,7 @@ HOSTILE = [
         "while scanning a quoted scalar that starts here (line 2, column 11)",
         id="unclosed quote",
     ),
-    pytest.param("x: " + "y" * (1024 * 1024), "larger than 1 MiB", id="too large"),
+    pytest.param("x: " + "y" * (16 * 1024 * 1024), "larger than 16 MiB", id="too large"),
     pytest.param(
         "tenants:\n  - {name: a, domain: a.auth0.com, token: t, interval: 1ms}\n",
         "tenants[0].interval: must be at least 1s for an Auth0 domain",
@@ -245,7 +245,7 @@ def test_validate_stops_reading_dev_zero(capsys: pytest.CaptureFixture[str]) -> 
     started = time.monotonic()
     assert main(["validate", "/dev/zero"]) == 2
     assert time.monotonic() - started < 5
-    one_clean_line(capsys.readouterr().err, "/dev/zero: larger than 1 MiB")
+    one_clean_line(capsys.readouterr().err, "/dev/zero: larger than 16 MiB")
 
 
 # --- ports and bounds of the arguments -------------------------------------------------------

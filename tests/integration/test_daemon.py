@@ -290,12 +290,17 @@ async def test_readyz_waits_for_every_tenant(server: SimulatorServer, tmp_path: 
     from monitor.web import build_app
 
     app = build_app(
-        registry=daemon.registry,
+        exposition=daemon.exposition,
         ping_store=daemon.store.ping,
         polled_all=daemon.telemetry.polled_all,
+        progress=daemon.telemetry.polled_once,
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        assert (await c.get("/readyz")).status_code == 503
+        waiting = await c.get("/readyz")
+        assert (waiting.status_code, waiting.text) == (
+            503,
+            "not ready: 0 of 1 tenants polled once\n",
+        )
         daemon.telemetry.record_poll_failure("tenant-1", reason="network", duration=0.1)
         assert (await c.get("/readyz")).status_code == 200
     await daemon.http.aclose()
