@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -53,6 +53,10 @@ MAX_CONCURRENT_POLLS = 10
 """Polls in flight at once. A burst (the start, a reload, many tenants falling due together)
 waits here, cheaply, instead of in httpcore's connection pool, where every request start and
 finish costs O(waiting requests x connections)."""
+FIRST_POLLS_PER_SECOND = 400.0
+"""How fast the first polls start (at start-up and when taking the lead): 10,000 tenants are
+spread over 25 s, not started at once. A tenant's first poll is never later than its interval,
+and the spread carries over to the next polls (no waves)."""
 _JOB_PREFIX = "poll:"
 _JOB_EVENT_KINDS = {
     EVENT_JOB_ERROR: "error",
@@ -316,11 +320,19 @@ class PollSchedule:
         )
 
     def start(self, tenants: Iterable[TenantConfig]) -> None:
-        """Schedule every tenant, paused: ``resume`` starts polling (at once)."""
+        """Schedule every tenant, paused: ``resume`` starts polling (spread, see
+        ``FIRST_POLLS_PER_SECOND``)."""
         first_run = datetime.now(UTC)
         for tenant in tenants:
             self.add(tenant, first_run=first_run)
         self._scheduler.start(paused=True)
+
+    def _add_spread(self, tenants: Sequence[TenantConfig], start: datetime) -> None:
+        """Schedule ``tenants`` with first runs from ``start`` on, ``FIRST_POLLS_PER_SECOND``
+        at most (each within its own interval)."""
+        for index, tenant in enumerate(tenants):
+            offset = min(index / FIRST_POLLS_PER_SECOND, tenant.interval * index / len(tenants))
+            self.add(tenant, first_run=start + timedelta(seconds=offset))
 
     def add(self, tenant: TenantConfig, *, first_run: datetime) -> None:
         """Schedule a tenant, or replace its job with its new settings."""
@@ -346,10 +358,8 @@ class PollSchedule:
         self._scheduler.pause()
 
     def resume(self) -> None:
-        """Poll every tenant now, then on its interval."""
-        now = datetime.now(UTC)
-        for tenant in list(self._tenants.values()):
-            self.add(tenant, first_run=now)
+        """Poll every tenant from now on (spread), then on its interval."""
+        self._add_spread(list(self._tenants.values()), datetime.now(UTC))
         self._scheduler.resume()
 
     async def finish(self, *, grace: float) -> None:
