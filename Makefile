@@ -39,9 +39,10 @@ integration: $(STAMP)
 
 test: lint typecheck docs unit integration
 
+# Every script under bench/, one table of figures, bench/results.md; FULL=1 runs longer.
 bench: $(STAMP)
-	$(BIN)/python bench/poll.py
-	$(BIN)/python bench/notify.py
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/all.py $(if $(FULL),--full)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info site

@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -47,6 +46,8 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from figures import Report, load, machine, verdict
 
 from monitor.config import DestinationConfig, parse_destination
 from monitor.httpclient import build_http_client
@@ -438,35 +439,39 @@ def measure_drain(count: int, rounds: int, *, state_dir: str | None) -> DrainFig
 # --- report --------------------------------------------------------------------------------------
 
 
-def report_latency(latencies: Latencies) -> None:
+def report_latency(report: Report, latencies: Latencies) -> None:
     count = len(latencies.end_to_end)
     p50, p99 = (percentile(latencies.end_to_end, q) for q in (0.50, 0.99))
-    verdict = "met" if p99 <= LATENCY_TARGET_P99 else "NOT met"
-    print(f"latency, {count} rotations, poll interval {POLL_INTERVAL}, no jitter:")
-    worst = max(latencies.end_to_end)
-    print(f"  rotation -> POST:     p50 {p50:.3f} s  p99 {p99:.3f} s  max {worst:.3f} s")
-    print(f"                        target p99 <= {LATENCY_TARGET_P99} s: {verdict}")
+    report.section(f"Notify latency: {count} rotations, poll interval {POLL_INTERVAL}, no jitter")
+    report.add("rotation -> POST, p50", f"{p50:.3f} s")
+    report.add(
+        "rotation -> POST, p99",
+        f"{p99:.3f} s",
+        f"<= {LATENCY_TARGET_P99} s",
+        verdict(p99 <= LATENCY_TARGET_P99),
+    )
     q50, q99 = (percentile(latencies.pipeline, q) for q in (0.50, 0.99))
-    print(f"  detected_at -> POST:  p50 {q50 * 1000:.1f} ms  p99 {q99 * 1000:.1f} ms")
+    report.add("detected_at -> POST, p50 / p99", f"{q50 * 1000:.1f} / {q99 * 1000:.1f} ms")
 
 
-def report_drain(drain_figures: DrainFigures) -> None:
+def report_drain(report: Report, drain_figures: DrainFigures) -> None:
     drain_cpu = statistics.median(drain_figures.drain_cpu)
     bare_cpu = statistics.median(drain_figures.bare_cpu)
     ratio = drain_cpu / bare_cpu
     per = 1e6 / drain_figures.deliveries
-    verdict = "met" if ratio <= CPU_RATIO_TARGET else "NOT met"
     rounds = len(drain_figures.drain_cpu)
-    print(f"draining {drain_figures.deliveries} queued deliveries (median of {rounds}):")
-    print(
-        f"  dispatcher: {drain_cpu:.2f} s CPU ({drain_cpu * per:.0f} us each), "
-        f"{statistics.median(drain_figures.drain_wall):.1f} s wall"
+    report.section(f"Notify drain: {drain_figures.deliveries} deliveries (median of {rounds})")
+    report.add("dispatcher CPU per delivery", f"{drain_cpu * per:.0f} us")
+    report.add("bare httpx CPU per delivery", f"{bare_cpu * per:.0f} us")
+    report.add(
+        "ratio dispatcher / bare",
+        f"{ratio:.2f}",
+        f"<= {CPU_RATIO_TARGET}",
+        verdict(ratio <= CPU_RATIO_TARGET),
     )
-    print(
-        f"  bare httpx: {bare_cpu:.2f} s CPU ({bare_cpu * per:.0f} us each), "
-        f"{statistics.median(drain_figures.bare_wall):.1f} s wall"
-    )
-    print(f"  ratio {ratio:.2f} (target <= {CPU_RATIO_TARGET}: {verdict})")
+    drain_wall = statistics.median(drain_figures.drain_wall)
+    bare_wall = statistics.median(drain_figures.bare_wall)
+    report.add("wall time: dispatcher / bare", f"{drain_wall:.1f} / {bare_wall:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -481,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         help="where the drain's SQLite store lives (default: the temp directory); "
         "/dev/shm shows the cost without the per-delivery fsync",
     )
+    parser.add_argument("--figures", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--role", choices=["receiver", "drain", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("worker_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -497,14 +503,16 @@ def main(argv: list[str] | None = None) -> int:
         rotations = args.rotations or (8 if args.quick else 60)
         deliveries = args.deliveries or (1000 if args.quick else 10_000)
         rounds = args.rounds or (1 if args.quick else 3)
-        python = platform.python_version()
-        print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {python}")
+        print(f"machine: {machine()}; {load()}")
+        report = Report()
         if args.only != "drain":
             print(f"latency: {rotations} rotations")
-            report_latency(measure_latency(rotations, random.Random(1)))
+            report_latency(report, measure_latency(rotations, random.Random(1)))
         if args.only != "latency":
             print(f"drain: {deliveries} deliveries, {rounds} round(s)")
-            report_drain(measure_drain(deliveries, rounds, state_dir=args.state_dir))
+            report_drain(report, measure_drain(deliveries, rounds, state_dir=args.state_dir))
+        if args.figures:
+            report.write_json(args.figures)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1

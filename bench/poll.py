@@ -24,36 +24,51 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import functools
 import gc
 import logging
 import math
 import os
-import platform
 import pstats
 import re
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from figures import Report, load, machine, verdict
 
 from monitor.config import parse_config
-from monitor.daemon import Daemon, build_daemon
-from monitor.httpclient import build_http_client
+from monitor.daemon import Daemon
+from monitor.httpclient import DEFAULT_USER_AGENT, build_http_client, build_timeout
+from monitor.metrics import Telemetry, build_registry
 from monitor.simulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from monitor.sources.auth0 import KEYS_PATH, TOKEN_PATH
+from monitor.store import open_store
 
 RATIO_TARGET = 2.0
-CPU_SHARE_TARGET = 0.10
-RSS_TARGET_MB = 150.0
+BIG_FLEET = 10_000  # the targets of issue 12 are for this size; smaller fleets show the growth
+CPU_SHARE_TARGET = 0.20
+RSS_TARGET_MB = 250.0
+STARTUP_TARGET_SECONDS = 30.0
+ANSWER_TARGET_MS = 100.0
+SCRAPE_TARGET_MS = 150.0
+FLEET_RATIO_TARGET = 1.5
+KEYS_PER_TENANT = 3  # the simulator's tenants: current, next, previous
+API_SAMPLE_TENANTS = 50
+SCRAPES_MEASURED = 10
+PROBE_EVERY_SECONDS = 0.25
 
 BENCH_TENANT = "tenant-1"
 HTTP_TIMEOUT_SECONDS = 10.0
@@ -204,36 +219,18 @@ def memory_mb(pid: int) -> dict[str, float]:
     return found
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.partition(":")[2].strip()
-            break
-    cpus = len(os.sched_getaffinity(0))
-    return f"{cpus} CPU(s), {model}, Python {platform.python_version()}, {platform.system()}"
-
-
 # --- 1. per-poll CPU -----------------------------------------------------------------------------
 
 
 @dataclass
 class PollCpu:
-    keywatch_ms: list[float]
-    bare_ms: list[float]
+    """CPU ms per poll by contender (one value per round), measured side by side."""
+
+    rounds: dict[str, list[float]]
     polls: int
 
-    @property
-    def keywatch_median(self) -> float:
-        return statistics.median(self.keywatch_ms)
-
-    @property
-    def bare_median(self) -> float:
-        return statistics.median(self.bare_ms)
-
-    @property
-    def ratio(self) -> float:
-        return self.keywatch_median / self.bare_median
+    def median(self, contender: str) -> float:
+        return statistics.median(self.rounds[contender])
 
 
 async def cpu_ms_per_call(call: Callable[[], Awaitable[object]], count: int) -> float:
@@ -242,6 +239,24 @@ async def cpu_ms_per_call(call: Callable[[], Awaitable[object]], count: int) -> 
     for _ in range(count):
         await call()
     return (time.process_time() - started) * 1000 / count
+
+
+def aiohttp_client(timeout: float) -> httpx.AsyncClient | None:
+    """``build_http_client``'s settings on the ``httpx-aiohttp`` transport (None when the
+    package is not installed: ``pip install -e '.[bench]'``)."""
+    try:
+        from httpx_aiohttp import AiohttpTransport
+    except ImportError:
+        return None
+    return httpx.AsyncClient(
+        transport=AiohttpTransport(
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=20)
+        ),
+        timeout=build_timeout(timeout),
+        headers={"User-Agent": DEFAULT_USER_AGENT},
+        follow_redirects=False,
+        trust_env=False,
+    )
 
 
 class BarePoller:
@@ -286,6 +301,19 @@ def failed_polls(daemon: Daemon) -> float:
     )
 
 
+def daemon_on(settings_text: str, http: httpx.AsyncClient) -> Daemon:
+    """``build_daemon``, but on the given HTTP client."""
+    telemetry = Telemetry()
+    settings = parse_config(settings_text)
+    return Daemon(
+        settings=settings,
+        store=open_store(settings.state),
+        http=http,
+        telemetry=telemetry,
+        registry=build_registry(telemetry, version="bench"),
+    )
+
+
 async def measure_poll_cpu(
     base_url: str,
     *,
@@ -295,36 +323,45 @@ async def measure_poll_cpu(
     warmup: int,
     profile_to: Path | None,
 ) -> PollCpu:
-    config = daemon_config(
-        base_url, [BENCH_TENANT], workdir=workdir, defaults="{interval: 1h, jitter: 0}"
-    )
-    daemon = build_daemon(parse_config(config))
-    await daemon.start()  # the first poll (the baseline) runs right away
+    defaults = "{interval: 1h, jitter: 0}"
+    clients = {"httpx": build_http_client(timeout=HTTP_TIMEOUT_SECONDS)}
+    aiohttp = aiohttp_client(HTTP_TIMEOUT_SECONDS)
+    if aiohttp is not None:
+        clients["aiohttp"] = aiohttp
+    contenders: dict[str, Callable[[], Awaitable[object]]] = {}
+    daemons: list[Daemon] = []
     try:
-        await asyncio.wait_for(daemon.wait_ready(), HTTP_TIMEOUT_SECONDS)
-        async with build_http_client(timeout=HTTP_TIMEOUT_SECONDS) as http:
+        for transport, http in clients.items():
+            config = daemon_config(
+                base_url, [BENCH_TENANT], workdir=workdir / transport, defaults=defaults
+            )
+            (workdir / transport).mkdir(parents=True, exist_ok=True)
+            daemon = daemon_on(config, http)
+            daemons.append(daemon)
+            await daemon.start()  # the first poll (the baseline) runs right away
+            await asyncio.wait_for(daemon.wait_ready(), HTTP_TIMEOUT_SECONDS)
             bare = BarePoller(http, f"{base_url}/{BENCH_TENANT}")
             await bare.fetch_token()
-
-            async def keywatch_poll() -> object:
-                return await daemon.poll_tenant(BENCH_TENANT)
-
-            contenders = {"keywatch": keywatch_poll, "bare": bare.poll}
-            for call in contenders.values():
-                await cpu_ms_per_call(call, warmup)
-            results: dict[str, list[float]] = {name: [] for name in contenders}
-            for round_number in range(rounds):
-                order = list(contenders) if round_number % 2 == 0 else list(contenders)[::-1]
-                for name in order:
-                    results[name].append(await cpu_ms_per_call(contenders[name], polls))
-            if profile_to is not None:
-                await profile_polls(keywatch_poll, polls, profile_to)
-        failures = failed_polls(daemon)
+            contenders[f"keywatch/{transport}"] = functools.partial(
+                daemon.poll_tenant, BENCH_TENANT
+            )
+            contenders[f"bare/{transport}"] = bare.poll
+        for call in contenders.values():
+            await cpu_ms_per_call(call, warmup)
+        results: dict[str, list[float]] = {name: [] for name in contenders}
+        for round_number in range(rounds):
+            order = list(contenders) if round_number % 2 == 0 else list(contenders)[::-1]
+            for name in order:
+                results[name].append(await cpu_ms_per_call(contenders[name], polls))
+        if profile_to is not None:
+            await profile_polls(contenders["keywatch/httpx"], polls, profile_to)
+        failures = sum(failed_polls(daemon) for daemon in daemons)
         if failures:
             raise BenchError(f"{failures:g} keywatch polls failed; see the log above")
     finally:
-        await daemon.shutdown()
-    return PollCpu(keywatch_ms=results["keywatch"], bare_ms=results["bare"], polls=polls)
+        for daemon in daemons:
+            await daemon.shutdown()  # closes its client
+    return PollCpu(rounds=results, polls=polls)
 
 
 async def profile_polls(call: Callable[[], Awaitable[object]], count: int, path: Path) -> None:
@@ -340,6 +377,31 @@ async def profile_polls(call: Callable[[], Awaitable[object]], count: int, path:
 
 
 @dataclass
+class Latencies:
+    """Wall times of requests to the daemon, in seconds."""
+
+    samples: list[float] = field(default_factory=list)
+    failures: int = 0
+
+    @property
+    def worst(self) -> float:
+        return max(self.samples, default=math.nan)
+
+
+@dataclass
+class Scrapes:
+    """Scrapes of /metrics after the window: CPU of each (clock ticks), body size."""
+
+    cpu: list[float] = field(default_factory=list)
+    size: int = 0
+    lines: int = 0
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.cpu, 0.99)
+
+
+@dataclass
 class Fleet:
     tenants: int
     interval: float
@@ -348,22 +410,25 @@ class Fleet:
     window_wall: float
     window_cpu: float
     rss_end_mb: float
-    rss_window_max_mb: float
     rss_peak_mb: float
     stop_seconds: float | None
+    startup_healthz: Latencies
+    startup_metrics: Latencies
+    lag_during_scrapes: Latencies
+    plain: Scrapes
+    gzipped: Scrapes
+    api_calls: dict[str, float]  # per sampled tenant, in the window
     window_polls: float | None = None
     window_errors: float | None = None
     tenants_up: float | None = None
-    scrape_problems: int = 0
-    scrape_cpu: float | None = None
-
-    @property
-    def startup_share(self) -> float:
-        return self.startup_cpu / self.startup_wall
 
     @property
     def window_share(self) -> float:
         return self.window_cpu / self.window_wall
+
+    @property
+    def cpu_per_poll(self) -> float | None:
+        return self.window_cpu / self.window_polls if self.window_polls else None
 
     @property
     def expected_polls(self) -> float:
@@ -371,9 +436,53 @@ class Fleet:
         return self.tenants * self.window_wall / (self.interval * (1 + FLEET_JITTER / 2))
 
 
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
 def metric_total(text: str, name: str) -> float:
     """The sum of every sample called ``name`` in a Prometheus text exposition."""
     return sum(float(value) for found, _, value in SAMPLE_LINE.findall(text) if found == name)
+
+
+class Prober:
+    """GETs a path of the daemon every ``every`` seconds in a thread, timing each answer,
+    until stopped: is the event loop free while the daemon is busy?"""
+
+    def __init__(self, base_url: str, path: str, *, every: float) -> None:
+        self.latencies = Latencies()
+        self._base_url = base_url
+        self._path = path
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with httpx.Client(
+            base_url=self._base_url, timeout=SCRAPE_TIMEOUT_SECONDS, trust_env=False
+        ) as http:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    ok = http.get(self._path).status_code < 500 or self._path == "/readyz"
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    self.latencies.samples.append(time.monotonic() - started)
+                else:
+                    self.latencies.failures += 1
+                self._stop.wait(self._every)
 
 
 def wait_ready(http: httpx.Client, daemon: Child, *, timeout: float) -> None:
@@ -390,33 +499,72 @@ def wait_ready(http: httpx.Client, daemon: Child, *, timeout: float) -> None:
         time.sleep(0.2)
 
 
-class Scraper:
+def scrape(http: httpx.Client, *, encoding: str = "gzip") -> httpx.Response | None:
     """GET /metrics; a failed or slow scrape is a finding to report, not a crash."""
+    try:
+        response = http.get("/metrics", headers={"Accept-Encoding": encoding})
+    except httpx.HTTPError as exc:
+        log.warning("GET /metrics failed: %s", type(exc).__name__)
+        return None
+    if response.status_code != 200:
+        log.warning("GET /metrics: HTTP %d", response.status_code)
+        return None
+    return response
 
-    def __init__(self, http: httpx.Client) -> None:
-        self._http = http
-        self.problems = 0
 
-    def __call__(self) -> str | None:
-        try:
-            response = self._http.get("/metrics")
-        except httpx.HTTPError as exc:
-            log.warning("GET /metrics failed: %s", type(exc).__name__)
-            self.problems += 1
-            return None
-        if response.status_code != 200:
-            log.warning("GET /metrics: HTTP %d", response.status_code)
-            self.problems += 1
-            return None
-        return response.text
+def measure_scrapes(http: httpx.Client, pid: int, *, encoding: str, count: int) -> Scrapes:
+    found = Scrapes()
+    for _ in range(count):
+        before = cpu_seconds(pid)
+        response = scrape(http, encoding=encoding)
+        if response is not None:
+            found.cpu.append(cpu_seconds(pid) - before)
+            found.size = int(response.headers.get("content-length", len(response.content)))
+            found.lines = response.text.count("\n")
+    return found
+
+
+def api_calls(base_url: str, tenants: list[str]) -> dict[str, float]:
+    """Management API requests the simulator served, summed over ``tenants``."""
+    total: dict[str, float] = {}
+    with httpx.Client(timeout=SCRAPE_TIMEOUT_SECONDS, trust_env=False) as http:
+        for tenant in tenants:
+            state = http.get(f"{base_url}/{tenant}/__admin/state").json()
+            for endpoint, count in state.get("requests", {}).items():
+                total[endpoint] = total.get(endpoint, 0) + count
+    return total
+
+
+def fleet_names(tenants: int) -> list[str]:
+    return [f"tenant-{number}" for number in range(1, tenants + 1)]
 
 
 def fleet_config(base_url: str, tenants: int, *, interval: float, workdir: Path) -> Path:
-    names = [f"tenant-{number}" for number in range(1, tenants + 1)]
     defaults = f"{{interval: {interval:g}s, jitter: {FLEET_JITTER:g}}}"
     path = workdir / "fleet.yaml"
-    path.write_text(daemon_config(base_url, names, workdir=workdir, defaults=defaults))
+    text = daemon_config(base_url, fleet_names(tenants), workdir=workdir, defaults=defaults)
+    path.write_text(text)
     return path
+
+
+@contextmanager
+def sampled(pid: int, path: Path | None) -> Iterator[None]:
+    """py-spy samples the process while the block runs (nothing when ``path`` is None)."""
+    if path is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    command = [spy, "record", "--pid", str(pid), "--rate", "50", "--format", "raw"]
+    process = subprocess.Popen(
+        [*command, "--nonblocking", "-o", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        process.wait(timeout=STOP_GRACE_SECONDS)
 
 
 def measure_fleet(
@@ -428,40 +576,53 @@ def measure_fleet(
     window: float,
     scrape_every: float,
     profile_to: Path | None,
+    sample_to: Path | None,
 ) -> Fleet:
     config_path = fleet_config(base_url, tenants, interval=interval, workdir=workdir)
     profiler = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
     args = [*profiler, "-m", "monitor", "run", "--config", str(config_path)]
+    sample_tenants = fleet_names(tenants)[:: max(1, tenants // API_SAMPLE_TENANTS)]
     launched = time.monotonic()
     with child_process("daemon", args, workdir=workdir) as daemon:
         port = daemon.wait_for_log(DAEMON_LISTENING, timeout=DAEMON_READY_SECONDS).group(1)
+        daemon_url = f"http://127.0.0.1:{port}"
         with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", timeout=SCRAPE_TIMEOUT_SECONDS, trust_env=False
+            base_url=daemon_url, timeout=SCRAPE_TIMEOUT_SECONDS, trust_env=False
         ) as http:
-            wait_ready(http, daemon, timeout=DAEMON_READY_SECONDS)
+            startup_sample = sample_to / "startup.txt" if sample_to else None
+            with (
+                sampled(daemon.pid, startup_sample),
+                Prober(daemon_url, "/healthz", every=PROBE_EVERY_SECONDS) as healthz,
+                Prober(daemon_url, "/metrics", every=PROBE_EVERY_SECONDS) as metrics,
+            ):
+                wait_ready(http, daemon, timeout=DAEMON_READY_SECONDS)
             startup_cpu = cpu_seconds(daemon.pid)
             startup_wall = time.monotonic() - launched
-            scrape = Scraper(http)
-            before = scrape()
+            before = scrape(http)
+            calls_before = api_calls(base_url, sample_tenants)
 
             window_started = time.monotonic()
             cpu_at_start = cpu_seconds(daemon.pid)
-            rss_max = 0.0
+            lag = Latencies()
             next_scrape = window_started + scrape_every if scrape_every else math.inf
-            while (now := time.monotonic()) < window_started + window:
-                daemon.check_alive()
-                rss_max = max(rss_max, memory_mb(daemon.pid)["VmRSS"])
-                if now >= next_scrape:
-                    scrape()
-                    next_scrape += scrape_every
-                time.sleep(min(SAMPLE_EVERY_SECONDS, window_started + window - now))
+            with sampled(daemon.pid, sample_to / "steady.txt" if sample_to else None):
+                while (now := time.monotonic()) < window_started + window:
+                    daemon.check_alive()
+                    if now >= next_scrape:
+                        with Prober(daemon_url, "/healthz", every=0.02) as probe:
+                            scrape(http)
+                        lag.samples.extend(probe.latencies.samples)
+                        lag.failures += probe.latencies.failures
+                        next_scrape += scrape_every
+                    time.sleep(min(SAMPLE_EVERY_SECONDS, window_started + window - now))
             window_cpu = cpu_seconds(daemon.pid) - cpu_at_start
             window_wall = time.monotonic() - window_started
+            calls_after = api_calls(base_url, sample_tenants)
+            after = scrape(http)
             memory = memory_mb(daemon.pid)
-
-            cpu_before_scrape = cpu_seconds(daemon.pid)
-            after = scrape()
-            scrape_cpu = cpu_seconds(daemon.pid) - cpu_before_scrape
+            plain = measure_scrapes(http, daemon.pid, encoding="identity", count=SCRAPES_MEASURED)
+            gzipped = measure_scrapes(http, daemon.pid, encoding="gzip", count=SCRAPES_MEASURED)
+        window_hours = window_wall / 3600
         result = Fleet(
             tenants=tenants,
             interval=interval,
@@ -470,120 +631,189 @@ def measure_fleet(
             window_wall=window_wall,
             window_cpu=window_cpu,
             rss_end_mb=memory["VmRSS"],
-            rss_window_max_mb=max(rss_max, memory["VmRSS"]),
             rss_peak_mb=memory["VmHWM"],
             stop_seconds=daemon.stop(),
-            scrape_problems=scrape.problems,
-            scrape_cpu=scrape_cpu if after is not None else None,
+            startup_healthz=healthz.latencies,
+            startup_metrics=metrics.latencies,
+            lag_during_scrapes=lag,
+            plain=plain,
+            gzipped=gzipped,
+            api_calls={
+                endpoint: (calls_after.get(endpoint, 0) - calls_before.get(endpoint, 0))
+                / len(sample_tenants)
+                / window_hours
+                for endpoint in {*calls_before, *calls_after}
+            },
         )
     if before is not None and after is not None:
         polls, errors = "keywatch_poll_duration_seconds_count", "keywatch_api_errors_total"
-        result.window_polls = metric_total(after, polls) - metric_total(before, polls)
-        result.window_errors = metric_total(after, errors) - metric_total(before, errors)
+        result.window_polls = metric_total(after.text, polls) - metric_total(before.text, polls)
+        result.window_errors = metric_total(after.text, errors) - metric_total(before.text, errors)
     if after is not None:
-        result.tenants_up = metric_total(after, "keywatch_tenant_up")
+        result.tenants_up = metric_total(after.text, "keywatch_tenant_up")
     return result
 
 
 # --- report ------------------------------------------------------------------------------------
 
 
-def verdict(met: bool, *, judged: bool = True) -> str:
-    if not judged:
-        return "n/a (quick or profiled run)"
-    return "PASS" if met else "MISS"
-
-
-def row(label: str, value: str, target: str = "", result: str = "") -> str:
-    return f"  {label:<48} {value:>12}   {target:<10} {result}".rstrip()
-
-
-def report_poll_cpu(result: PollCpu, *, rounds: int) -> None:
-    print(f"\nPer-poll CPU, one tenant, {rounds} rounds x {result.polls} polls (median of rounds)")
-    spread = "  (rounds: {})".format
-    print(row("keywatch poll path (Daemon.poll_tenant)", f"{result.keywatch_median:.3f} ms"))
-    print(spread(", ".join(f"{value:.3f}" for value in result.keywatch_ms)))
-    print(row("bare httpx GET + JSON parse", f"{result.bare_median:.3f} ms"))
-    print(spread(", ".join(f"{value:.3f}" for value in result.bare_ms)))
-    print(
-        row(
-            "ratio keywatch / bare",
-            f"{result.ratio:.2f}",
-            f"<= {RATIO_TARGET:g}",
-            verdict(result.ratio <= RATIO_TARGET),
-        )
+def report_poll_cpu(report: Report, result: PollCpu, *, rounds: int) -> None:
+    report.section(
+        f"Per-poll CPU, one tenant, {rounds} rounds x {result.polls} polls (median of rounds)"
     )
+    labels = {
+        "keywatch/httpx": "keywatch poll path (Daemon.poll_tenant), httpx default transport",
+        "bare/httpx": "bare httpx GET + JSON parse, httpx default transport",
+        "keywatch/aiohttp": "keywatch poll path, httpx-aiohttp transport",
+        "bare/aiohttp": "bare httpx GET + JSON parse, httpx-aiohttp transport",
+    }
+    for contender, label in labels.items():
+        if contender in result.rounds:
+            report.add(label, f"{result.median(contender):.3f} ms")
+    ratio = result.median("keywatch/httpx") / result.median("bare/httpx")
+    report.add(
+        "ratio keywatch / bare (httpx default)",
+        f"{ratio:.2f}",
+        f"<= {RATIO_TARGET:g}",
+        verdict(ratio <= RATIO_TARGET),
+    )
+    if "bare/aiohttp" in result.rounds:
+        for who in ("keywatch", "bare"):
+            aiohttp = result.median(f"{who}/aiohttp") / result.median(f"{who}/httpx")
+            report.add(f"{who}: httpx-aiohttp / httpx default transport", f"{aiohttp:.2f}")
+    else:
+        report.note("httpx-aiohttp is not installed (pip install -e '.[bench]'): not compared")
 
 
 def optional(value: float | None, template: str) -> str:
     return "n/a" if value is None else template.format(value)
 
 
-def report_fleet(result: Fleet, *, judged: bool) -> None:
-    print(
-        f"\nFleet: keywatch run, {result.tenants} tenants every {result.interval:g}s "
-        f"(jitter {FLEET_JITTER:.0%}), window {result.window_wall:.0f}s after all were polled once"
+def report_fleet(report: Report, result: Fleet, *, bare_ms: float | None, judged: bool) -> None:
+    big = result.tenants >= BIG_FLEET
+    report.section(
+        f"Fleet of {result.tenants:,} tenants every {result.interval:g}s (jitter "
+        f"{FLEET_JITTER:.0%}), {result.window_wall:.0f}s window after all were polled once"
     )
-    print(
-        row(
-            f"start-up share (launch -> ready, {result.startup_wall:.1f}s)",
-            f"{result.startup_share:.1%}",
-            "(info)",
+    report.add(
+        "start-up: launch until every tenant polled once",
+        f"{result.startup_wall:.1f} s",
+        f"< {STARTUP_TARGET_SECONDS:g} s" if big else "",
+        verdict(result.startup_wall < STARTUP_TARGET_SECONDS, judged=judged) if big else "",
+    )
+    report.add("start-up CPU", f"{result.startup_cpu:.1f} s")
+    for name, latencies in (
+        ("/healthz", result.startup_healthz),
+        ("/metrics", result.startup_metrics),
+    ):
+        worst = latencies.worst * 1000
+        report.add(
+            f"start-up: slowest {name} answer ({len(latencies.samples)} probes)",
+            f"{worst:.0f} ms" + (f", {latencies.failures} failed" if latencies.failures else ""),
+            f"< {ANSWER_TARGET_MS:g} ms",
+            verdict(worst < ANSWER_TARGET_MS and not latencies.failures, judged=judged),
         )
+    share_target = CPU_SHARE_TARGET if big else None
+    report.add(
+        "steady CPU share of one core",
+        f"{result.window_share:.1%}",
+        f"< {share_target:.0%}" if share_target else "",
+        verdict(result.window_share < share_target, judged=judged) if share_target else "",
     )
-    print(row("start-up CPU", f"{result.startup_cpu:.2f} s"))
-    print(
-        row(
-            "steady CPU share of one core",
-            f"{result.window_share:.2%}",
-            f"< {CPU_SHARE_TARGET:.0%}",
-            verdict(result.window_share < CPU_SHARE_TARGET, judged=judged),
-        )
-    )
-    if result.window_polls:
-        per_poll = result.window_cpu / result.window_polls
-        print(row("daemon CPU per poll (window CPU / polls)", f"{per_poll * 1000:.2f} ms"))
-        # The polls come in waves, so a window catches more or fewer than the mean rate.
+    per_poll = result.cpu_per_poll
+    if per_poll is not None:
+        report.add("daemon CPU per poll (window CPU / polls)", f"{per_poll * 1000:.2f} ms")
         projected = per_poll * result.expected_polls / result.window_wall
-        print(row("share at the mean poll rate (per poll x rate)", f"{projected:.2%}", "(info)"))
-    print(
-        row(
-            "polls in the window (expected at the mean interval)",
-            f"{optional(result.window_polls, '{:.0f}')} ({result.expected_polls:.0f})",
-        )
+        report.add("share at the mean poll rate (per poll x rate)", f"{projected:.1%}")
+        if bare_ms is not None:
+            ratio = per_poll * 1000 / bare_ms
+            report.add(
+                "CPU per poll in the fleet / bare httpx GET (same run)",
+                f"{ratio:.2f}",
+                f"<= {FLEET_RATIO_TARGET:g}" if big else "",
+                verdict(ratio <= FLEET_RATIO_TARGET, judged=judged) if big else "",
+            )
+    report.add(
+        "polls in the window (expected at the mean interval)",
+        f"{optional(result.window_polls, '{:.0f}')} ({result.expected_polls:.0f})",
     )
-    print(row("failed polls in the window", optional(result.window_errors, "{:.0f}")))
-    print(row("tenants up at the end", optional(result.tenants_up, "{:.0f}")))
-    print(
-        row(
-            "CPU of one GET /metrics (clock ticks: +-10 ms)",
-            optional(result.scrape_cpu, "{:.2f} s"),
+    report.add("failed polls in the window", optional(result.window_errors, "{:.0f}"))
+    report.add("tenants up at the end", optional(result.tenants_up, "{:,.0f}"))
+    for label, scrapes in (("plain", result.plain), ("gzip", result.gzipped)):
+        report.add(
+            f"CPU of one GET /metrics, {label}, p99 of {len(scrapes.cpu)} (10 ms ticks)",
+            f"{scrapes.p99 * 1000:.0f} ms",
+            f"< {SCRAPE_TARGET_MS:g} ms" if big else "",
+            verdict(scrapes.p99 * 1000 < SCRAPE_TARGET_MS, judged=judged) if big else "",
         )
-    )
-    if result.scrape_problems:
-        print(row("failed or timed-out GET /metrics", f"{result.scrape_problems}"))
-    print(row("RSS at the end of the window", f"{result.rss_end_mb:.1f} MB"))
-    print(row("RSS, highest sample in the window", f"{result.rss_window_max_mb:.1f} MB"))
-    print(
-        row(
-            "peak RSS since launch (VmHWM)",
-            f"{result.rss_peak_mb:.1f} MB",
-            f"< {RSS_TARGET_MB:g} MB",
-            verdict(result.rss_peak_mb < RSS_TARGET_MB, judged=judged),
+        report.add(f"/metrics size, {label}", f"{scrapes.size / 1e6:.2f} MB")
+    report.add("/metrics lines", f"{result.plain.lines:,}")
+    lag = result.lag_during_scrapes
+    if lag.samples:
+        report.add(
+            "loop lag during scrapes: slowest /healthz while scraping",
+            f"{lag.worst * 1000:.0f} ms",
+            f"< {ANSWER_TARGET_MS:g} ms",
+            verdict(lag.worst * 1000 < ANSWER_TARGET_MS and not lag.failures, judged=judged),
         )
+    rss_target = RSS_TARGET_MB if big else None
+    report.add("RSS at the end of the window", f"{result.rss_end_mb:.0f} MB")
+    report.add(
+        "peak RSS since launch (VmHWM)",
+        f"{result.rss_peak_mb:.0f} MB",
+        f"< {rss_target:g} MB" if rss_target else "",
+        verdict(result.rss_peak_mb < rss_target, judged=judged) if rss_target else "",
     )
+    report_budget(report, result)
     stopped = optional(result.stop_seconds, "{:.1f} s")
     if result.stop_seconds is None:
         stopped = f"killed after {STOP_GRACE_SECONDS:g} s"
-    print(row("exit after SIGTERM", stopped))
-    if result.window_wall < 2 * result.interval:
-        print("  note: the window is shorter than two poll intervals; the share is rough")
+    report.add("exit after SIGTERM", stopped)
+
+
+def report_budget(report: Report, result: Fleet) -> None:
+    """Management API calls per tenant per hour, against a design that GETs each kid."""
+    calls = result.api_calls
+    total = sum(calls.values())
+    polls_per_hour = 3600 / (result.interval * (1 + FLEET_JITTER / 2))
+    report.add(
+        "Management API calls per tenant per hour (list + get + token)",
+        f"{total:.1f}",
+    )
+    per_poll = calls.get("list_keys", 0.0) / polls_per_hour
+    report.add(
+        "list calls per poll, nothing changed",
+        f"{per_poll:.2f}",
+        "1 (+-10%)",
+        verdict(abs(per_poll - 1) <= 0.1 and calls.get("get_key", 0.0) == 0),
+    )
+    naive = polls_per_hour * (1 + KEYS_PER_TENANT)
+    report.add(f"naive design: list + GET each of {KEYS_PER_TENANT} kids, per hour", f"{naive:.0f}")
 
 
 def print_profile(path: Path, title: str) -> None:
     print(f"\n{title} (cProfile, top {PROFILE_TOP} by own time; saved in {path})")
     stats = pstats.Stats(str(path), stream=sys.stdout)
     stats.strip_dirs().sort_stats("tottime").print_stats(PROFILE_TOP)
+
+
+def print_samples(path: Path, title: str) -> None:
+    """The functions py-spy saw most: own samples, then samples within (top ``PROFILE_TOP``)."""
+    own: Counter[str] = Counter()
+    within: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [re.sub(r"\(/\S*/(site-packages|python3\.\d+)/", "(", f) for f in stack.split(";")]
+        total += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            within[frame] += int(count)
+    print(f"\n{title} (py-spy, {total} samples at 50 Hz; saved in {path})")
+    for heading, counts in (("own", own), ("within", within)):
+        print(f"  -- {heading}")
+        for frame, count in counts.most_common(PROFILE_TOP):
+            print(f"  {count / total:6.1%}  {frame}")
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -594,7 +824,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a smoke run: small N, short window")
     parser.add_argument("--polls", type=int, help="polls per round and contender (default 300)")
     parser.add_argument("--rounds", type=int, help="rounds of per-poll measurement (default 5)")
-    parser.add_argument("--tenants", type=int, default=1000, help="fleet size (default 1000)")
+    parser.add_argument(
+        "--tenants",
+        default="1000",
+        help="fleet sizes, comma-separated, each measured in turn (default 1000)",
+    )
     parser.add_argument(
         "--interval", type=float, default=60.0, help="fleet poll interval, seconds (default 60)"
     )
@@ -602,9 +836,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scrape",
         type=float,
-        default=0.0,
+        default=15.0,
         metavar="SECONDS",
-        help="also GET /metrics this often during the window (default: never)",
+        help="also GET /metrics this often during the window (default 15; 0: never)",
     )
     parser.add_argument("--only", choices=["poll", "fleet"], help="run one of the two measurements")
     parser.add_argument(
@@ -613,33 +847,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="DIR",
         help="write cProfile data to DIR and print the hot spots (slows the fleet run down)",
     )
+    parser.add_argument(
+        "--py-spy",
+        dest="py_spy",
+        type=Path,
+        metavar="DIR",
+        help="sample the fleet daemon with py-spy (start-up and window) into DIR",
+    )
+    parser.add_argument("--figures", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     args.polls = args.polls or (50 if args.quick else 300)
     args.rounds = args.rounds or (3 if args.quick else 5)
     args.window = args.window or (30.0 if args.quick else 120.0)
     args.warmup = max(5, args.polls // 10)
-    for name in ("polls", "rounds", "tenants"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+    try:
+        args.tenants = [int(size) for size in str(args.tenants).split(",")]
+    except ValueError:
+        parser.error("--tenants: comma-separated whole numbers, e.g. 100,1000,10000")
+    if min(args.polls, args.rounds, *args.tenants) < 1:
+        parser.error("--polls, --rounds and --tenants must be at least 1")
     if args.interval <= 0 or args.window <= 0 or args.scrape < 0:
         parser.error("--interval and --window must be > 0, --scrape >= 0")
     return args
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> Report:
     print(f"keywatch poll benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"machine: {machine()}")
-    if args.profile:
-        args.profile.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}; {load()}")
+    report = Report()
+    for directory in (args.profile, args.py_spy):
+        if directory:
+            directory.mkdir(parents=True, exist_ok=True)
+    bare_ms = None
     with tempfile.TemporaryDirectory(prefix="keywatch-bench-") as temporary:
         workdir = Path(temporary)
         if args.only in (None, "poll"):
-            run_poll_cpu(args, workdir=workdir / "poll")
+            bare_ms = run_poll_cpu(args, report, workdir=workdir / "poll")
         if args.only in (None, "fleet"):
-            run_fleet(args, workdir=workdir / "fleet")
+            for size in args.tenants:
+                run_fleet(args, report, size, bare_ms=bare_ms, workdir=workdir / f"fleet{size}")
+    return report
 
 
-def run_poll_cpu(args: argparse.Namespace, *, workdir: Path) -> None:
+def run_poll_cpu(args: argparse.Namespace, report: Report, *, workdir: Path) -> float:
     profile_to = args.profile / "poll.prof" if args.profile else None
     with simulator(1, workdir=workdir) as base_url:
         result = asyncio.run(
@@ -652,26 +902,39 @@ def run_poll_cpu(args: argparse.Namespace, *, workdir: Path) -> None:
                 profile_to=profile_to,
             )
         )
-    report_poll_cpu(result, rounds=args.rounds)
+    report_poll_cpu(report, result, rounds=args.rounds)
     if profile_to:
         print_profile(profile_to, "keywatch poll path")
+    return result.median("bare/httpx")
 
 
-def run_fleet(args: argparse.Namespace, *, workdir: Path) -> None:
-    profile_to = args.profile / "fleet.prof" if args.profile else None
-    with simulator(args.tenants, workdir=workdir) as base_url:
+def run_fleet(
+    args: argparse.Namespace, report: Report, size: int, *, bare_ms: float | None, workdir: Path
+) -> None:
+    profile_to = args.profile / f"fleet{size}.prof" if args.profile else None
+    sample_to = args.py_spy / f"fleet{size}" if args.py_spy else None
+    if sample_to:
+        sample_to.mkdir(parents=True, exist_ok=True)
+    with simulator(size, workdir=workdir) as base_url:
         result = measure_fleet(
             base_url,
             workdir=workdir,
-            tenants=args.tenants,
+            tenants=size,
             interval=args.interval,
             window=args.window,
             scrape_every=args.scrape,
             profile_to=profile_to,
+            sample_to=sample_to,
         )
-    report_fleet(result, judged=not args.quick and not args.profile)
+    judged = not args.quick and not args.profile and not args.py_spy
+    report_fleet(report, result, bare_ms=bare_ms, judged=judged)
+    if result.window_wall < 2 * result.interval:
+        report.note("the window is shorter than two poll intervals; the share is rough")
     if profile_to:
         print_profile(profile_to, "the fleet daemon")
+    if sample_to:
+        for phase in ("startup", "steady"):
+            print_samples(sample_to / f"{phase}.txt", f"the fleet daemon, {phase}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -679,10 +942,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
-        run(args)
+        report = run(args)
     except BenchError as exc:
         print(f"bench/poll.py: {exc}", file=sys.stderr)
         return 1
+    if args.figures:
+        report.write_json(args.figures)
     return 0
 
 

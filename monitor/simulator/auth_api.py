@@ -38,6 +38,7 @@ class AuthenticationRoutes(TenantRoutes):
 
     async def oauth_token(self, request: Request) -> Response:
         tenant = await self.tenant_of(request)
+        tenant.requests["token"] += 1
         delay = tenant.faults.take_delay("token")
         if delay:
             await asyncio.sleep(delay)

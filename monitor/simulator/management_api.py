@@ -116,10 +116,12 @@ class ManagementRoutes(TenantRoutes):
 
     @staticmethod
     async def _list(tenant: SimulatedTenant, request: Request) -> OperationResult:
+        tenant.requests["list_keys"] += 1
         return 200, tenant.keys_json()
 
     @staticmethod
     async def _get(tenant: SimulatedTenant, request: Request) -> OperationResult:
+        tenant.requests["get_key"] += 1
         try:
             return 200, tenant.key_json(request.path_params["kid"])
         except UnknownSigningKey:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
@@ -121,6 +122,9 @@ class SimulatedTenant:
         self.retry_after = retry_after
         self.unauthorized_error = unauthorized_error
         self.faults = FaultPlan()
+        self.requests: Counter[str] = Counter()
+        """Requests served, by endpoint (list_keys, get_key, token): the API budget a
+        client spends (bench/poll.py reads it)."""
         self.set_rate_limits(preset)
 
     # --- time ------------------------------------------------------------------------------
@@ -302,6 +306,7 @@ class SimulatedTenant:
             "rate_limits": self.rate_limits.name,
             "retry_after": self.retry_after,
             "faults": self.faults.describe(),
+            "requests": dict(self.requests),
         }
 
 
