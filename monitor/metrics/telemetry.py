@@ -26,6 +26,7 @@ from monitor.metrics.names import (
     POLL_DURATION_BUCKETS,
     SPECS,
 )
+from monitor.metrics.publication import PublicationTelemetry
 from monitor.model import KEY_STATES, Event, EventType, Snapshot
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ class Telemetry:
         self._durations = _Histogram.with_bounds(POLL_DURATION_BUCKETS)
         self._destinations: dict[str, _DestinationState] = {}
         self._leader = True
+        self.publication = PublicationTelemetry()
+        """The metrics of what tenants publish (JWKS, certificate endpoints, mirrors)."""
 
     def add_tenant(self, tenant: str) -> None:
         """Start exporting a tenant: counters at 0, tenant_up 0 until polled. Idempotent."""
@@ -175,6 +178,7 @@ class Telemetry:
         """Forget a tenant: every series labelled with it disappears."""
         with self._lock:
             self._tenants.pop(tenant, None)
+        self.publication.remove_tenant(tenant)
 
     def set_snapshot(self, snapshot: Snapshot) -> None:
         """Replace the tenant's key view; kids missing from it lose their series."""
@@ -310,6 +314,7 @@ class Telemetry:
             for state in self._tenants.values():
                 series.append(state.tenant_series)
                 series.append(state.key_series)
+            series.extend(self.publication.series())
             now = self._clock()
             return ScrapeCopy(
                 series=series,
