@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
@@ -30,6 +31,13 @@ from monitor.simulator.errors import (
 )
 from monitor.simulator.faults import FaultPlan
 from monitor.simulator.keys import KeyRing, iso_millis
+from monitor.simulator.publication import (
+    DEFAULT_JWKS_MAX_AGE,
+    JwksMirror,
+    check_delay,
+    check_mirror_name,
+    custom_signing_jwk,
+)
 from monitor.simulator.ratelimit import (
     BUCKETS,
     RateDecision,
@@ -110,10 +118,11 @@ class SimulatedTenant:
         self._clock = clock
         self._clock_offset = 0.0
         self._lock = threading.RLock()
+        self._key_source = key_source or generate_rsa_key
         self.keys = KeyRing(
             lock=self._lock,
             now=self.now,
-            key_source=key_source or generate_rsa_key,
+            key_source=self._key_source,
             common_name=lambda: self.domain,
         )
         self.tokens = TokenIssuer(lock=self._lock, now=self.now, keys=self.keys)
@@ -122,6 +131,10 @@ class SimulatedTenant:
         self.unauthorized_error = unauthorized_error
         self.faults = FaultPlan()
         self.set_rate_limits(preset)
+        self.jwks_max_age = DEFAULT_JWKS_MAX_AGE
+        self._custom_signing_keys: list[dict[str, object]] = []
+        self._mirrors: dict[str, JwksMirror] = {}
+        self._served: Counter[str] = Counter()
 
     # --- time ------------------------------------------------------------------------------
 
@@ -206,6 +219,56 @@ class SimulatedTenant:
     def rotate(self) -> str:
         """Current -> previous, next -> current, a new next key; returns the new next kid."""
         return self.keys.rotate()
+
+    # --- what the tenant publishes besides the Management API --------------------------------
+
+    def current_certificate(self, *, stale: bool = False) -> tuple[str, bytes]:
+        """(PEM, DER) of the current key's certificate (``/pem``, ``/cer``); ``stale``: of a
+        previous key (or, before any rotation, the next key), as a pinned old copy would be."""
+        with self._lock:
+            older = self.keys.material_in("previous") or self.keys.material_in("next")
+            material = older[-1] if stale else self.keys.signer()
+            return material.cert_pem, material.der
+
+    def add_custom_signing_key(self) -> str:
+        """A customer-provided signing key, prepended to the custom domain's JWKS; its kid."""
+        jwk = custom_signing_jwk(self._key_source, common_name=self.domain, now=self.now())
+        with self._lock:
+            self._custom_signing_keys.append(jwk)
+        return str(jwk["kid"])
+
+    def custom_domain_jwks_json(self, *, include_revoked: bool = False) -> dict[str, object]:
+        """The custom domain's JWKS: the custom signing keys first, then Auth0's."""
+        auth0_keys = self.jwks_json(include_revoked=include_revoked)["keys"]
+        assert isinstance(auth0_keys, list)
+        with self._lock:
+            return {"keys": [*self._custom_signing_keys, *auth0_keys]}
+
+    def add_mirror(self, name: str, *, delay: float | None) -> None:
+        """A mirror of the JWKS that follows each key change after ``delay`` seconds (None:
+        never), served at ``/<tenant>/__mirrors/<name>/jwks.json``."""
+        check_mirror_name(name)
+        check_delay(delay)
+        copy = self.jwks_json()
+        with self._lock:
+            self._mirrors[name] = JwksMirror(name, delay, copy, taken_at=self.now())
+
+    def mirror_jwks_json(self, name: str) -> dict[str, object] | None:
+        with self._lock:
+            mirror = self._mirrors.get(name)
+        if mirror is None:
+            return None
+        return mirror.serve(now=self.now(), changed_at=self.keys.changed_at, source=self.jwks_json)
+
+    def count_request(self, endpoint: str) -> None:
+        """Count one request to a publication endpoint (``jwks``, ``custom_jwks``, ``pem``,
+        ``cer``, ``mirror:<name>``)."""
+        with self._lock:
+            self._served[endpoint] += 1
+
+    def requests_to(self, endpoint: str) -> int:
+        with self._lock:
+            return self._served[endpoint]
 
     def revoke(self, kid: str) -> None:
         """Revoke a previous key; ``UnknownSigningKey`` or ``RevokeNotAllowed`` otherwise."""
@@ -302,6 +365,10 @@ class SimulatedTenant:
             "rate_limits": self.rate_limits.name,
             "retry_after": self.retry_after,
             "faults": self.faults.describe(),
+            "jwks_max_age": self.jwks_max_age,
+            "custom_signing_kids": [str(jwk["kid"]) for jwk in self._custom_signing_keys],
+            "mirrors": [mirror.describe() for mirror in self._mirrors.values()],
+            "requests": dict(self._served),
         }
 
 
