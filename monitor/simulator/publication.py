@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,3 +75,78 @@ def custom_signing_jwk(key_source: KeySource, *, common_name: str, now: float) -
         key_source(), common_name=common_name, issued_at=now, kid=f"custom-{new_kid()}"
     )
     return material.jwk()
+
+
+class Publication:
+    """What one tenant publishes besides the Management API: the JWKS's max-age, the custom
+    signing keys of its custom domain, its mirrors, and the count of requests to each."""
+
+    def __init__(
+        self,
+        *,
+        jwks: Callable[[bool], dict[str, object]],
+        changed_at: Callable[[], float],
+        now: Callable[[], float],
+        key_source: KeySource,
+        common_name: Callable[[], str],
+    ) -> None:
+        self._jwks = jwks
+        self._changed_at = changed_at
+        self._now = now
+        self._key_source = key_source
+        self._common_name = common_name
+        self._lock = threading.Lock()
+        self.jwks_max_age = DEFAULT_JWKS_MAX_AGE
+        self._custom_signing_keys: list[dict[str, object]] = []
+        self._mirrors: dict[str, JwksMirror] = {}
+        self._served: Counter[str] = Counter()
+
+    def add_custom_signing_key(self) -> str:
+        """A customer-provided signing key, prepended to the custom domain's JWKS; its kid."""
+        jwk = custom_signing_jwk(self._key_source, common_name=self._common_name(), now=self._now())
+        with self._lock:
+            self._custom_signing_keys.append(jwk)
+        return str(jwk["kid"])
+
+    def custom_domain_jwks_json(self, *, include_revoked: bool = False) -> dict[str, object]:
+        """The custom domain's JWKS: the custom signing keys first, then Auth0's."""
+        auth0_keys = self._jwks(include_revoked)["keys"]
+        assert isinstance(auth0_keys, list)
+        with self._lock:
+            return {"keys": [*self._custom_signing_keys, *auth0_keys]}
+
+    def add_mirror(self, name: str, *, delay: float | None) -> None:
+        """A mirror of the JWKS that follows each key change after ``delay`` seconds (None:
+        never), served at ``/<tenant>/__mirrors/<name>/jwks.json``."""
+        check_mirror_name(name)
+        check_delay(delay)
+        copy = self._jwks(False)
+        with self._lock:
+            self._mirrors[name] = JwksMirror(name, delay, copy, taken_at=self._now())
+
+    def mirror_jwks_json(self, name: str) -> dict[str, object] | None:
+        with self._lock:
+            mirror = self._mirrors.get(name)
+        if mirror is None:
+            return None
+        return mirror.serve(
+            now=self._now(), changed_at=self._changed_at(), source=lambda: self._jwks(False)
+        )
+
+    def count_request(self, endpoint: str) -> None:
+        """Count one request to ``jwks``, ``custom_jwks``, ``pem``, ``cer`` or ``mirror:<name>``."""
+        with self._lock:
+            self._served[endpoint] += 1
+
+    def requests_to(self, endpoint: str) -> int:
+        with self._lock:
+            return self._served[endpoint]
+
+    def describe(self) -> dict[str, object]:
+        with self._lock:
+            return {
+                "jwks_max_age": self.jwks_max_age,
+                "custom_signing_kids": [str(jwk["kid"]) for jwk in self._custom_signing_keys],
+                "mirrors": [mirror.describe() for mirror in self._mirrors.values()],
+                "requests": dict(self._served),
+            }

@@ -36,12 +36,12 @@ class PublicationRoutes(TenantRoutes):
         return await self._jwks(
             request,
             "custom_jwks",
-            lambda t, stale: t.custom_domain_jwks_json(include_revoked=stale),
+            lambda t, stale: t.publication.custom_domain_jwks_json(include_revoked=stale),
         )
 
     async def _jwks(self, request: Request, endpoint: str, build: JwksBuilder) -> Response:
         tenant = await self.tenant_of(request)
-        tenant.count_request(endpoint)
+        tenant.publication.count_request(endpoint)
         failed = await self._fault(tenant, "jwks")
         if failed is not None:
             return failed
@@ -50,7 +50,7 @@ class PublicationRoutes(TenantRoutes):
             return self.too_many(tenant, decision, management_error(429, "Too many requests."))
         headers = {
             **decision.headers(),
-            "cache-control": jwks_cache_control(tenant.jwks_max_age),
+            "cache-control": jwks_cache_control(tenant.publication.jwks_max_age),
             "access-control-expose-headers": EXPOSED_HEADERS,
         }
         kind = tenant.faults.take_malformed("jwks")
@@ -70,7 +70,7 @@ class PublicationRoutes(TenantRoutes):
 
     async def _certificate(self, request: Request, endpoint: str) -> Response:
         tenant = await self.tenant_of(request)
-        tenant.count_request(endpoint)
+        tenant.publication.count_request(endpoint)
         failed = await self._fault(tenant, endpoint)
         if failed is not None:
             return failed
@@ -87,8 +87,8 @@ class PublicationRoutes(TenantRoutes):
     async def mirror_jwks(self, request: Request) -> Response:
         tenant = await self.tenant_of(request)
         name = request.path_params["name"]
-        tenant.count_request(f"mirror:{name}")
-        payload = tenant.mirror_jwks_json(name)
+        tenant.publication.count_request(f"mirror:{name}")
+        payload = tenant.publication.mirror_jwks_json(name)
         if payload is None:
             return json_response({"error": f"no mirror {name!r}"}, 404)
         return json_response(payload, 200, {"cache-control": "no-cache"})

@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
@@ -31,13 +30,7 @@ from monitor.simulator.errors import (
 )
 from monitor.simulator.faults import FaultPlan
 from monitor.simulator.keys import KeyRing, iso_millis
-from monitor.simulator.publication import (
-    DEFAULT_JWKS_MAX_AGE,
-    JwksMirror,
-    check_delay,
-    check_mirror_name,
-    custom_signing_jwk,
-)
+from monitor.simulator.publication import Publication
 from monitor.simulator.ratelimit import (
     BUCKETS,
     RateDecision,
@@ -131,10 +124,13 @@ class SimulatedTenant:
         self.unauthorized_error = unauthorized_error
         self.faults = FaultPlan()
         self.set_rate_limits(preset)
-        self.jwks_max_age = DEFAULT_JWKS_MAX_AGE
-        self._custom_signing_keys: list[dict[str, object]] = []
-        self._mirrors: dict[str, JwksMirror] = {}
-        self._served: Counter[str] = Counter()
+        self.publication = Publication(
+            jwks=lambda stale: self.jwks_json(include_revoked=stale),
+            changed_at=lambda: self.keys.changed_at,
+            now=self.now,
+            key_source=self._key_source,
+            common_name=lambda: self.domain,
+        )
 
     # --- time ------------------------------------------------------------------------------
 
@@ -229,46 +225,6 @@ class SimulatedTenant:
             older = self.keys.material_in("previous") or self.keys.material_in("next")
             material = older[-1] if stale else self.keys.signer()
             return material.cert_pem, material.der
-
-    def add_custom_signing_key(self) -> str:
-        """A customer-provided signing key, prepended to the custom domain's JWKS; its kid."""
-        jwk = custom_signing_jwk(self._key_source, common_name=self.domain, now=self.now())
-        with self._lock:
-            self._custom_signing_keys.append(jwk)
-        return str(jwk["kid"])
-
-    def custom_domain_jwks_json(self, *, include_revoked: bool = False) -> dict[str, object]:
-        """The custom domain's JWKS: the custom signing keys first, then Auth0's."""
-        auth0_keys = self.jwks_json(include_revoked=include_revoked)["keys"]
-        assert isinstance(auth0_keys, list)
-        with self._lock:
-            return {"keys": [*self._custom_signing_keys, *auth0_keys]}
-
-    def add_mirror(self, name: str, *, delay: float | None) -> None:
-        """A mirror of the JWKS that follows each key change after ``delay`` seconds (None:
-        never), served at ``/<tenant>/__mirrors/<name>/jwks.json``."""
-        check_mirror_name(name)
-        check_delay(delay)
-        copy = self.jwks_json()
-        with self._lock:
-            self._mirrors[name] = JwksMirror(name, delay, copy, taken_at=self.now())
-
-    def mirror_jwks_json(self, name: str) -> dict[str, object] | None:
-        with self._lock:
-            mirror = self._mirrors.get(name)
-        if mirror is None:
-            return None
-        return mirror.serve(now=self.now(), changed_at=self.keys.changed_at, source=self.jwks_json)
-
-    def count_request(self, endpoint: str) -> None:
-        """Count one request to a publication endpoint (``jwks``, ``custom_jwks``, ``pem``,
-        ``cer``, ``mirror:<name>``)."""
-        with self._lock:
-            self._served[endpoint] += 1
-
-    def requests_to(self, endpoint: str) -> int:
-        with self._lock:
-            return self._served[endpoint]
 
     def revoke(self, kid: str) -> None:
         """Revoke a previous key; ``UnknownSigningKey`` or ``RevokeNotAllowed`` otherwise."""
@@ -365,10 +321,7 @@ class SimulatedTenant:
             "rate_limits": self.rate_limits.name,
             "retry_after": self.retry_after,
             "faults": self.faults.describe(),
-            "jwks_max_age": self.jwks_max_age,
-            "custom_signing_kids": [str(jwk["kid"]) for jwk in self._custom_signing_keys],
-            "mirrors": [mirror.describe() for mirror in self._mirrors.values()],
-            "requests": dict(self._served),
+            "publication": self.publication.describe(),
         }
 
 

@@ -51,9 +51,8 @@ def clock() -> SharedClock:
 @pytest.fixture
 def server(clock: SharedClock) -> Iterator[SimulatorServer]:
     with SimulatorServer(Simulator(tenants=1, key_pool_size=6, clock=clock.time)) as started:
-        started.simulator.tenant(
-            TENANT
-        ).jwks_max_age = 0  # fetched on every poll unless a test says
+        # fetched on every poll unless a test says otherwise
+        started.simulator.tenant(TENANT).publication.jwks_max_age = 0
         yield started
 
 
@@ -93,8 +92,8 @@ def jwks_url(server: SimulatorServer) -> str:
 async def test_a_consistent_publication_raises_nothing_through_a_rotation(
     server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
 ) -> None:
-    tenant.add_mirror("gw", delay=0)
-    custom = tenant.add_custom_signing_key()
+    tenant.publication.add_mirror("gw", delay=0)
+    custom = tenant.publication.add_custom_signing_key()
     base = server.tenant_url(TENANT)
     lines = (
         f"    jwks_urls: [{base}/custom-domain/.well-known/jwks.json]\n"
@@ -199,7 +198,7 @@ async def test_custom_signing_keys_on_a_custom_domain(
     clock: SharedClock,
     allowed: bool,
 ) -> None:
-    custom = tenant.add_custom_signing_key()
+    custom = tenant.publication.add_custom_signing_key()
     url = f"{server.tenant_url(TENANT)}/custom-domain/.well-known/jwks.json"
     lines = f"    jwks_urls: [{url}]"
     if allowed:
@@ -247,21 +246,23 @@ async def test_a_failing_jwks_fetch_is_counted_never_an_event(
 async def test_cache_control_is_honoured_unless_the_management_api_changed(
     server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
 ) -> None:
-    tenant.jwks_max_age = 60
+    tenant.publication.jwks_max_age = 60
     async with watching(server, tmp_path, clock) as daemon:
-        assert tenant.requests_to("jwks") == 1  # the first poll
+        assert tenant.publication.requests_to("jwks") == 1  # the first poll
         await poll(daemon, clock, 5)  # 50 s: still fresh
-        assert tenant.requests_to("jwks") == 1
+        assert tenant.publication.requests_to("jwks") == 1
         tenant.rotate()
         await poll(daemon, clock)  # a change: fetched at once
-        assert tenant.requests_to("jwks") == 2
+        assert tenant.publication.requests_to("jwks") == 2
         await poll(daemon, clock, 6)  # 60 s later it is stale: fetched once more
-        assert tenant.requests_to("jwks") == 3
+        assert tenant.publication.requests_to("jwks") == 3
 
-        tenant.jwks_max_age = 0
+        tenant.publication.jwks_max_age = 0
         clock.advance(60)
         await poll(daemon, clock, 3)
-        assert tenant.requests_to("jwks") == 6  # no max-age: one fetch per poll, never more
+        assert (
+            tenant.publication.requests_to("jwks") == 6
+        )  # no max-age: one fetch per poll, never more
 
 
 async def test_a_pinned_old_certificate_at_pem_is_a_mismatch(
@@ -274,13 +275,13 @@ async def test_a_pinned_old_certificate_at_pem_is_a_mismatch(
         [mismatch] = await poll(daemon, clock, 3)
         assert mismatch.details["source"] == "pem"
         assert mismatch.details["checks"] == f"cert_mismatch:{tenant.current_kid}"
-        assert tenant.requests_to("cer") == tenant.requests_to("pem")
+        assert tenant.publication.requests_to("cer") == tenant.publication.requests_to("pem")
 
 
 async def test_a_mirror_lagging_then_catching_up(
     server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
 ) -> None:
-    tenant.add_mirror("gw", delay=25)
+    tenant.publication.add_mirror("gw", delay=25)
     mirror = f"{server.tenant_url(TENANT)}/__mirrors/gw/jwks.json"
     async with watching(server, tmp_path, clock, f"    mirrors: [{mirror}]") as daemon:
         assert await poll(daemon, clock) == []
@@ -304,7 +305,7 @@ async def test_a_mirror_lagging_then_catching_up(
 async def test_a_mirror_that_never_catches_up_turns_critical(
     server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
 ) -> None:
-    tenant.add_mirror("frozen", delay=None)
+    tenant.publication.add_mirror("frozen", delay=None)
     mirror = f"{server.tenant_url(TENANT)}/__mirrors/frozen/jwks.json"
     async with watching(server, tmp_path, clock, f"    mirrors: [{mirror}]") as daemon:
         assert await poll(daemon, clock, 2) == []
