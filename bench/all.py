@@ -29,6 +29,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
         ["--tenants", "100,1000,10000", "--window", "65", "--scrape", "15"],
         ["--tenants", "100,1000,10000", "--window", "200", "--scrape", "15"],
     ),
+    "publication.py": ([], []),
     "notify.py": (
         ["--rotations", "20", "--deliveries", "3000", "--rounds", "3"],
         [],

@@ -69,6 +69,7 @@ KEYS_PER_TENANT = 3  # the simulator's tenants: current, next, previous
 API_SAMPLE_TENANTS = 50
 SCRAPES_MEASURED = 10
 PROBE_EVERY_SECONDS = 0.25
+SCRAPE_PROBE_EVERY_SECONDS = 5.0  # a scrape of 10,000 tenants costs ~0.15 s of CPU
 
 BENCH_TENANT = "tenant-1"
 HTTP_TIMEOUT_SECONDS = 10.0
@@ -390,7 +391,8 @@ class Latencies:
 
 @dataclass
 class Scrapes:
-    """Scrapes of /metrics after the window: CPU of each (clock ticks), body size."""
+    """Scrapes of /metrics after the window: CPU of each (clock ticks, less the polling's
+    share of the scrape's wall time: the fleet keeps polling meanwhile), body size."""
 
     cpu: list[float] = field(default_factory=list)
     size: int = 0
@@ -512,13 +514,16 @@ def scrape(http: httpx.Client, *, encoding: str = "gzip") -> httpx.Response | No
     return response
 
 
-def measure_scrapes(http: httpx.Client, pid: int, *, encoding: str, count: int) -> Scrapes:
+def measure_scrapes(
+    http: httpx.Client, pid: int, *, encoding: str, count: int, polling_share: float
+) -> Scrapes:
     found = Scrapes()
     for _ in range(count):
-        before = cpu_seconds(pid)
+        before, started = cpu_seconds(pid), time.monotonic()
         response = scrape(http, encoding=encoding)
         if response is not None:
-            found.cpu.append(cpu_seconds(pid) - before)
+            polling = polling_share * (time.monotonic() - started)
+            found.cpu.append(max(0.0, cpu_seconds(pid) - before - polling))
             found.size = int(response.headers.get("content-length", len(response.content)))
             found.lines = response.text.count("\n")
     return found
@@ -593,7 +598,7 @@ def measure_fleet(
             with (
                 sampled(daemon.pid, startup_sample),
                 Prober(daemon_url, "/healthz", every=PROBE_EVERY_SECONDS) as healthz,
-                Prober(daemon_url, "/metrics", every=PROBE_EVERY_SECONDS) as metrics,
+                Prober(daemon_url, "/metrics", every=SCRAPE_PROBE_EVERY_SECONDS) as metrics,
             ):
                 wait_ready(http, daemon, timeout=DAEMON_READY_SECONDS)
             startup_cpu = cpu_seconds(daemon.pid)
@@ -620,8 +625,13 @@ def measure_fleet(
             calls_after = api_calls(base_url, sample_tenants)
             after = scrape(http)
             memory = memory_mb(daemon.pid)
-            plain = measure_scrapes(http, daemon.pid, encoding="identity", count=SCRAPES_MEASURED)
-            gzipped = measure_scrapes(http, daemon.pid, encoding="gzip", count=SCRAPES_MEASURED)
+            share = window_cpu / window_wall
+            plain, gzipped = (
+                measure_scrapes(
+                    http, daemon.pid, encoding=encoding, count=SCRAPES_MEASURED, polling_share=share
+                )
+                for encoding in ("identity", "gzip")
+            )
         window_hours = window_wall / 3600
         result = Fleet(
             tenants=tenants,
@@ -741,7 +751,7 @@ def report_fleet(report: Report, result: Fleet, *, bare_ms: float | None, judged
     report.add("tenants up at the end", optional(result.tenants_up, "{:,.0f}"))
     for label, scrapes in (("plain", result.plain), ("gzip", result.gzipped)):
         report.add(
-            f"CPU of one GET /metrics, {label}, p99 of {len(scrapes.cpu)} (10 ms ticks)",
+            f"CPU of one GET /metrics, {label}, p99 of {len(scrapes.cpu)}, net of polling",
             f"{scrapes.p99 * 1000:.0f} ms",
             f"< {SCRAPE_TARGET_MS:g} ms" if big else "",
             verdict(scrapes.p99 * 1000 < SCRAPE_TARGET_MS, judged=judged) if big else "",

@@ -51,6 +51,10 @@ class EventType(StrEnum):
     TENANT_NO_CURRENT_KEY = "tenant.no_current_key"
     TENANT_NO_NEXT_KEY = "tenant.no_next_key"
     TENANT_CURRENT_KEY_RESTORED = "tenant.current_key_restored"
+    JWKS_MISMATCH = "jwks.mismatch"
+    JWKS_CONSISTENT = "jwks.consistent"
+    MIRROR_STALE = "mirror.stale"
+    MIRROR_SYNCED = "mirror.synced"
 
 
 DEFAULT_SEVERITY: Mapping[EventType, Severity] = {
@@ -64,6 +68,10 @@ DEFAULT_SEVERITY: Mapping[EventType, Severity] = {
     EventType.TENANT_NO_CURRENT_KEY: Severity.CRITICAL,
     EventType.TENANT_NO_NEXT_KEY: Severity.WARNING,
     EventType.TENANT_CURRENT_KEY_RESTORED: Severity.INFO,
+    EventType.JWKS_MISMATCH: Severity.CRITICAL,
+    EventType.JWKS_CONSISTENT: Severity.INFO,
+    EventType.MIRROR_STALE: Severity.WARNING,  # critical while the mirror lacks the current key
+    EventType.MIRROR_SYNCED: Severity.INFO,
 }
 
 
@@ -204,9 +212,20 @@ class Event:
         if self.type is EventType.KEY_STATE_CHANGED:
             old, new = self.details.get("old_state"), self.details.get("new_state")
             return f"signing key {self.kid} on {self.tenant} moved {old} -> {new}"
+        if self.type in _PUBLICATION_SUMMARIES:
+            where = f"{self.details.get('source', '')} {self.details.get('url', '')}".strip()
+            return f"{_PUBLICATION_SUMMARIES[self.type]} on {self.tenant}: {where}"
         if self.kid:
             return f"{self.type.value} on {self.tenant}: {self.kid}"
         return f"{self.type.value} on {self.tenant}"
+
+
+_PUBLICATION_SUMMARIES: Mapping[EventType, str] = {
+    EventType.JWKS_MISMATCH: "published keys disagree with the Management API",
+    EventType.JWKS_CONSISTENT: "published keys agree with the Management API again",
+    EventType.MIRROR_STALE: "JWKS mirror is stale",
+    EventType.MIRROR_SYNCED: "JWKS mirror is in sync again",
+}
 
 
 def event_id(tenant: str, event_type: EventType, *transition: str | None) -> str:

@@ -43,8 +43,10 @@ from monitor.errors import SourceError, StoreError
 from monitor.metrics import Telemetry
 from monitor.model import Event, Severity, Snapshot, TenantState
 from monitor.notify.base import Notifier
+from monitor.publishing import PublicationCheck
 from monitor.sources.auth0 import Auth0Client, Credentials
 from monitor.sources.base import SnapshotSource
+from monitor.sources.publication import PublicationReader, publication_targets
 from monitor.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,29 @@ async def fetch_snapshot(
     return await client.fetch(previous=previous, watched_kids=watched_kids, now=now)
 
 
+def publication_for_tenant(
+    http: httpx.AsyncClient, tenant: TenantConfig, telemetry: Telemetry
+) -> PublicationCheck | None:
+    """The tenant's publication checks, or None when it checks nothing it publishes."""
+    targets = publication_targets(
+        tenant.api_base,
+        jwks=tenant.jwks,
+        jwks_urls=tenant.jwks_urls,
+        cert_endpoints=tenant.cert_endpoints,
+        mirrors=tenant.mirrors,
+    )
+    if not targets:
+        return None
+    reader = PublicationReader(http, tenant=tenant.name, targets=targets, timeout=tenant.timeout)
+    return PublicationCheck(
+        reader,
+        tenant=tenant.name,
+        allow_extra_kids=tenant.jwks_allow_extra_kids,
+        polls=tenant.confirm.polls,
+        telemetry=telemetry,
+    )
+
+
 # --- the pipeline ----------------------------------------------------------------------------
 
 
@@ -116,6 +141,7 @@ class TenantRuntime:
     config: TenantConfig
     client: SnapshotSource
     state: TenantState | None = None
+    publication: PublicationCheck | None = None
 
 
 class Poller:
@@ -148,10 +174,14 @@ class Poller:
 
     def add_tenant(self, config: TenantConfig, state: TenantState | None) -> None:
         """Poll ``config`` from now on (or with its new settings), from ``state`` on."""
-        self.tenants[config.name] = TenantRuntime(
-            config=config, client=client_for_tenant(self._http, config), state=state
-        )
         self._telemetry.add_tenant(config.name)
+        self._telemetry.publication.remove_tenant(config.name)  # its targets may have changed
+        self.tenants[config.name] = TenantRuntime(
+            config=config,
+            client=client_for_tenant(self._http, config),
+            state=state,
+            publication=publication_for_tenant(self._http, config, self._telemetry),
+        )
         if state is not None:
             self._telemetry.set_snapshot(state.seen)
             self._telemetry.set_unconfirmed(config.name, state.pending is not None)
@@ -234,18 +264,27 @@ class Poller:
         state, events = confirm(
             previous, observed, polls=runtime.config.confirm.polls, kids=runtime.config.kids
         )
+        publication = runtime.publication
+        outcome = None
+        if publication is not None:  # what the world sees, against the confirmed snapshot
+            outcome = await publication.observe(state.snapshot, now=self._now)
+            publication.record_errors(outcome)
+            events = [*events, *outcome.events]
         if not self._leading():  # stepped down while fetching: the new leader polls instead
             log.info("poll result dropped: not the leader any more", extra={"tenant": name})
             return []
         committed: list[Event] = []
         deliveries = self._deliveries_of(events)
-        if state != previous:
-            # An unchanged state is not written: in memory and on disk agree on what "old" is.
+        if state != previous or (outcome is not None and outcome.events):
+            # An unchanged state is not written (unless publication events come with it): in
+            # memory and on disk agree on what "old" is.
             committed = await asyncio.to_thread(self._store.save_poll, state, events, deliveries)
             if deliveries:
                 self._wake({destination for _, destination in deliveries})
         if self.tenants.get(name) is runtime:  # not removed by a reload meanwhile
             self._show(runtime, state)
+            if publication is not None and outcome is not None:
+                publication.apply(outcome)
         self._telemetry.record_events(committed)
         self._telemetry.record_poll_success(name, duration=time.perf_counter() - started)
         _log_state(runtime, previous, state)

@@ -88,6 +88,10 @@ _TITLES: Mapping[EventType, str] = {
     EventType.TENANT_NO_NEXT_KEY: "No next signing key",
     EventType.KEY_THUMBPRINT_MISMATCH: "Signing key thumbprint does not match its certificate",
     EventType.TENANT_CURRENT_KEY_RESTORED: "Current signing key restored",
+    EventType.JWKS_MISMATCH: "Published signing keys disagree with the Management API",
+    EventType.JWKS_CONSISTENT: "Published signing keys agree again",
+    EventType.MIRROR_STALE: "JWKS mirror is stale",
+    EventType.MIRROR_SYNCED: "JWKS mirror is in sync",
 }
 _FIRST_DETAILS = ("thumbprint", "old_thumbprint", "new_thumbprint")
 

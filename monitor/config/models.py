@@ -26,6 +26,7 @@ from monitor.config.checks import (
     tenant_problems,
 )
 from monitor.config.destinations import DestinationConfig
+from monitor.config.publication import PublicationConfig
 from monitor.config.values import (
     DEFAULT_CONFIRM_POLLS,
     DEFAULT_INTERVAL,
@@ -107,9 +108,9 @@ class LeaseConfig(BaseModel):
     """Seconds a lease lasts unless renewed; the leader renews it every ttl/3."""
 
 
-class TenantConfig(BaseModel):
+class TenantConfig(PublicationConfig):
     """One Auth0 tenant to watch; ``interval``, ``timeout``, ``jitter`` and ``confirm`` are
-    always resolved."""
+    always resolved. Its publication checks are in ``PublicationConfig``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 

@@ -16,9 +16,11 @@ the store, and no ``keywatch_tenant_up`` or ``keywatch_last_successful_poll_time
 (it polls nothing, so it has no poll status to report). Counters count what this process did.
 
 The package: ``names`` (every exported metric, its type, labels and help), ``telemetry``
-(the state, with each tenant's sample lines rendered when they change), ``exposition`` (the
-text formats, written from those lines: what ``/metrics`` serves), ``collector`` (the
-reference rendering through ``prometheus_client``, and ``render_prepared``).
+(the state, with each tenant's sample lines rendered when they change), ``publication`` (the
+state of what tenants publish: JWKS, certificate endpoints, mirrors; rendered the same way),
+``exposition`` (the text formats, written from those lines: what ``/metrics`` serves),
+``collector`` (the reference rendering through ``prometheus_client``, and
+``render_prepared``).
 """
 
 from monitor.metrics.collector import KeywatchCollector, build_registry, render, render_prepared
@@ -32,6 +34,7 @@ from monitor.metrics.names import (
     SPECS,
     MetricSpec,
 )
+from monitor.metrics.publication import PublicationView
 from monitor.metrics.telemetry import OutboxView, Telemetry
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
     "KeywatchCollector",
     "MetricSpec",
     "OutboxView",
+    "PublicationView",
     "Telemetry",
     "build_registry",
     "render",

@@ -27,6 +27,7 @@ from monitor.metrics.names import (
     POLL_DURATION_BUCKETS,
     SPECS,
 )
+from monitor.metrics.publication import PublicationTelemetry
 from monitor.model import KEY_STATES, Event, EventType, Snapshot
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,8 @@ class Telemetry:
         self._destinations: dict[str, _DestinationState] = {}
         self._leader = True
         self._polled = 0  # tenants with polled set
+        self.publication = PublicationTelemetry()
+        """The metrics of what tenants publish (JWKS, certificate endpoints, mirrors)."""
 
     def add_tenant(self, tenant: str) -> None:
         """Start exporting a tenant: counters at 0, tenant_up 0 until polled. Idempotent."""
@@ -198,6 +201,7 @@ class Telemetry:
             state = self._tenants.pop(tenant, None)
             if state is not None and state.polled:
                 self._polled -= 1
+        self.publication.remove_tenant(tenant)
 
     def set_snapshot(self, snapshot: Snapshot) -> None:
         """Replace the tenant's key view; kids missing from it lose their series."""
@@ -341,13 +345,16 @@ class Telemetry:
         """What one scrape renders, copied under the lock (for ``KeywatchCollector``)."""
         with self._lock:
             series = [state.series() for state in self._tenants.values()]
+            series.extend(self.publication.series())
             return self._copy(series)
 
     def prepared_blocks(self) -> tuple[list[Lines], ScrapeCopy]:
-        """The prepared sample lines of every tenant (three blocks each), and the copy of the
-        process-wide state (the tenant series in it are empty), taken under the lock."""
+        """The prepared sample lines of every tenant (three blocks each, and one of what it
+        publishes), and the copy of the process-wide state (its tenant series are empty),
+        taken under the lock."""
         with self._lock:
             blocks = [block for state in self._tenants.values() for block in state.blocks()]
+            blocks.extend(self.publication.blocks())
             return blocks, self._copy([])
 
     def _copy(self, series: list[Series]) -> ScrapeCopy:

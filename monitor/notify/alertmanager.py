@@ -52,12 +52,18 @@ CLEARED_BY: dict[EventType, frozenset[EventType]] = {
     ),
     EventType.KEY_ADDED: frozenset({EventType.TENANT_NO_CURRENT_KEY, EventType.TENANT_NO_NEXT_KEY}),
     EventType.TENANT_CURRENT_KEY_RESTORED: frozenset({EventType.TENANT_NO_CURRENT_KEY}),
+    EventType.JWKS_CONSISTENT: frozenset({EventType.JWKS_MISMATCH}),
+    EventType.MIRROR_SYNCED: frozenset({EventType.MIRROR_STALE}),
 }
 _WORD = re.compile(r"[a-z0-9]+")
 _ALERTNAMES = {
     EventType.TENANT_NO_CURRENT_KEY: "Auth0TenantNoCurrentSigningKey",
     EventType.TENANT_NO_NEXT_KEY: "Auth0TenantNoNextSigningKey",
     EventType.TENANT_CURRENT_KEY_RESTORED: "Auth0TenantCurrentSigningKeyRestored",
+    EventType.JWKS_MISMATCH: "Auth0JwksMismatch",
+    EventType.JWKS_CONSISTENT: "Auth0JwksConsistent",
+    EventType.MIRROR_STALE: "Auth0JwksMirrorStale",
+    EventType.MIRROR_SYNCED: "Auth0JwksMirrorSynced",
 }
 
 LabelKey = tuple[tuple[str, str], ...]

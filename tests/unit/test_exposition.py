@@ -15,12 +15,24 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.metrics import SPECS, Telemetry, build_registry, render, render_prepared
+from monitor.metrics import (
+    SPECS,
+    PublicationView,
+    Telemetry,
+    build_registry,
+    render,
+    render_prepared,
+)
 from monitor.metrics.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from monitor.model import EventType, make_event
 from monitor.web import accepts_gzip, build_app
 from tests.support.snapshots import T0, key, snap
 
+PUBLISHED = PublicationView(
+    published={("k1", "jwks"): True, ("k2", "jwks"): False},
+    mirrors={"https://mirror.example/jwks": (False, 12.5)},
+    lead={"k1": 86_400.0},
+)
 Samples = Counter[tuple[str, tuple[tuple[str, str], ...], float]]
 VERSION = "9.9.9"
 
@@ -57,6 +69,9 @@ def busy_telemetry() -> Telemetry:
     telemetry.set_unconfirmed("staging", True)
     telemetry.set_destinations(["chat"])
     telemetry.record_notification("chat", "delivered", latency=0.7)
+    telemetry.publication.add_tenant("prod")
+    telemetry.publication.set_view("prod", PUBLISHED)
+    telemetry.publication.record_fetch_error("prod", "timeout")
     return telemetry
 
 
@@ -117,6 +132,8 @@ changes = st.lists(
         st.tuples(st.just("job_error"), st.sampled_from(TENANTS)),
         st.tuples(st.just("unconfirmed"), st.sampled_from(TENANTS), st.booleans()),
         st.tuples(st.just("leader"), st.booleans()),
+        st.tuples(st.just("publishes"), st.sampled_from(TENANTS), st.booleans()),
+        st.tuples(st.just("fetch_error"), st.sampled_from(TENANTS)),
     ),
     max_size=25,
 )
@@ -126,7 +143,12 @@ def apply(telemetry: Telemetry, change: tuple[object, ...], clock: list[float]) 
     clock[0] += 1
     kind, *args = change
     tenant = str(args[0])
-    if kind == "add":
+    if kind == "publishes":
+        telemetry.publication.add_tenant(tenant)
+        telemetry.publication.set_view(tenant, PUBLISHED if args[1] else PublicationView())
+    elif kind == "fetch_error":
+        telemetry.publication.record_fetch_error(tenant, "network")
+    elif kind == "add":
         telemetry.add_tenant(tenant)
     elif kind == "remove":
         telemetry.remove_tenant(tenant)
@@ -161,6 +183,7 @@ def test_a_scrape_after_any_change_shows_exactly_the_reference_state(
 def test_a_kid_gone_and_a_tenant_removed_leave_no_series() -> None:
     telemetry = busy_telemetry()
     telemetry.set_snapshot(snap(key("k2")))
+    telemetry.publication.set_view("prod", PublicationView(published={("k2", "jwks"): True}))
     telemetry.remove_tenant("staging")
     body = render_prepared(telemetry, version=VERSION).decode()
     assert 'kid="k1"' not in body

@@ -21,6 +21,7 @@ from monitor.notify.base import (
     with_query,
 )
 from monitor.notify.routing import matches
+from monitor.publication import Target, TargetKind, Watch, check_mirror, judge
 from monitor.templates import (
     escape_slack,
     event_facts,
@@ -244,6 +245,26 @@ def test_service_error_text_is_redacted() -> None:
 # --- no placeholder where a kid belongs (issue 8) ------------------------------------------
 
 
+def publication_events() -> list[Event]:
+    """A JWKS and a mirror that disagree with STEADY, then agree, as ``judge`` makes them."""
+    events: list[Event] = []
+    for kind in (TargetKind.JWKS, TargetKind.MIRROR):
+        target = Target(kind, f"https://example.test/{kind.value}")
+        watch = Watch()
+        for findings in (check_mirror(STEADY, ()), frozenset()):
+            watch, found = judge(
+                watch,
+                findings,
+                tenant=STEADY.tenant,
+                target=target,
+                anchor=STEADY.taken_at,
+                observed_at=STEADY.taken_at,
+                polls=1,
+            )
+            events += found
+    return events
+
+
 def detected_events() -> list[Event]:
     """At least one event of every type, as detection makes them (not hand-built)."""
     rotated = snap(
@@ -263,6 +284,7 @@ def detected_events() -> list[Event]:
         (gap, rotated, ("B",)),
     ]
     events = [e for old, new, last in changes for e in diff(old, new, last_current=last)]
+    events += publication_events()
     assert {e.type for e in events} == set(EventType)
     return events
 
