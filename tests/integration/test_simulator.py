@@ -963,3 +963,13 @@ def test_audience_follows_the_host_the_client_used(t: Harness) -> None:
     refused = t.call("GET", "/api/v2/keys/signing", token)
     assert refused.status_code == 401
     assert refused.json()["message"] == f"Bad audience: {other_base}/api/v2/"
+
+
+def test_admin_state_counts_the_requests_served_by_endpoint(t: Harness) -> None:
+    token = t.token()
+    t.keys(token)
+    t.keys(token)
+    kid = t.keys(token)[0]["kid"]
+    assert t.call("GET", f"/api/v2/keys/signing/{kid}", token).status_code == 200
+    state = t.http.get(f"{t.base}/__admin/state").json()
+    assert state["requests"] == {"token": 1, "list_keys": 3, "get_key": 1}
