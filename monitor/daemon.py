@@ -205,9 +205,9 @@ class Daemon:
 
     def _apply(self, settings: Settings) -> None:
         assert self._schedule is not None
-        restart_only = ("listen", "state", "lease")
+        restart_only = ("listen", "state", "lease", "metrics")
         if any(getattr(settings, key) != getattr(self.settings, key) for key in restart_only):
-            log.warning("listen, state and lease changes take effect after a restart")
+            log.warning("listen, state, lease and metrics changes take effect after a restart")
         tenants = self.poller.tenants
         wanted = {tenant.name: tenant for tenant in settings.tenants}
         for name in [name for name in tenants if name not in wanted]:
@@ -323,7 +323,7 @@ def build_daemon(
     lease when it is PostgreSQL), the metrics. ``now``: the wall clock polls are stamped with
     (tests share one with the simulator)."""
     timeout = max((tenant.timeout for tenant in settings.tenants), default=10.0)
-    telemetry = telemetry or Telemetry()
+    telemetry = telemetry or Telemetry(zero_counters=settings.metrics.zero_counters)
     store = open_store(settings.state)  # migrated here, once
     lease = None
     if settings.state_backend == "postgresql":  # replicas may share it: one of them leads

@@ -99,6 +99,16 @@ class Defaults(BaseModel):
     confirm: Annotated[ConfirmConfig, none_as({})] = Field(default_factory=ConfirmConfig)
 
 
+class MetricsConfig(BaseModel):
+    """What ``/metrics`` exports; for the cardinality of big fleets (docs/metrics.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    zero_counters: bool = True
+    """Export every tenant's error and event counters at 0 (so ``increase()`` sees their
+    first change); false exports a counter once it moved: about half the series."""
+
+
 class LeaseConfig(BaseModel):
     """The leader lease of replicas sharing a PostgreSQL store (unused with SQLite)."""
 
@@ -175,6 +185,7 @@ class Settings(BaseModel):
     data_dir: DataDir
     state: StateUrl
     lease: Annotated[LeaseConfig, none_as({})] = Field(default_factory=LeaseConfig)
+    metrics: Annotated[MetricsConfig, none_as({})] = Field(default_factory=MetricsConfig)
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
     defaults: Annotated[Defaults, none_as({})] = Field(default_factory=Defaults)

@@ -30,19 +30,22 @@ class _Tenant:
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(API_ERROR_REASONS, 0))
     view: PublicationView = field(default_factory=PublicationView)
     lines: Lines = field(default_factory=dict)
+    zero_counters: bool = True
 
 
 class PublicationTelemetry:
     """Thread-safe; only tenants that check something they publish are exported."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, zero_counters: bool = True) -> None:
         self._lock = threading.Lock()
+        self._zero_counters = zero_counters
         self._tenants: dict[str, _Tenant] = {}
 
     def add_tenant(self, tenant: str) -> None:
         with self._lock:
             if tenant not in self._tenants:
                 state = _Tenant()
+                state.zero_counters = self._zero_counters
                 state.lines = lines_by_name(_series(tenant, state))
                 self._tenants[tenant] = state
 
@@ -92,7 +95,11 @@ def _series(tenant: str, state: _Tenant) -> Series:
     found = [
         samples(
             "keywatch_jwks_fetch_errors_total",
-            [({"reason": reason}, count) for reason, count in state.errors.items()],
+            [
+                ({"reason": reason}, count)
+                for reason, count in state.errors.items()
+                if count or state.zero_counters
+            ],
         ),
         samples(
             "auth0_signing_key_published",

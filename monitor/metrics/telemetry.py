@@ -51,6 +51,7 @@ Series = tuple[tuple[str, tuple[Sample, ...]], ...]
 class _TenantState:
     tenant: str
     polling: bool = True  # this process polls the tenant (it is the leader)
+    zero_counters: bool = True  # export the labelled counters at 0 too
     polled: bool = False
     up: bool = False
     last_success: float | None = None
@@ -162,22 +163,29 @@ class ScrapeCopy:
 class Telemetry:
     """Everything the collector renders. Thread-safe; every ``record_*`` is O(1) per item."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, zero_counters: bool = True
+    ) -> None:
+        """``zero_counters``: export each tenant's labelled counters at 0 too (``metrics:
+        zero_counters`` in the configuration)."""
         self._clock = clock
+        self._zero_counters = zero_counters
         self._lock = threading.Lock()
         self._tenants: dict[str, _TenantState] = {}
         self._durations = _Histogram.with_bounds(POLL_DURATION_BUCKETS)
         self._destinations: dict[str, _DestinationState] = {}
         self._leader = True
         self._polled = 0  # tenants with polled set
-        self.publication = PublicationTelemetry()
+        self.publication = PublicationTelemetry(zero_counters=zero_counters)
         """The metrics of what tenants publish (JWKS, certificate endpoints, mirrors)."""
 
     def add_tenant(self, tenant: str) -> None:
         """Start exporting a tenant: counters at 0, tenant_up 0 until polled. Idempotent."""
         with self._lock:
             if tenant not in self._tenants:
-                self._tenants[tenant] = _TenantState(tenant, polling=self._leader)
+                self._tenants[tenant] = _TenantState(
+                    tenant, polling=self._leader, zero_counters=self._zero_counters
+                )
 
     def set_leader(self, leader: bool) -> None:
         """Whether this process leads (polls). Standing by drops every tenant's poll status:
@@ -425,7 +433,9 @@ def _counter_series(state: _TenantState) -> Series:
 
     def each(name: str, label: str, counts: dict[str, int]) -> None:
         samples = tuple(
-            Sample(name, {**tenant, label: value}, count) for value, count in counts.items()
+            Sample(name, {**tenant, label: value}, count)
+            for value, count in counts.items()
+            if count or state.zero_counters
         )
         series.append((name, samples))
 

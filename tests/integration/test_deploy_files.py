@@ -10,6 +10,7 @@ import re
 import subprocess
 import warnings
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ import pytest
 import yaml
 
 from monitor.config import Settings, parse_config
-from monitor.metrics import METRIC_NAMES, SPECS
+from monitor.metrics import METRIC_NAMES, SPECS, PublicationView, Telemetry, render_prepared
+from monitor.model import EventType, make_event
 from tests.support.deploy import (
     DEPLOY_DIR,
     REPO_ROOT,
@@ -26,6 +28,7 @@ from tests.support.deploy import (
     find_module,
     find_tool,
 )
+from tests.support.snapshots import T0, key, snap
 
 DOCKERFILE = DEPLOY_DIR / "Dockerfile"
 COMPOSE = DEPLOY_DIR / "compose.yaml"
@@ -553,6 +556,69 @@ def test_dashboard_queries_only_name_exported_metrics() -> None:
         "keywatch_notifications_total",
         "keywatch_outbox_pending",
     } <= used
+
+
+def exported_by(telemetry: Telemetry) -> set[str]:
+    """The metric families a scrape of ``telemetry`` holds samples of."""
+    body = render_prepared(telemetry, version="x").decode()
+    found = {line.split("{")[0].split(" ")[0] for line in body.splitlines() if line[:1] != "#"}
+    return {exported_name(name) or name for name in found}
+
+
+def fleet_telemetry() -> Telemetry:
+    """A tenant after one of each thing the counters count, with ``zero_counters: false``."""
+    telemetry = Telemetry(zero_counters=False)
+    telemetry.add_tenant("prod")
+    dated = {"not_before": T0 - timedelta(days=1), "not_after": T0 + timedelta(days=3650)}
+    telemetry.set_snapshot(
+        snap(
+            key("a", current_since=T0, **dated),  # type: ignore[arg-type]
+            key("b", "next", **dated),  # type: ignore[arg-type]
+            key("c", "previous+revoked", current_until=T0, revoked_at=T0, **dated),  # type: ignore[arg-type]
+        )
+    )
+    telemetry.record_poll_failure("prod", reason="timeout", duration=1.0)
+    telemetry.record_poll_success("prod", duration=0.1)
+    telemetry.record_events([make_event("prod", EventType.KEY_ROTATED, T0, ["z", "a"])])
+    telemetry.record_job_error("prod", "missed")
+    telemetry.publication.add_tenant("prod")
+    telemetry.publication.set_view(
+        "prod",
+        PublicationView(
+            published={("a", "jwks"): True},
+            mirrors={"https://mirror.example": (True, 3.0)},
+            lead={"a": 3600.0},
+        ),
+    )
+    telemetry.publication.record_fetch_error("prod", "timeout")
+    telemetry.set_destinations(["chat"])
+    return telemetry
+
+
+def test_zero_counters_false_keeps_every_series_the_rules_and_dashboard_read() -> None:
+    """The cardinality option drops counters at 0 only: once a counter moves its series is
+    there, and nothing else changes."""
+    queries = [*(rule["expr"] for rule in rules()), *map(grafana_to_promql, dashboard_queries())]
+    read = {exported_name(name) for expr in queries for name in metric_names(expr)}
+    recorded = {rule["record"] for rule in rules() if "record" in rule}
+    assert read - recorded - {None, "up"} <= exported_by(fleet_telemetry())
+
+    def quiet(zero_counters: bool) -> set[str]:
+        telemetry = Telemetry(zero_counters=zero_counters)
+        telemetry.add_tenant("prod")
+        telemetry.set_snapshot(snap(key("a"), key("b", "next")))
+        telemetry.record_poll_success("prod", duration=0.1)
+        telemetry.publication.add_tenant("prod")
+        return exported_by(telemetry)
+
+    dropped = quiet(True) - quiet(False)
+    assert dropped == {
+        "keywatch_api_errors_total",
+        "keywatch_events_total",
+        "keywatch_scheduler_job_errors_total",
+        "keywatch_jwks_fetch_errors_total",
+    }
+    assert quiet(False) <= quiet(True)
 
 
 def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:

@@ -113,6 +113,15 @@ def test_lease_ttl_defaults_to_15s_and_takes_a_duration() -> None:
     assert load("lease: {ttl: 1m}\n" + tenants).lease.ttl == 60.0
 
 
+def test_metrics_export_zero_counters_unless_told_not_to() -> None:
+    tenants = "tenants:\n  - {name: prod, domain: acme.auth0.com, token: abc}\n"
+    assert load(tenants).metrics.zero_counters is True
+    assert load("metrics:\n" + tenants).metrics.zero_counters is True
+    assert load("metrics: {zero_counters: false}\n" + tenants).metrics.zero_counters is False
+    problems = problems_of("metrics: {per_key: false}\n" + tenants)
+    assert len(problems) == 1 and "metrics.per_key" in problems[0], problems
+
+
 def test_tenants_inherit_defaults_unless_they_set_their_own() -> None:
     settings = load(
         """

@@ -169,12 +169,12 @@ def apply(telemetry: Telemetry, change: tuple[object, ...], clock: list[float]) 
 
 
 @settings(max_examples=150, deadline=None)
-@given(changes)
+@given(changes, st.booleans())
 def test_a_scrape_after_any_change_shows_exactly_the_reference_state(
-    sequence: list[tuple[object, ...]],
+    sequence: list[tuple[object, ...]], zero_counters: bool
 ) -> None:
     clock = [1_000.0]
-    telemetry = Telemetry(clock=lambda: clock[0])
+    telemetry = Telemetry(clock=lambda: clock[0], zero_counters=zero_counters)
     for change in sequence:
         apply(telemetry, change, clock)
         assert prepared(telemetry) == reference(telemetry), f"after {change}"
