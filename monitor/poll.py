@@ -121,7 +121,7 @@ class Poller:
         self,
         *,
         store: Store,
-        http: httpx.AsyncClient,
+        client_of: Callable[[TenantConfig], httpx.AsyncClient],
         telemetry: Telemetry,
         wake: Callable[[set[str]], None],
         leading: Callable[[], bool],
@@ -130,7 +130,7 @@ class Poller:
     ) -> None:
         self.tenants: dict[str, TenantRuntime] = {}
         self._store = store
-        self._http = http
+        self._client_of = client_of
         self._telemetry = telemetry
         self._wake = wake
         self._leading = leading
@@ -145,7 +145,7 @@ class Poller:
     def add_tenant(self, config: TenantConfig, state: TenantState | None) -> None:
         """Poll ``config`` from now on (or with its new settings), from ``state`` on."""
         self.tenants[config.name] = TenantRuntime(
-            config=config, client=client_for_tenant(self._http, config), state=state
+            config=config, client=client_for_tenant(self._client_of(config), config), state=state
         )
         self._telemetry.add_tenant(config.name)
         if state is not None:

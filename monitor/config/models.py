@@ -33,9 +33,11 @@ from monitor.config.values import (
     DEFAULT_LEASE_TTL,
     DEFAULT_LISTEN,
     DEFAULT_TIMEOUT,
+    DIRECT,
     MAX_CONFIRM_POLLS,
     MIN_AUTH0_INTERVAL,
     BaseUrl,
+    CaFile,
     DataDir,
     Domain,
     Duration,
@@ -47,6 +49,7 @@ from monitor.config.values import (
     LogFormat,
     LogLevel,
     NonEmptyStr,
+    ProxyUrl,
     Secret,
     StateUrl,
     TenantName,
@@ -125,6 +128,10 @@ class TenantConfig(BaseModel):
     timeout: Duration = DEFAULT_TIMEOUT
     jitter: Fraction = DEFAULT_JITTER
     confirm: Annotated[ConfirmConfig, none_as({})] = Field(default_factory=ConfirmConfig)
+    proxy: ProxyUrl | None = None
+    """This tenant's proxy (``direct``: none), instead of the global ``proxy``."""
+    ca_file: CaFile | None = None
+    """This tenant's private CA certificates, instead of the global ``ca_file``."""
 
     @model_validator(mode="after")
     def _check_shape_and_interval(self, info: ValidationInfo) -> TenantConfig:
@@ -179,6 +186,10 @@ class Settings(BaseModel):
     defaults: Annotated[Defaults, none_as({})] = Field(default_factory=Defaults)
     tenants: tuple[TenantConfig, ...]
     destinations: Annotated[tuple[DestinationConfig, ...], none_as(())] = ()
+    proxy: ProxyUrl | None = None
+    """The HTTP(S) proxy of every request to Auth0 and to destinations (None: direct)."""
+    ca_file: CaFile | None = None
+    """PEM CA certificates trusted besides the public ones, for every outgoing request."""
 
     @field_validator("tenants", mode="before")
     @classmethod
@@ -212,6 +223,14 @@ class Settings(BaseModel):
             destinations = [{"name": d.name, "tenants": d.tenants} for d in self.destinations]
             raise_found(name_problems(tenants, destinations))
         return self
+
+    def route_of(self, item: TenantConfig | DestinationConfig) -> tuple[str | None, str | None]:
+        """(proxy URL or None for direct, CA file or None) of a tenant's or a destination's
+        requests: its own ``proxy``/``ca_file``, else the global ones."""
+        proxy = item.proxy if item.proxy is not None else self.proxy
+        proxy_url = proxy.get_secret_value() if proxy is not None else None
+        ca_file = item.ca_file if item.ca_file is not None else self.ca_file
+        return (None if proxy_url == DIRECT else proxy_url), ca_file
 
     @property
     def listen_host(self) -> str:

@@ -15,7 +15,7 @@ __all__ = ["KeyPath", "Problem", "is_secret_key", "render_path", "yaml_spelling"
 KeyPath = tuple[str | int, ...]
 
 # Keys whose values are never echoed, wherever they appear (``destinations`` adds its own).
-_SECRET_KEYS = frozenset({"client_secret", "token", "password"})
+_SECRET_KEYS = frozenset({"client_secret", "token", "password", "proxy"})
 _SECRET_DESTINATION_KEYS = frozenset({"secret", "secrets", "url", "urls", "routing_key"})
 
 
