@@ -37,7 +37,8 @@ def test_a_ca_file_must_exist_and_hold_pem_certificates(tmp_path: Path) -> None:
     not_pem.write_text("hello\n")
     text = (
         f"ca_file: '{missing}'\n"
-        f"tenants: [{{name: prod, domain: acme.eu.auth0.com, token: tok-abc, ca_file: '{not_pem}'}}]\n"
+        "tenants: [{name: prod, domain: acme.eu.auth0.com, token: tok-abc,"
+        f" ca_file: '{not_pem}'}}]\n"
     )
     assert problems_of(text) == [
         f"ca_file: no such file: {missing} (line 1)",
