@@ -168,10 +168,15 @@ class Daemon:
                 ping_store=self.store.ping,
                 polled_all=roles.polled_enough,
                 standing_by=roles.standing_by,
-            )
+            ),
+            self.settings.web,
         )
         self._spawn(self._server.serve(sockets=[sock]), name="web-server")
-        log.info("serving http://%s:%s/metrics", self.settings.listen_host, self.port)
+        web = self.settings.web
+        auth = " (basic auth)" if web.basic_auth_users else ""
+        log.info(
+            "serving %s://%s:%s/metrics%s", web.scheme, self.settings.listen_host, self.port, auth
+        )
 
         self._schedule.start(self.settings.tenants)  # paused: resumed when leading
         if self.lease is not None:

@@ -9,7 +9,6 @@ with ``read_limited``, which streams and stops at a limit instead of loading the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import ssl
 from collections.abc import Mapping
@@ -158,12 +157,11 @@ async def read_limited(response: httpx.Response, limit: int, *, endpoint: str) -
         raise ResponseTooLarge(endpoint, limit)
     chunks: list[bytes] = []
     total = 0
-    async with contextlib.aclosing(response.aiter_bytes()) as body:
-        async for chunk in body:
-            total += len(chunk)
-            if total > limit:
-                break  # not raised in here: the stream's generators are closed first
-            chunks.append(chunk)
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > limit:
+            break  # the caller's ``stream`` block closes the connection: the rest is not read
+        chunks.append(chunk)
     if total > limit:
         raise ResponseTooLarge(endpoint, limit)
     return b"".join(chunks)

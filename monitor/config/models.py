@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,10 +38,12 @@ from monitor.config.values import (
     MAX_CONFIRM_POLLS,
     MIN_AUTH0_INTERVAL,
     BaseUrl,
+    BcryptHash,
     CaFile,
     DataDir,
     Domain,
     Duration,
+    ExemptPath,
     Fraction,
     Interval,
     Kids,
@@ -50,6 +53,7 @@ from monitor.config.values import (
     LogLevel,
     NonEmptyStr,
     ProxyUrl,
+    ReadableFile,
     Secret,
     StateUrl,
     TenantName,
@@ -67,6 +71,7 @@ __all__ = [
     "LeaseConfig",
     "Settings",
     "TenantConfig",
+    "WebConfig",
 ]
 
 FIELD_ERROR = "keywatch"
@@ -108,6 +113,46 @@ class LeaseConfig(BaseModel):
 
     ttl: LeaseTtl = DEFAULT_LEASE_TTL
     """Seconds a lease lasts unless renewed; the leader renews it every ttl/3."""
+
+
+class WebConfig(BaseModel):
+    """The listener of ``/metrics``, ``/healthz`` and ``/readyz``: TLS and basic auth, in the
+    Prometheus exporter-toolkit's terms. Changes take effect after a restart."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    tls_cert_file: ReadableFile | None = None
+    """PEM certificate (chain) served; with ``tls_key_file``, the listener speaks HTTPS only."""
+    tls_key_file: ReadableFile | None = None
+    basic_auth_users: Annotated[dict[TenantName, BcryptHash], none_as({})] = Field(
+        default_factory=dict
+    )
+    """User name -> bcrypt hash; any user makes every path need basic auth."""
+    auth_exempt: Annotated[tuple[ExemptPath, ...], none_as(())] = ()
+    """Paths served without auth (probes): ``/healthz``, ``/readyz``."""
+
+    @model_validator(mode="after")
+    def _check_tls_pair(self) -> WebConfig:
+        cert, key = self.tls_cert_file, self.tls_key_file
+        if key is not None and cert is None:
+            raise _field_error("missing: tls_key_file is set", "tls_cert_file")
+        if cert is not None and key is None:
+            raise _field_error("missing: tls_cert_file is set", "tls_key_file")
+        if cert is not None and key is not None:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+            except (OSError, ValueError):
+                detail = "is not a PEM certificate whose private key is in tls_key_file"
+                raise _field_error(detail, "tls_cert_file") from None
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
 
 class TenantConfig(BaseModel):
@@ -178,6 +223,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     listen: Listen = DEFAULT_LISTEN
+    web: Annotated[WebConfig, none_as({})] = Field(default_factory=WebConfig)
     data_dir: DataDir
     state: StateUrl
     lease: Annotated[LeaseConfig, none_as({})] = Field(default_factory=LeaseConfig)

@@ -167,6 +167,38 @@ def _check_ca_file(value: str) -> str:
     return value
 
 
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}")
+EXEMPT_PATHS = ("/healthz", "/readyz")
+
+
+def _check_bcrypt_hash(value: SecretStr) -> SecretStr:
+    """``$2b$12$`` + 53 characters. Never echoed."""
+    if not _BCRYPT_HASH.fullmatch(value.get_secret_value()):
+        raise ValueError(
+            "not a bcrypt hash ($2b$<cost>$ and 53 characters; make one with "
+            "htpasswd -nBC 12 USER, or python -c 'import bcrypt; "
+            'print(bcrypt.hashpw(b"PASSWORD", bcrypt.gensalt()).decode())\')'
+        )
+    return value
+
+
+def _check_readable_file(value: str) -> str:
+    try:
+        with open(value, "rb") as file:
+            file.read(1)
+    except FileNotFoundError:
+        raise ValueError(f"no such file: {value}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
+    return value
+
+
+def _check_exempt_path(value: str) -> str:
+    if value not in EXEMPT_PATHS:
+        raise ValueError(f"only {' and '.join(EXEMPT_PATHS)} may be exempt, got {value!r}")
+    return value
+
+
 def check_not_empty(value: str) -> str:
     if not value:
         raise ValueError("must not be empty")
@@ -253,6 +285,11 @@ Secret = Annotated[SecretStr, AfterValidator(_check_secret_not_empty)]
 TenantName = Annotated[StrictStr, AfterValidator(_check_tenant_name)]
 Domain = Annotated[StrictStr, AfterValidator(_check_domain)]
 BaseUrl = Annotated[StrictStr, AfterValidator(_check_base_url)]
+BcryptHash = Annotated[SecretStr, AfterValidator(_check_bcrypt_hash)]
+ReadableFile = Annotated[
+    StrictStr, AfterValidator(check_not_empty), AfterValidator(_check_readable_file)
+]
+ExemptPath = Annotated[StrictStr, AfterValidator(_check_exempt_path)]
 ProxyUrl = Annotated[SecretStr, AfterValidator(_check_proxy)]
 CaFile = Annotated[StrictStr, AfterValidator(check_not_empty), AfterValidator(_check_ca_file)]
 Kids = Annotated[tuple[NonEmptyStr, ...], none_as(()), AfterValidator(_check_unique_kids)]

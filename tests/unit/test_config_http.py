@@ -70,3 +70,63 @@ def test_routes_use_their_own_proxy_and_ca_file_else_the_global_ones(tmp_path: P
 def test_the_proxy_password_is_a_secret_for_the_logs() -> None:
     settings = load(f"proxy: 'http://user:pw-s3cret@proxy.internal:3128'\n{TENANT}{HOOK}")
     assert "pw-s3cret" in secrets_of(settings)
+
+
+# --- the listener: web ------------------------------------------------------------------------
+
+GOOD_HASH = "$2b$04$" + "a" * 53
+
+
+def test_web_problems_are_named_without_echoing_hashes(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    text = (
+        "web:\n"
+        f"  tls_key_file: '{pki.key_file}'\n"
+        "  basic_auth_users: {prometheus: '$2b$12$tooshort-s3cret', ok: '" + GOOD_HASH + "'}\n"
+        "  auth_exempt: [/metrics]\n"
+        f"{TENANT}"
+    )
+    lines = problems_of(text)
+    assert lines == [
+        "web.basic_auth_users.prometheus: not a bcrypt hash ($2b$<cost>$ and 53 characters; "
+        "make one with htpasswd -nBC 12 USER, or python -c 'import bcrypt; "
+        'print(bcrypt.hashpw(b"PASSWORD", bcrypt.gensalt()).decode())\') (line 3)',
+        "web.auth_exempt[0]: only /healthz and /readyz may be exempt, got '/metrics' (line 4)",
+    ]  # the TLS pair is checked once the fields are valid
+    assert not any("s3cret" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("web", "problem"),
+    [
+        ("{tls_key_file: KEY}", "web.tls_cert_file: missing: tls_key_file is set"),
+        ("{tls_cert_file: CERT}", "web.tls_key_file: missing: tls_cert_file is set"),
+        (
+            "{tls_cert_file: CA, tls_key_file: KEY}",
+            "web.tls_cert_file: is not a PEM certificate whose private key is in tls_key_file",
+        ),
+        ("{tls_cert_file: MISSING, tls_key_file: KEY}", "web.tls_cert_file: no such file: MISSING"),
+    ],
+)
+def test_tls_files_must_come_in_a_readable_matching_pair(
+    tmp_path: Path, web: str, problem: str
+) -> None:
+    pki = make_pki(tmp_path)
+    missing = str(tmp_path / "missing.pem")
+    paths = {"KEY": pki.key_file, "CERT": pki.cert_file, "CA": pki.ca_file, "MISSING": missing}
+    for name, path in paths.items():
+        web = web.replace(name, f"'{path}'")
+        problem = problem.replace(name, str(path))
+    [line] = problems_of(f"web: {web}\n{TENANT}")
+    assert line == f"{problem} (line 1)"
+
+
+def test_a_valid_web_section(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    settings = load(
+        f"web: {{tls_cert_file: '{pki.cert_file}', tls_key_file: '{pki.key_file}',"
+        f" basic_auth_users: {{prometheus: '{GOOD_HASH}'}}, auth_exempt: [/healthz]}}\n{TENANT}"
+    )
+    assert settings.web.tls and settings.web.scheme == "https"
+    assert settings.web.auth_exempt == ("/healthz",)
+    assert GOOD_HASH not in repr(settings)
