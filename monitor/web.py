@@ -30,6 +30,9 @@ from monitor.metrics import render
 
 log = logging.getLogger(__name__)
 
+STORE_PING_TIMEOUT = 5.0
+"""Seconds ``/healthz`` and ``/readyz`` wait for the store before answering 503."""
+
 
 def _never() -> bool:
     return False
@@ -41,8 +44,10 @@ def build_app(
     ping_store: Callable[[], None],
     polled_all: Callable[[], bool],
     standing_by: Callable[[], bool] = _never,
+    store_timeout: float = STORE_PING_TIMEOUT,
 ) -> Starlette:
-    """``standing_by``: True while another replica leads (this one does not poll)."""
+    """``standing_by``: True while another replica leads (this one does not poll);
+    ``store_timeout``: seconds the probes wait for ``ping_store``."""
 
     async def metrics(_: Request) -> Response:
         body = await asyncio.to_thread(render, registry)  # large outputs take a while
@@ -50,9 +55,12 @@ def build_app(
 
     async def store_problem() -> str | None:
         try:
-            await asyncio.to_thread(ping_store)
+            async with asyncio.timeout(store_timeout):
+                await asyncio.to_thread(ping_store)
         except StoreError as exc:
             return f"store unavailable: {exc}"
+        except TimeoutError:
+            return f"store unavailable: no answer within {store_timeout:g}s"
         return None
 
     async def healthz(_: Request) -> Response:

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import bcrypt
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from monitor.config import parse_config
 from monitor.httpclient import tls_context
 from monitor.simulator import Simulator, SimulatorServer
-from monitor.web import BasicAuth
+from monitor.web import BasicAuth, build_app
 from tests.support.daemon import daemon_config, running
 from tests.support.tls import Pki, make_pki
 
@@ -112,3 +114,25 @@ async def test_an_unknown_user_costs_one_bcrypt_check_like_a_wrong_password(
     assert not await auth._allowed(b"Basic " + base64.b64encode(long_password))
     assert len(checks) == 3
     assert checks[0] != HASH.encode() and checks[0].startswith(b"$2b$04$")  # the dummy
+
+
+async def test_the_probes_answer_503_when_the_store_does_not_answer_in_time() -> None:
+    release = threading.Event()
+    app = build_app(
+        registry=CollectorRegistry(),
+        ping_store=lambda: release.wait(10),
+        polled_all=lambda: True,
+        store_timeout=0.2,
+    )
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://kw") as client:
+            health = await client.get("/healthz")
+            ready = await client.get("/readyz")
+    finally:
+        release.set()
+    for answer in (health, ready):
+        assert (answer.status_code, answer.text) == (
+            503,
+            "store unavailable: no answer within 0.2s",
+        )
