@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from monitor.config import parse_config, parse_destination
+from monitor.daemon import build_daemon
 from monitor.errors import MalformedResponse, SourceTimeout
 from monitor.httpclient import TOTAL_TIMEOUT_FACTOR, HttpClients, Route, build_http_client
 from monitor.model import MAX_KEYS_PER_TENANT, parse_signing_keys
@@ -88,6 +89,29 @@ async def test_a_destination_may_go_direct_while_tenants_use_the_global_proxy(
             await eventually(lambda: len(receiver.received("/hook")) >= 1, what="a delivery")
         assert any("/api/v2/keys/signing" in line for line in proxy.seen)
         assert not any("/hook" in line for line in proxy.seen)
+
+
+async def test_a_reload_that_sets_a_global_proxy_moves_the_tenants_onto_it(
+    server: SimulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with ForwardProxy() as proxy:
+        config = tmp_path / "keywatch.yaml"
+        text = daemon_config(server, tmp_path)
+        config.write_text(text)
+        daemon = build_daemon(parse_config(text), config_path=config)
+        await daemon.start()
+        try:
+            await asyncio.wait_for(daemon.wait_ready(), 15)
+            assert proxy.seen == []
+            config.write_text(text + f"proxy: '{proxy.url}'\nweb: {{auth_exempt: [/healthz]}}\n")
+            assert await daemon.reload()
+            await eventually(
+                lambda: any("/api/v2/keys/signing" in line for line in proxy.seen),
+                what="a poll through the proxy",
+            )
+        finally:
+            await daemon.shutdown()
+    assert "listen, web, state and lease changes take effect after a restart" in caplog.text
 
 
 async def test_a_private_ca_is_trusted_with_ca_file_and_refused_without(pki: Pki) -> None:
