@@ -115,8 +115,7 @@ class Daemon:
         )
 
     @property
-    def http(self) -> httpx.AsyncClient:
-        """The client of direct requests trusting the public CAs only."""
+    def http(self) -> httpx.AsyncClient:  # direct, public CAs only
         return self.clients.default
 
     def client_of(self, item: TenantConfig | DestinationConfig) -> httpx.AsyncClient:
@@ -172,11 +171,9 @@ class Daemon:
             self.settings.web,
         )
         self._spawn(self._server.serve(sockets=[sock]), name="web-server")
-        web = self.settings.web
+        web, host = self.settings.web, self.settings.listen_host
         auth = " (basic auth)" if web.basic_auth_users else ""
-        log.info(
-            "serving %s://%s:%s/metrics%s", web.scheme, self.settings.listen_host, self.port, auth
-        )
+        log.info("serving %s://%s:%s/metrics%s", web.scheme, host, self.port, auth)
 
         self._schedule.start(self.settings.tenants)  # paused: resumed when leading
         if self.lease is not None:
