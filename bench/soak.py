@@ -8,7 +8,8 @@ receiver in this process. For ``--minutes`` the script, every few seconds, does 
   has a current key that Auth0 showed for at least one poll);
 - an Auth0 fault: 5xx/429 answers, an answer slower than the timeout, a malformed answer
   (simulator fault endpoints), on the Management API or the token endpoint;
-- a webhook fault: the receiver answers the next 1-3 requests with 5xx or too late;
+- a webhook fault: the receiver answers the next 1-3 requests with 5xx, or after the
+  destination's timeout (keywatch gives up: not a delivery);
 - ``kill -9`` the leader (restarted after 0.5-3 s), or ``SIGSTOP`` it for 1.2-2.5 lease
   ttls, then ``SIGCONT``.
 
@@ -100,7 +101,7 @@ class Receiver:
                     self.wfile.flush()
                 except OSError:
                     return  # the sender gave up (a timeout, a kill): not a delivery
-                ok = 200 <= status < 300 and delay < TIMEOUT
+                ok = 200 <= status < 300 and delay < TIMEOUT  # later, keywatch gave up
                 with receiver.lock:
                     receiver.posts.append((self.headers.get("webhook-id", ""), ok, time.time()))
 
@@ -176,7 +177,8 @@ def replica_config(state: str, hook: str, tenant_url: str) -> str:
         f"  - {{name: {TENANT}, base_url: '{tenant_url}', client_id: {DEFAULT_CLIENT_ID}, "
         f"client_secret: {DEFAULT_CLIENT_SECRET}}}\n"
         "destinations:\n"
-        f"  - {{name: hook, kind: webhook, url: '{hook}', min_severity: info}}\n"
+        f"  - {{name: hook, kind: webhook, url: '{hook}', min_severity: info, "
+        f"timeout: {TIMEOUT:g}s}}\n"
     )
 
 
@@ -216,7 +218,8 @@ class Chaos:
             self.auth0_fault(tenant)
         elif choice == "webhook":
             count = self.rng.randint(1, 3)
-            self.receiver.script([self.rng.choice([(500, 0.0), (503, 0.0), (200, 3.0)])] * count)
+            answer = self.rng.choice([(500, 0.0), (503, 0.0), (200, TIMEOUT + 1.5)])
+            self.receiver.script([answer] * count)
         elif choice in ("kill", "stop"):
             leader = self.leader()
             if leader is None:
