@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -94,6 +95,7 @@ async def test_a_destination_may_go_direct_while_tenants_use_the_global_proxy(
 async def test_a_reload_that_sets_a_global_proxy_moves_the_tenants_onto_it(
     server: SimulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     with ForwardProxy() as proxy:
         config = tmp_path / "keywatch.yaml"
         text = daemon_config(server, tmp_path)
@@ -169,6 +171,11 @@ async def test_the_daemon_delivers_to_a_private_ca_destination_configured_global
 # --- answers read with a limit ---------------------------------------------------------------
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # the client hangs up mid-answer: that is what these tests do
+
+
 class EndlessAnswer:
     """HTTP on 127.0.0.1 answering every request 200 with a chunked body of ``size`` bytes
     (no Content-Length: only reading can tell how long it is), or one byte every ``drip``
@@ -202,7 +209,7 @@ class EndlessAnswer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
