@@ -74,6 +74,11 @@ class SoakError(Exception):
 # --- the webhook receiver -----------------------------------------------------------------
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a sender killed mid-request is part of the soak
+
+
 class Receiver:
     """Answers 204, or the scripted faults first; records (event id, succeeded, time)."""
 
@@ -108,7 +113,7 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
