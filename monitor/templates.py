@@ -55,7 +55,7 @@ __all__ = [
 
 Escape = Callable[[str], str]
 
-# Every key monitor.detect (and hygiene, reachability) puts into Event.details; templates may use any of them.
+# Every key detect, hygiene and reachability put into Event.details; templates may use any.
 DETAIL_KEYS = (
     "thumbprint",
     "old_thumbprint",
