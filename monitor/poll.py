@@ -207,14 +207,17 @@ class Poller:
         name = runtime.config.name
         started, started_at = time.perf_counter(), self._now()
         try:
+            return await self._poll(runtime, started=started, started_at=started_at)
+        except SourceError as exc:
+            self._telemetry.record_poll_failure(
+                name, reason=exc.reason, duration=time.perf_counter() - started
+            )
+            log.warning("poll failed: %s", exc, extra={"tenant": name, "reason": exc.reason})
             try:
-                return await self._poll(runtime, started=started, started_at=started_at)
-            except SourceError as exc:
-                self._telemetry.record_poll_failure(
-                    name, reason=exc.reason, duration=time.perf_counter() - started
-                )
-                log.warning("poll failed: %s", exc, extra={"tenant": name, "reason": exc.reason})
                 return await self._count_failure(runtime, exc, at=started_at)
+            except StoreError as store_error:  # the run stays as stored: this one is uncounted
+                log.error("could not save the failed poll: %s", store_error, extra={"tenant": name})
+                return []
         except StoreError as exc:
             self._telemetry.record_poll_failure(
                 name, reason="store", duration=time.perf_counter() - started
