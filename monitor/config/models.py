@@ -29,17 +29,21 @@ from monitor.config.destinations import DestinationConfig
 from monitor.config.publication import PublicationConfig
 from monitor.config.values import (
     DEFAULT_CONFIRM_POLLS,
+    DEFAULT_EXPIRY_WARNINGS,
     DEFAULT_INTERVAL,
     DEFAULT_JITTER,
     DEFAULT_LEASE_TTL,
     DEFAULT_LISTEN,
     DEFAULT_TIMEOUT,
+    DEFAULT_UNREACHABLE_AFTER,
     MAX_CONFIRM_POLLS,
+    MAX_UNREACHABLE_AFTER,
     MIN_AUTH0_INTERVAL,
     BaseUrl,
     DataDir,
     Domain,
     Duration,
+    ExpiryWarnings,
     Fraction,
     Interval,
     Kids,
@@ -48,6 +52,7 @@ from monitor.config.values import (
     LogFormat,
     LogLevel,
     NonEmptyStr,
+    OptionalAge,
     Secret,
     StateUrl,
     TenantName,
@@ -85,6 +90,9 @@ class ConfirmConfig(BaseModel):
     """Consecutive polls that must give the same alarming answer (1: believe it at once)."""
 
 
+UnreachableAfter = Annotated[StrictInt, Field(ge=1, le=MAX_UNREACHABLE_AFTER)]
+
+
 class Defaults(BaseModel):
     """Values every tenant inherits unless it sets its own."""
 
@@ -97,6 +105,15 @@ class Defaults(BaseModel):
     timeout: Duration = DEFAULT_TIMEOUT
     """Seconds one HTTP request may take."""
     confirm: Annotated[ConfirmConfig, none_as({})] = Field(default_factory=ConfirmConfig)
+    expiry_warnings: ExpiryWarnings = DEFAULT_EXPIRY_WARNINGS
+    """How long before a current or next key's certificate ends to warn (key.expiring)."""
+    previous_unrevoked_after: OptionalAge = None
+    """Warn (key.previous_unrevoked) when a previous key is not revoked this long after the
+    rotation; off by default."""
+    rotation_overdue_after: OptionalAge = None
+    """Warn (tenant.rotation_overdue) when the current key is older than this; off by default."""
+    unreachable_after: UnreachableAfter = DEFAULT_UNREACHABLE_AFTER
+    """Consecutive failed polls that make a tenant unreachable (tenant.unreachable)."""
 
 
 class LeaseConfig(BaseModel):
@@ -126,6 +143,10 @@ class TenantConfig(PublicationConfig):
     timeout: Duration = DEFAULT_TIMEOUT
     jitter: Fraction = DEFAULT_JITTER
     confirm: Annotated[ConfirmConfig, none_as({})] = Field(default_factory=ConfirmConfig)
+    expiry_warnings: ExpiryWarnings = DEFAULT_EXPIRY_WARNINGS
+    previous_unrevoked_after: OptionalAge = None
+    rotation_overdue_after: OptionalAge = None
+    unreachable_after: UnreachableAfter = DEFAULT_UNREACHABLE_AFTER
 
     @model_validator(mode="after")
     def _check_shape_and_interval(self, info: ValidationInfo) -> TenantConfig:
@@ -184,7 +205,7 @@ class Settings(BaseModel):
     @field_validator("tenants", mode="before")
     @classmethod
     def _inherit_defaults(cls, tenants: Any, info: ValidationInfo) -> Any:
-        """Fill each tenant's unset (or null) interval/timeout/jitter/confirm from ``defaults``."""
+        """Fill each tenant's unset (or null) values from ``defaults``."""
         defaults = info.data.get("defaults", Defaults())
         if not isinstance(tenants, list | tuple):
             return tenants
