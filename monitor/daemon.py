@@ -334,9 +334,11 @@ def build_daemon(
     config_path: str | Path | None = None,
     redactor: RedactSecrets | None = None,
     telemetry: Telemetry | None = None,
+    now: Callable[[], datetime] = utc_now,
 ) -> Daemon:
     """Build the daemon from settings: the one shared HTTP client, the store (with the leader
-    lease when it is PostgreSQL), the metrics."""
+    lease when it is PostgreSQL), the metrics. ``now``: the wall clock polls are stamped with
+    (tests share one with the simulator)."""
     timeout = max((tenant.timeout for tenant in settings.tenants), default=10.0)
     telemetry = telemetry or Telemetry()
     store = open_store(settings.state)  # migrated here, once
@@ -352,4 +354,5 @@ def build_daemon(
         registry=build_registry(telemetry, version=__version__),
         config_path=str(config_path) if config_path is not None else None,
         redactor=redactor,
+        now=now,
     )

@@ -26,6 +26,10 @@ CONNECT_TIMEOUT_CAP = 5.0
 
 DEFAULT_USER_AGENT = f"keywatch/{__version__}"
 
+MAX_ANSWER_BYTES = 4 << 20
+"""The longest answer read from Auth0 or a published JWKS/certificate (4 MiB; a key with its
+certificate is about 4 KiB): a longer one is cut off and fails as ``malformed``."""
+
 TOTAL_TIMEOUT_FACTOR = 2.0
 """A request (connect, send, the whole answer) ends after this many times its timeout at
 most; ``timeout`` itself bounds each network operation."""

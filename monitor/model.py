@@ -52,6 +52,15 @@ class EventType(StrEnum):
     TENANT_NO_CURRENT_KEY = "tenant.no_current_key"
     TENANT_NO_NEXT_KEY = "tenant.no_next_key"
     TENANT_CURRENT_KEY_RESTORED = "tenant.current_key_restored"
+    JWKS_MISMATCH = "jwks.mismatch"
+    JWKS_CONSISTENT = "jwks.consistent"
+    MIRROR_STALE = "mirror.stale"
+    MIRROR_SYNCED = "mirror.synced"
+    KEY_EXPIRING = "key.expiring"
+    KEY_PREVIOUS_UNREVOKED = "key.previous_unrevoked"
+    TENANT_ROTATION_OVERDUE = "tenant.rotation_overdue"
+    TENANT_UNREACHABLE = "tenant.unreachable"
+    TENANT_RECOVERED = "tenant.recovered"
 
 
 DEFAULT_SEVERITY: Mapping[EventType, Severity] = {
@@ -65,6 +74,15 @@ DEFAULT_SEVERITY: Mapping[EventType, Severity] = {
     EventType.TENANT_NO_CURRENT_KEY: Severity.CRITICAL,
     EventType.TENANT_NO_NEXT_KEY: Severity.WARNING,
     EventType.TENANT_CURRENT_KEY_RESTORED: Severity.INFO,
+    EventType.JWKS_MISMATCH: Severity.CRITICAL,
+    EventType.JWKS_CONSISTENT: Severity.INFO,
+    EventType.MIRROR_STALE: Severity.WARNING,  # critical while the mirror lacks the current key
+    EventType.MIRROR_SYNCED: Severity.INFO,
+    EventType.KEY_EXPIRING: Severity.WARNING,
+    EventType.KEY_PREVIOUS_UNREVOKED: Severity.WARNING,
+    EventType.TENANT_ROTATION_OVERDUE: Severity.WARNING,
+    EventType.TENANT_UNREACHABLE: Severity.WARNING,
+    EventType.TENANT_RECOVERED: Severity.INFO,
 }
 
 
@@ -76,6 +94,7 @@ class CertFacts:
     not_before: datetime
     not_after: datetime
     key_size: int | None
+    key_type: str | None = None  # RSA, EC, or the name of another public key class
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +115,7 @@ class KeyState:
     not_before: datetime | None = None
     not_after: datetime | None = None
     key_size: int | None = None
+    key_type: str | None = None
 
     @property
     def state(self) -> str:
@@ -149,13 +169,15 @@ class TenantState:
     ``snapshot`` is the last *confirmed* answer: the next events are computed against it.
     ``last_current`` holds the current kids last confirmed, kept through a gap with no current
     key, so the gap's end is told apart from a rotation. ``pending`` is an alarming answer not
-    yet believed, seen in ``pending_polls`` consecutive polls.
+    yet believed, seen in ``pending_polls`` consecutive polls. ``alerted`` holds the ids of the
+    standing hygiene findings already raised, so each is raised once.
     """
 
     snapshot: Snapshot
     last_current: tuple[str, ...] = ()
     pending: Snapshot | None = None
     pending_polls: int = 0
+    alerted: frozenset[str] = frozenset()  # ids of the hygiene findings raised (monitor.hygiene)
 
     @classmethod
     def confirmed(cls, snapshot: Snapshot, last_current: tuple[str, ...] = ()) -> TenantState:
@@ -205,9 +227,49 @@ class Event:
         if self.type is EventType.KEY_STATE_CHANGED:
             old, new = self.details.get("old_state"), self.details.get("new_state")
             return f"signing key {self.kid} on {self.tenant} moved {old} -> {new}"
+        if self.type in _PUBLICATION_SUMMARIES:
+            where = f"{self.details.get('source', '')} {self.details.get('url', '')}".strip()
+            return f"{_PUBLICATION_SUMMARIES[self.type]} on {self.tenant}: {where}"
+        hygiene = self._hygiene_summary()
+        if hygiene:
+            return hygiene
         if self.kid:
             return f"{self.type.value} on {self.tenant}: {self.kid}"
         return f"{self.type.value} on {self.tenant}"
+
+    def _hygiene_summary(self) -> str | None:
+        """The lines of the expiry, hygiene and reachability events (``monitor.hygiene``,
+        ``monitor.reachability``), from their details."""
+        facts = self.details
+        if self.type is EventType.KEY_EXPIRING:
+            return (
+                f"certificate of signing key {self.kid} on {self.tenant} expires at "
+                f"{facts.get('not_after')} (in {facts.get('expires_in')})"
+            )
+        if self.type is EventType.KEY_PREVIOUS_UNREVOKED:
+            return (
+                f"previous signing key {self.kid} on {self.tenant} still not revoked "
+                f"{facts.get('age')} after the rotation"
+            )
+        if self.type is EventType.TENANT_ROTATION_OVERDUE:
+            age = facts.get("age")
+            return f"current signing key {self.kid} on {self.tenant} not rotated for {age}"
+        if self.type is EventType.TENANT_UNREACHABLE:
+            return (
+                f"{self.tenant} unreachable: {facts.get('failures')} polls failed in a row "
+                f"({facts.get('reason')})"
+            )
+        if self.type is EventType.TENANT_RECOVERED:
+            return f"{self.tenant} reachable again after {facts.get('downtime')}"
+        return None
+
+
+_PUBLICATION_SUMMARIES: Mapping[EventType, str] = {
+    EventType.JWKS_MISMATCH: "published keys disagree with the Management API",
+    EventType.JWKS_CONSISTENT: "published keys agree with the Management API again",
+    EventType.MIRROR_STALE: "JWKS mirror is stale",
+    EventType.MIRROR_SYNCED: "JWKS mirror is in sync again",
+}
 
 
 def event_id(tenant: str, event_type: EventType, *transition: str | None) -> str:
@@ -280,7 +342,16 @@ def cert_facts(pem: str) -> CertFacts:
         not_before=certificate.not_valid_before_utc,
         not_after=certificate.not_valid_after_utc,
         key_size=key_size,
+        key_type=_key_type(public_key),
     )
+
+
+def _key_type(public_key: object) -> str:
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return "RSA"
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return "EC"
+    return type(public_key).__name__.removeprefix("_").removesuffix("PublicKey") or "unknown"
 
 
 _REQUIRED_STRINGS = ("kid", "cert", "fingerprint", "thumbprint")
@@ -318,6 +389,7 @@ def parse_signing_key(raw: object, where: str) -> KeyState:
         not_before=facts.not_before,
         not_after=facts.not_after,
         key_size=facts.key_size,
+        key_type=facts.key_type,
         current=flags["current"],
         next=flags["next"],
         previous=flags["previous"],
@@ -382,6 +454,7 @@ def key_to_dict(key: KeyState) -> dict[str, object]:
         "not_before": _iso(key.not_before),
         "not_after": _iso(key.not_after),
         "key_size": key.key_size,
+        "key_type": key.key_type,
     }
 
 
@@ -401,6 +474,7 @@ def key_from_dict(data: Mapping[str, Any]) -> KeyState:
         not_before=_from_iso(data.get("not_before")),
         not_after=_from_iso(data.get("not_after")),
         key_size=data.get("key_size"),
+        key_type=data.get("key_type"),
     )
 
 
@@ -436,6 +510,7 @@ def confirmation_to_json(state: TenantState) -> str:
             "last_current": list(state.last_current),
             "pending": _snapshot_to_dict(state.pending) if state.pending else None,
             "pending_polls": state.pending_polls,
+            "alerted": sorted(state.alerted),
         },
         separators=(",", ":"),
     )
@@ -453,6 +528,7 @@ def tenant_state_from_json(snapshot: Snapshot, confirmation: str | None) -> Tena
         last_current=tuple(str(kid) for kid in data.get("last_current") or ()),
         pending=_snapshot_from_dict(pending) if pending else None,
         pending_polls=int(data.get("pending_polls") or 0),
+        alerted=frozenset(str(item) for item in data.get("alerted") or ()),
     )
 
 

@@ -40,11 +40,15 @@ from monitor.config import TenantConfig
 from monitor.confirm import confirm
 from monitor.detect import anomalies
 from monitor.errors import SourceError, StoreError
+from monitor.hygiene import HygienePolicy, check
 from monitor.metrics import Telemetry
 from monitor.model import Event, Severity, Snapshot, TenantState
 from monitor.notify.base import Notifier
+from monitor.publishing import PublicationCheck
+from monitor.reachability import Reachability, after_failure, after_success
 from monitor.sources.auth0 import Auth0Client, Credentials
 from monitor.sources.base import SnapshotSource
+from monitor.sources.publication import PublicationReader, publication_targets
 from monitor.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -104,6 +108,29 @@ async def fetch_snapshot(
     return await client.fetch(previous=previous, watched_kids=watched_kids, now=now)
 
 
+def publication_for_tenant(
+    http: httpx.AsyncClient, tenant: TenantConfig, telemetry: Telemetry
+) -> PublicationCheck | None:
+    """The tenant's publication checks, or None when it checks nothing it publishes."""
+    targets = publication_targets(
+        tenant.api_base,
+        jwks=tenant.jwks,
+        jwks_urls=tenant.jwks_urls,
+        cert_endpoints=tenant.cert_endpoints,
+        mirrors=tenant.mirrors,
+    )
+    if not targets:
+        return None
+    reader = PublicationReader(http, tenant=tenant.name, targets=targets, timeout=tenant.timeout)
+    return PublicationCheck(
+        reader,
+        tenant=tenant.name,
+        allow_extra_kids=tenant.jwks_allow_extra_kids,
+        polls=tenant.confirm.polls,
+        telemetry=telemetry,
+    )
+
+
 # --- the pipeline ----------------------------------------------------------------------------
 
 
@@ -112,6 +139,7 @@ class TenantRuntime:
     config: TenantConfig
     client: SnapshotSource
     state: TenantState | None = None
+    publication: PublicationCheck | None = None
 
 
 class Poller:
@@ -136,6 +164,7 @@ class Poller:
         self._leading = leading
         self._now = now
         self._destinations: tuple[Notifier, ...] = ()
+        self._reachability: dict[str, Reachability] = {}  # loaded from the store when needed
         self._slots = asyncio.Semaphore(max_concurrent)
         self._inflight: set[asyncio.Task[Any]] = set()
         self._ready = asyncio.Event()
@@ -144,16 +173,22 @@ class Poller:
 
     def add_tenant(self, config: TenantConfig, state: TenantState | None) -> None:
         """Poll ``config`` from now on (or with its new settings), from ``state`` on."""
-        self.tenants[config.name] = TenantRuntime(
-            config=config, client=client_for_tenant(self._client_of(config), config), state=state
-        )
         self._telemetry.add_tenant(config.name)
+        self._telemetry.publication.remove_tenant(config.name)  # its targets may have changed
+        http = self._client_of(config)  # the tenant's route: its proxy and CA file
+        self.tenants[config.name] = TenantRuntime(
+            config=config,
+            client=client_for_tenant(http, config),
+            state=state,
+            publication=publication_for_tenant(http, config, self._telemetry),
+        )
         if state is not None:
             self._telemetry.set_snapshot(state.seen)
             self._telemetry.set_unconfirmed(config.name, state.pending is not None)
 
     def remove_tenant(self, name: str) -> None:
         del self.tenants[name]
+        self._reachability.pop(name, None)
         self._telemetry.remove_tenant(name)
 
     def route_to(self, destinations: Iterable[Notifier]) -> None:
@@ -162,6 +197,7 @@ class Poller:
 
     def show_stored(self, stored: Mapping[str, TenantState]) -> None:
         """Take the states another replica committed (a standby, or a takeover)."""
+        self._reachability.clear()  # another replica may have counted failures since
         for name, runtime in self.tenants.items():
             state = stored.get(name)
             if state is not None and state != runtime.state:
@@ -200,15 +236,19 @@ class Poller:
 
     async def _poll_once(self, runtime: TenantRuntime) -> list[Event]:
         name = runtime.config.name
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), self._now()
         try:
-            return await self._poll(runtime, started=started)
+            return await self._poll(runtime, started=started, started_at=started_at)
         except SourceError as exc:
             self._telemetry.record_poll_failure(
                 name, reason=exc.reason, duration=time.perf_counter() - started
             )
             log.warning("poll failed: %s", exc, extra={"tenant": name, "reason": exc.reason})
-            return []
+            try:
+                return await self._count_failure(runtime, exc, at=started_at)
+            except StoreError as store_error:  # the run stays as stored: this one is uncounted
+                log.error("could not save the failed poll: %s", store_error, extra={"tenant": name})
+                return []
         except StoreError as exc:
             self._telemetry.record_poll_failure(
                 name, reason="store", duration=time.perf_counter() - started
@@ -216,7 +256,9 @@ class Poller:
             log.error("could not save poll result: %s", exc, extra={"tenant": name})
             return []
 
-    async def _poll(self, runtime: TenantRuntime, *, started: float) -> list[Event]:
+    async def _poll(
+        self, runtime: TenantRuntime, *, started: float, started_at: datetime
+    ) -> list[Event]:
         name = runtime.config.name
         previous = runtime.state
         observed = await fetch_snapshot(
@@ -227,24 +269,87 @@ class Poller:
             watched_kids=runtime.config.kids,
             now=self._now,
         )
+        recovered = await self._count_success(runtime, at=started_at)
         state, events = confirm(
             previous, observed, polls=runtime.config.confirm.polls, kids=runtime.config.kids
         )
+        state, findings = check(
+            state,
+            alerted=previous.alerted if previous else frozenset(),
+            now=observed.taken_at,
+            policy=hygiene_policy(runtime.config),
+            kids=runtime.config.kids,
+        )
+        events += findings
+        publication = runtime.publication
+        outcome = None
+        if publication is not None:  # what the world sees, against the confirmed snapshot
+            outcome = await publication.observe(state.snapshot, now=self._now)
+            publication.record_errors(outcome)
+            events = [*events, *outcome.events]
         if not self._leading():  # stepped down while fetching: the new leader polls instead
             log.info("poll result dropped: not the leader any more", extra={"tenant": name})
             return []
         committed: list[Event] = []
         deliveries = self._deliveries_of(events)
-        if state != previous:
-            # An unchanged state is not written: in memory and on disk agree on what "old" is.
+        if state != previous or (outcome is not None and outcome.events):
+            # An unchanged state is not written (unless publication events come with it): in
+            # memory and on disk agree on what "old" is.
             committed = await asyncio.to_thread(self._store.save_poll, state, events, deliveries)
             if deliveries:
                 self._wake({destination for _, destination in deliveries})
         if self.tenants.get(name) is runtime:  # not removed by a reload meanwhile
             self._show(runtime, state)
+            if publication is not None and outcome is not None:
+                publication.apply(outcome)
         self._telemetry.record_events(committed)
         self._telemetry.record_poll_success(name, duration=time.perf_counter() - started)
         _log_state(runtime, previous, state)
+        _announce(committed)
+        return recovered + committed
+
+    # --- reachability -----------------------------------------------------------------------
+
+    async def _count_failure(
+        self, runtime: TenantRuntime, error: SourceError, *, at: datetime
+    ) -> list[Event]:
+        name = runtime.config.name
+        known = await self._reachability_of(name)
+        state, events = after_failure(
+            known,
+            reason=error.reason,
+            error=str(error),
+            at=at,
+            threshold=runtime.config.unreachable_after,
+        )
+        return await self._save_reachability(state, events)
+
+    async def _count_success(self, runtime: TenantRuntime, *, at: datetime) -> list[Event]:
+        known = await self._reachability_of(runtime.config.name)
+        if known.healthy:  # the steady state: nothing to read or write
+            return []
+        state, events = after_success(known, at=at)
+        return await self._save_reachability(state, events)
+
+    async def _reachability_of(self, name: str) -> Reachability:
+        known = self._reachability.get(name)
+        if known is None:
+            known = await asyncio.to_thread(self._store.load_reachability, name)
+            self._reachability[name] = known
+        return known
+
+    async def _save_reachability(self, state: Reachability, events: list[Event]) -> list[Event]:
+        """Commit the run of failed polls with its events and their deliveries, then tell."""
+        if not self._leading():
+            return []
+        deliveries = self._deliveries_of(events)
+        committed = await asyncio.to_thread(
+            self._store.save_reachability, state, events, deliveries
+        )
+        self._reachability[state.tenant] = state
+        if deliveries:
+            self._wake({destination for _, destination in deliveries})
+        self._telemetry.record_events(committed)
         _announce(committed)
         return committed
 
@@ -266,6 +371,14 @@ class Poller:
             for destination in self._destinations
             if destination.matches(event)
         ]
+
+
+def hygiene_policy(config: TenantConfig) -> HygienePolicy:
+    return HygienePolicy(
+        expiry_warnings=config.expiry_warnings,
+        previous_unrevoked_after=config.previous_unrevoked_after,
+        rotation_overdue_after=config.rotation_overdue_after,
+    )
 
 
 def _log_state(runtime: TenantRuntime, previous: TenantState | None, state: TenantState) -> None:

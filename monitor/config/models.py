@@ -27,15 +27,19 @@ from monitor.config.checks import (
     tenant_problems,
 )
 from monitor.config.destinations import DestinationConfig
+from monitor.config.publication import PublicationConfig
 from monitor.config.values import (
     DEFAULT_CONFIRM_POLLS,
+    DEFAULT_EXPIRY_WARNINGS,
     DEFAULT_INTERVAL,
     DEFAULT_JITTER,
     DEFAULT_LEASE_TTL,
     DEFAULT_LISTEN,
     DEFAULT_TIMEOUT,
+    DEFAULT_UNREACHABLE_AFTER,
     DIRECT,
     MAX_CONFIRM_POLLS,
+    MAX_UNREACHABLE_AFTER,
     MIN_AUTH0_INTERVAL,
     BaseUrl,
     BcryptHash,
@@ -44,6 +48,7 @@ from monitor.config.values import (
     Domain,
     Duration,
     ExemptPath,
+    ExpiryWarnings,
     Fraction,
     Interval,
     Kids,
@@ -52,6 +57,7 @@ from monitor.config.values import (
     LogFormat,
     LogLevel,
     NonEmptyStr,
+    OptionalAge,
     ProxyUrl,
     ReadableFile,
     Secret,
@@ -92,6 +98,9 @@ class ConfirmConfig(BaseModel):
     """Consecutive polls that must give the same alarming answer (1: believe it at once)."""
 
 
+UnreachableAfter = Annotated[StrictInt, Field(ge=1, le=MAX_UNREACHABLE_AFTER)]
+
+
 class Defaults(BaseModel):
     """Values every tenant inherits unless it sets its own."""
 
@@ -104,6 +113,15 @@ class Defaults(BaseModel):
     timeout: Duration = DEFAULT_TIMEOUT
     """Seconds one HTTP request may take."""
     confirm: Annotated[ConfirmConfig, none_as({})] = Field(default_factory=ConfirmConfig)
+    expiry_warnings: ExpiryWarnings = DEFAULT_EXPIRY_WARNINGS
+    """How long before a current or next key's certificate ends to warn (key.expiring)."""
+    previous_unrevoked_after: OptionalAge = None
+    """Warn (key.previous_unrevoked) when a previous key is not revoked this long after the
+    rotation; off by default."""
+    rotation_overdue_after: OptionalAge = None
+    """Warn (tenant.rotation_overdue) when the current key is older than this; off by default."""
+    unreachable_after: UnreachableAfter = DEFAULT_UNREACHABLE_AFTER
+    """Consecutive failed polls that make a tenant unreachable (tenant.unreachable)."""
 
 
 class LeaseConfig(BaseModel):
@@ -155,9 +173,9 @@ class WebConfig(BaseModel):
         return "https" if self.tls else "http"
 
 
-class TenantConfig(BaseModel):
+class TenantConfig(PublicationConfig):
     """One Auth0 tenant to watch; ``interval``, ``timeout``, ``jitter`` and ``confirm`` are
-    always resolved."""
+    always resolved. Its publication checks are in ``PublicationConfig``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
@@ -173,6 +191,10 @@ class TenantConfig(BaseModel):
     timeout: Duration = DEFAULT_TIMEOUT
     jitter: Fraction = DEFAULT_JITTER
     confirm: Annotated[ConfirmConfig, none_as({})] = Field(default_factory=ConfirmConfig)
+    expiry_warnings: ExpiryWarnings = DEFAULT_EXPIRY_WARNINGS
+    previous_unrevoked_after: OptionalAge = None
+    rotation_overdue_after: OptionalAge = None
+    unreachable_after: UnreachableAfter = DEFAULT_UNREACHABLE_AFTER
     proxy: ProxyUrl | None = None
     """This tenant's proxy (``direct``: none), instead of the global ``proxy``."""
     ca_file: CaFile | None = None
@@ -240,7 +262,7 @@ class Settings(BaseModel):
     @field_validator("tenants", mode="before")
     @classmethod
     def _inherit_defaults(cls, tenants: Any, info: ValidationInfo) -> Any:
-        """Fill each tenant's unset (or null) interval/timeout/jitter/confirm from ``defaults``."""
+        """Fill each tenant's unset (or null) values from ``defaults``."""
         defaults = info.data.get("defaults", Defaults())
         if not isinstance(tenants, list | tuple):
             return tenants

@@ -22,6 +22,10 @@ DEFAULT_CONFIRM_POLLS = 2
 MAX_CONFIRM_POLLS = 10
 DEFAULT_LEASE_TTL = 15.0
 MIN_LEASE_TTL = 1.0
+DEFAULT_EXPIRY_WARNINGS = (30 * 86400.0, 7 * 86400.0)
+MAX_EXPIRY_WARNINGS = 10
+DEFAULT_UNREACHABLE_AFTER = 3
+MAX_UNREACHABLE_AFTER = 1000
 MIN_INTERVAL = 0.1
 """Seconds; the least time between two polls of any tenant."""
 MIN_AUTH0_INTERVAL = 1.0
@@ -278,7 +282,38 @@ def _check_unique_kids(kids: tuple[str, ...]) -> tuple[str, ...]:
     return kids
 
 
+def _parse_expiry_warnings(value: object) -> tuple[float, ...]:
+    """A list of durations before a certificate's end, widest first; ``[]`` warns never."""
+    if value is None:
+        return DEFAULT_EXPIRY_WARNINGS
+    if not isinstance(value, list | tuple):
+        raise ValueError(
+            f"expected a list of durations (e.g. [30d, 7d]), got {yaml_spelling(value)}"
+        )
+    if len(value) > MAX_EXPIRY_WARNINGS:
+        raise ValueError(f"at most {MAX_EXPIRY_WARNINGS} warnings, got {len(value)}")
+    windows: list[float] = []
+    for index, item in enumerate(value):
+        try:
+            window = parse_duration(item)
+        except ValueError as error:
+            raise ValueError(f"item {index}: {error}") from None
+        if window in windows:
+            raise ValueError(f"item {index}: duplicate window {yaml_spelling(item)}")
+        windows.append(window)
+    return tuple(sorted(windows, reverse=True))
+
+
+def _parse_optional_age(value: object) -> float | None:
+    """A duration, or ``off`` (YAML's ``off`` and ``false`` included) for a check that is off."""
+    if value is None or value is False or (isinstance(value, str) and value.strip() == "off"):
+        return None
+    return parse_duration(value)
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+ExpiryWarnings = Annotated[tuple[float, ...], BeforeValidator(_parse_expiry_warnings)]
+OptionalAge = Annotated[float | None, BeforeValidator(_parse_optional_age)]
 Fraction = Annotated[float, BeforeValidator(_parse_fraction)]
 NonEmptyStr = Annotated[StrictStr, AfterValidator(check_not_empty)]
 Secret = Annotated[SecretStr, AfterValidator(_check_secret_not_empty)]

@@ -15,7 +15,12 @@ from datetime import UTC, datetime
 import httpx
 
 from monitor.errors import SourceTemporaryError
-from monitor.httpclient import ResponseTooLarge, parse_retry_after, request_limited
+from monitor.httpclient import (
+    MAX_ANSWER_BYTES,
+    ResponseTooLarge,
+    parse_retry_after,
+    request_limited,
+)
 from monitor.sources._errors import ErrorReporter, translate_httpx_errors
 from monitor.sources._ratelimit import RateLimitPacer, parse_epoch
 
@@ -25,9 +30,6 @@ RESET_JITTER = 0.2
 """Waiting for ``x-ratelimit-reset`` adds 0-20% so that many clients do not retry at once."""
 BACKOFF_JITTER = 0.1
 """Backoff delays vary by +-10%."""
-MAX_ANSWER_BYTES = 4 << 20
-"""The longest answer read from Auth0 (4 MiB; a key with its certificate is about 4 KiB):
-a longer one is cut off and the poll fails as ``malformed``, naming the endpoint."""
 
 
 @dataclass(frozen=True)

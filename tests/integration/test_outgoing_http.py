@@ -29,6 +29,7 @@ from monitor.notify.base import Outcome
 from monitor.simulator import Simulator, SimulatorServer
 from monitor.sources._retry import RetryPolicy
 from monitor.sources.auth0 import Auth0Client, Credentials
+from monitor.sources.publication import PublicationReader, publication_targets
 from tests.support.daemon import daemon_config, running
 from tests.support.delivery import Receiver, eventually
 from tests.support.notify import rotation
@@ -256,6 +257,24 @@ async def test_a_50_mb_answer_from_auth0_is_cut_off_with_an_error_naming_endpoin
     )
     assert big.url not in str(raised.value)
     assert big.sent < 16 << 20  # stopped early, not read to the end
+
+
+async def test_a_50_mb_jwks_is_cut_off_as_malformed_and_logged_with_the_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    with EndlessAnswer(50 << 20) as big:
+        targets = publication_targets(big.url, jwks=True)
+        async with build_http_client() as http:
+            reader = PublicationReader(http, tenant="big", targets=targets, timeout=5.0)
+            [reading] = await reader.read(changed=True)
+    await collect_abandoned_streams()
+    assert reading.error == "malformed"
+    assert (
+        f"GET {big.url}/.well-known/jwks.json: the answer is larger than 4 MiB; not read"
+        in caplog.text
+    )
+    assert big.sent < 16 << 20
 
 
 async def test_an_answer_dripping_slower_than_the_timeout_allows_in_total_times_out() -> None:
