@@ -4,9 +4,11 @@ kustomize + Kubernetes schemas, systemd-analyze) accept them."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import re
+import shutil
 import subprocess
 import tempfile
 import warnings
@@ -631,6 +633,7 @@ def web_env() -> dict[str, str]:
     """What the protected overlay's configuration reads: a directory with a real certificate
     and key (``KEYWATCH_TLS_DIR``), and a bcrypt hash."""
     directory = Path(tempfile.mkdtemp(prefix="keywatch-deploy-tls-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     pki = make_pki(directory)
     pki.cert_file.rename(directory / "tls.crt")
     pki.key_file.rename(directory / "tls.key")
