@@ -55,6 +55,11 @@ class EventType(StrEnum):
     JWKS_CONSISTENT = "jwks.consistent"
     MIRROR_STALE = "mirror.stale"
     MIRROR_SYNCED = "mirror.synced"
+    KEY_EXPIRING = "key.expiring"
+    KEY_PREVIOUS_UNREVOKED = "key.previous_unrevoked"
+    TENANT_ROTATION_OVERDUE = "tenant.rotation_overdue"
+    TENANT_UNREACHABLE = "tenant.unreachable"
+    TENANT_RECOVERED = "tenant.recovered"
 
 
 DEFAULT_SEVERITY: Mapping[EventType, Severity] = {
@@ -72,6 +77,11 @@ DEFAULT_SEVERITY: Mapping[EventType, Severity] = {
     EventType.JWKS_CONSISTENT: Severity.INFO,
     EventType.MIRROR_STALE: Severity.WARNING,  # critical while the mirror lacks the current key
     EventType.MIRROR_SYNCED: Severity.INFO,
+    EventType.KEY_EXPIRING: Severity.WARNING,
+    EventType.KEY_PREVIOUS_UNREVOKED: Severity.WARNING,
+    EventType.TENANT_ROTATION_OVERDUE: Severity.WARNING,
+    EventType.TENANT_UNREACHABLE: Severity.WARNING,
+    EventType.TENANT_RECOVERED: Severity.INFO,
 }
 
 
@@ -83,6 +93,7 @@ class CertFacts:
     not_before: datetime
     not_after: datetime
     key_size: int | None
+    key_type: str | None = None  # RSA, EC, or the name of another public key class
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +114,7 @@ class KeyState:
     not_before: datetime | None = None
     not_after: datetime | None = None
     key_size: int | None = None
+    key_type: str | None = None
 
     @property
     def state(self) -> str:
@@ -156,13 +168,15 @@ class TenantState:
     ``snapshot`` is the last *confirmed* answer: the next events are computed against it.
     ``last_current`` holds the current kids last confirmed, kept through a gap with no current
     key, so the gap's end is told apart from a rotation. ``pending`` is an alarming answer not
-    yet believed, seen in ``pending_polls`` consecutive polls.
+    yet believed, seen in ``pending_polls`` consecutive polls. ``alerted`` holds the ids of the
+    standing hygiene findings already raised, so each is raised once.
     """
 
     snapshot: Snapshot
     last_current: tuple[str, ...] = ()
     pending: Snapshot | None = None
     pending_polls: int = 0
+    alerted: frozenset[str] = frozenset()  # ids of the hygiene findings raised (monitor.hygiene)
 
     @classmethod
     def confirmed(cls, snapshot: Snapshot, last_current: tuple[str, ...] = ()) -> TenantState:
@@ -215,9 +229,38 @@ class Event:
         if self.type in _PUBLICATION_SUMMARIES:
             where = f"{self.details.get('source', '')} {self.details.get('url', '')}".strip()
             return f"{_PUBLICATION_SUMMARIES[self.type]} on {self.tenant}: {where}"
+        hygiene = self._hygiene_summary()
+        if hygiene:
+            return hygiene
         if self.kid:
             return f"{self.type.value} on {self.tenant}: {self.kid}"
         return f"{self.type.value} on {self.tenant}"
+
+    def _hygiene_summary(self) -> str | None:
+        """The lines of the expiry, hygiene and reachability events (``monitor.hygiene``,
+        ``monitor.reachability``), from their details."""
+        facts = self.details
+        if self.type is EventType.KEY_EXPIRING:
+            return (
+                f"certificate of signing key {self.kid} on {self.tenant} expires at "
+                f"{facts.get('not_after')} (in {facts.get('expires_in')})"
+            )
+        if self.type is EventType.KEY_PREVIOUS_UNREVOKED:
+            return (
+                f"previous signing key {self.kid} on {self.tenant} still not revoked "
+                f"{facts.get('age')} after the rotation"
+            )
+        if self.type is EventType.TENANT_ROTATION_OVERDUE:
+            age = facts.get("age")
+            return f"current signing key {self.kid} on {self.tenant} not rotated for {age}"
+        if self.type is EventType.TENANT_UNREACHABLE:
+            return (
+                f"{self.tenant} unreachable: {facts.get('failures')} polls failed in a row "
+                f"({facts.get('reason')})"
+            )
+        if self.type is EventType.TENANT_RECOVERED:
+            return f"{self.tenant} reachable again after {facts.get('downtime')}"
+        return None
 
 
 _PUBLICATION_SUMMARIES: Mapping[EventType, str] = {
@@ -316,7 +359,16 @@ def _parse_cert(pem: str) -> CertFacts:
         not_before=certificate.not_valid_before_utc,
         not_after=certificate.not_valid_after_utc,
         key_size=key_size,
+        key_type=_key_type(public_key),
     )
+
+
+def _key_type(public_key: object) -> str:
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return "RSA"
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return "EC"
+    return type(public_key).__name__.removeprefix("_").removesuffix("PublicKey") or "unknown"
 
 
 _REQUIRED_STRINGS = ("kid", "cert", "fingerprint", "thumbprint")
@@ -354,6 +406,7 @@ def parse_signing_key(raw: object, where: str) -> KeyState:
         not_before=facts.not_before,
         not_after=facts.not_after,
         key_size=facts.key_size,
+        key_type=facts.key_type,
         current=flags["current"],
         next=flags["next"],
         previous=flags["previous"],
@@ -364,10 +417,20 @@ def parse_signing_key(raw: object, where: str) -> KeyState:
     )
 
 
+MAX_KEYS_PER_TENANT = 500
+"""The most signing keys one tenant's answer may list (revoked keys stay listed, one per
+rotation: 500 is decades of monthly rotations). More is refused as malformed, not stored."""
+
+
 def parse_signing_keys(raw: object) -> list[KeyState]:
     """The body of ``GET /api/v2/keys/signing``: a JSON array of SigningKey objects."""
     if not isinstance(raw, list):
         raise MalformedResponse(f"keys/signing: expected a JSON array, got {_kind(raw)}")
+    if len(raw) > MAX_KEYS_PER_TENANT:
+        raise MalformedResponse(
+            f"keys/signing: {len(raw)} keys, more than the {MAX_KEYS_PER_TENANT} keywatch "
+            "accepts for one tenant"
+        )
     keys = [parse_signing_key(item, f"keys/signing[{index}]") for index, item in enumerate(raw)]
     seen: set[str] = set()
     for index, key in enumerate(keys):
@@ -408,6 +471,7 @@ def key_to_dict(key: KeyState) -> dict[str, object]:
         "not_before": _iso(key.not_before),
         "not_after": _iso(key.not_after),
         "key_size": key.key_size,
+        "key_type": key.key_type,
     }
 
 
@@ -427,6 +491,7 @@ def key_from_dict(data: Mapping[str, Any]) -> KeyState:
         not_before=_from_iso(data.get("not_before")),
         not_after=_from_iso(data.get("not_after")),
         key_size=data.get("key_size"),
+        key_type=data.get("key_type"),
     )
 
 
@@ -462,6 +527,7 @@ def confirmation_to_json(state: TenantState) -> str:
             "last_current": list(state.last_current),
             "pending": _snapshot_to_dict(state.pending) if state.pending else None,
             "pending_polls": state.pending_polls,
+            "alerted": sorted(state.alerted),
         },
         separators=(",", ":"),
     )
@@ -479,6 +545,7 @@ def tenant_state_from_json(snapshot: Snapshot, confirmation: str | None) -> Tena
         last_current=tuple(str(kid) for kid in data.get("last_current") or ()),
         pending=_snapshot_from_dict(pending) if pending else None,
         pending_polls=int(data.get("pending_polls") or 0),
+        alerted=frozenset(str(item) for item in data.get("alerted") or ()),
     )
 
 

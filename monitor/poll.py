@@ -40,10 +40,12 @@ from monitor.config import TenantConfig
 from monitor.confirm import confirm
 from monitor.detect import anomalies
 from monitor.errors import SourceError, StoreError
+from monitor.hygiene import HygienePolicy, check
 from monitor.metrics import Telemetry
 from monitor.model import Event, Severity, Snapshot, TenantState
 from monitor.notify.base import Notifier
 from monitor.publishing import PublicationCheck
+from monitor.reachability import Reachability, after_failure, after_success
 from monitor.sources.auth0 import Auth0Client, Credentials
 from monitor.sources.base import SnapshotSource
 from monitor.sources.publication import PublicationReader, publication_targets
@@ -151,7 +153,7 @@ class Poller:
         self,
         *,
         store: Store,
-        http: httpx.AsyncClient,
+        client_of: Callable[[TenantConfig], httpx.AsyncClient],
         telemetry: Telemetry,
         wake: Callable[[set[str]], None],
         leading: Callable[[], bool],
@@ -160,12 +162,13 @@ class Poller:
     ) -> None:
         self.tenants: dict[str, TenantRuntime] = {}
         self._store = store
-        self._http = http
+        self._client_of = client_of
         self._telemetry = telemetry
         self._wake = wake
         self._leading = leading
         self._now = now
         self._destinations: tuple[Notifier, ...] = ()
+        self._reachability: dict[str, Reachability] = {}  # loaded from the store when needed
         self._slots = asyncio.Semaphore(max_concurrent)
         self._inflight: set[asyncio.Task[Any]] = set()
         self._ready = asyncio.Event()
@@ -176,11 +179,12 @@ class Poller:
         """Poll ``config`` from now on (or with its new settings), from ``state`` on."""
         self._telemetry.add_tenant(config.name)
         self._telemetry.publication.remove_tenant(config.name)  # its targets may have changed
+        http = self._client_of(config)  # the tenant's route: its proxy and CA file
         self.tenants[config.name] = TenantRuntime(
             config=config,
-            client=client_for_tenant(self._http, config),
+            client=client_for_tenant(http, config),
             state=state,
-            publication=publication_for_tenant(self._http, config, self._telemetry),
+            publication=publication_for_tenant(http, config, self._telemetry),
         )
         if state is not None:
             self._telemetry.set_snapshot(state.seen)
@@ -188,6 +192,7 @@ class Poller:
 
     def remove_tenant(self, name: str) -> None:
         del self.tenants[name]
+        self._reachability.pop(name, None)
         self._telemetry.remove_tenant(name)
 
     def route_to(self, destinations: Iterable[Notifier]) -> None:
@@ -196,6 +201,7 @@ class Poller:
 
     def show_stored(self, stored: Mapping[str, TenantState]) -> None:
         """Take the states another replica committed (a standby, or a takeover)."""
+        self._reachability.clear()  # another replica may have counted failures since
         for name, runtime in self.tenants.items():
             state = stored.get(name)
             if state is not None and state != runtime.state:
@@ -234,15 +240,19 @@ class Poller:
 
     async def _poll_once(self, runtime: TenantRuntime) -> list[Event]:
         name = runtime.config.name
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), self._now()
         try:
-            return await self._poll(runtime, started=started)
+            return await self._poll(runtime, started=started, started_at=started_at)
         except SourceError as exc:
             self._telemetry.record_poll_failure(
                 name, reason=exc.reason, duration=time.perf_counter() - started
             )
             log.warning("poll failed: %s", exc, extra={"tenant": name, "reason": exc.reason})
-            return []
+            try:
+                return await self._count_failure(runtime, exc, at=started_at)
+            except StoreError as store_error:  # the run stays as stored: this one is uncounted
+                log.error("could not save the failed poll: %s", store_error, extra={"tenant": name})
+                return []
         except StoreError as exc:
             self._telemetry.record_poll_failure(
                 name, reason="store", duration=time.perf_counter() - started
@@ -250,7 +260,9 @@ class Poller:
             log.error("could not save poll result: %s", exc, extra={"tenant": name})
             return []
 
-    async def _poll(self, runtime: TenantRuntime, *, started: float) -> list[Event]:
+    async def _poll(
+        self, runtime: TenantRuntime, *, started: float, started_at: datetime
+    ) -> list[Event]:
         name = runtime.config.name
         previous = runtime.state
         observed = await fetch_snapshot(
@@ -261,9 +273,18 @@ class Poller:
             watched_kids=runtime.config.kids,
             now=self._now,
         )
+        recovered = await self._count_success(runtime, at=started_at)
         state, events = confirm(
             previous, observed, polls=runtime.config.confirm.polls, kids=runtime.config.kids
         )
+        state, findings = check(
+            state,
+            alerted=previous.alerted if previous else frozenset(),
+            now=observed.taken_at,
+            policy=hygiene_policy(runtime.config),
+            kids=runtime.config.kids,
+        )
+        events += findings
         publication = runtime.publication
         outcome = None
         if publication is not None:  # what the world sees, against the confirmed snapshot
@@ -289,6 +310,51 @@ class Poller:
         self._telemetry.record_poll_success(name, duration=time.perf_counter() - started)
         _log_state(runtime, previous, state)
         _announce(committed)
+        return recovered + committed
+
+    # --- reachability -----------------------------------------------------------------------
+
+    async def _count_failure(
+        self, runtime: TenantRuntime, error: SourceError, *, at: datetime
+    ) -> list[Event]:
+        name = runtime.config.name
+        known = await self._reachability_of(name)
+        state, events = after_failure(
+            known,
+            reason=error.reason,
+            error=str(error),
+            at=at,
+            threshold=runtime.config.unreachable_after,
+        )
+        return await self._save_reachability(state, events)
+
+    async def _count_success(self, runtime: TenantRuntime, *, at: datetime) -> list[Event]:
+        known = await self._reachability_of(runtime.config.name)
+        if known.healthy:  # the steady state: nothing to read or write
+            return []
+        state, events = after_success(known, at=at)
+        return await self._save_reachability(state, events)
+
+    async def _reachability_of(self, name: str) -> Reachability:
+        known = self._reachability.get(name)
+        if known is None:
+            known = await asyncio.to_thread(self._store.load_reachability, name)
+            self._reachability[name] = known
+        return known
+
+    async def _save_reachability(self, state: Reachability, events: list[Event]) -> list[Event]:
+        """Commit the run of failed polls with its events and their deliveries, then tell."""
+        if not self._leading():
+            return []
+        deliveries = self._deliveries_of(events)
+        committed = await asyncio.to_thread(
+            self._store.save_reachability, state, events, deliveries
+        )
+        self._reachability[state.tenant] = state
+        if deliveries:
+            self._wake({destination for _, destination in deliveries})
+        self._telemetry.record_events(committed)
+        _announce(committed)
         return committed
 
     def _show(self, runtime: TenantRuntime, state: TenantState) -> None:
@@ -309,6 +375,14 @@ class Poller:
             for destination in self._destinations
             if destination.matches(event)
         ]
+
+
+def hygiene_policy(config: TenantConfig) -> HygienePolicy:
+    return HygienePolicy(
+        expiry_warnings=config.expiry_warnings,
+        previous_unrevoked_after=config.previous_unrevoked_after,
+        rotation_overdue_after=config.rotation_overdue_after,
+    )
 
 
 def _log_state(runtime: TenantRuntime, previous: TenantState | None, state: TenantState) -> None:

@@ -23,7 +23,13 @@ state of what tenants publish: JWKS, certificate endpoints, mirrors; rendered th
 ``render_prepared``).
 """
 
-from monitor.metrics.collector import KeywatchCollector, build_registry, render, render_prepared
+from monitor.metrics.collector import (
+    KeywatchCollector,
+    build_registry,
+    prepared_exposition,
+    render,
+    render_prepared,
+)
 from monitor.metrics.names import (
     API_ERROR_REASONS,
     JOB_ERROR_KINDS,
@@ -51,6 +57,7 @@ __all__ = [
     "PublicationView",
     "Telemetry",
     "build_registry",
+    "prepared_exposition",
     "render",
     "render_prepared",
 ]

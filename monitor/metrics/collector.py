@@ -3,7 +3,7 @@ its lock, into fresh metric families (no I/O, no Auth0 calls)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -93,6 +93,15 @@ def build_registry(telemetry: Telemetry, *, version: str) -> CollectorRegistry:
 def render(registry: CollectorRegistry) -> bytes:
     """The Prometheus text exposition of ``registry`` (the reference, slow for big fleets)."""
     return generate_latest(registry)
+
+
+def prepared_exposition(telemetry: Telemetry, *, version: str) -> Callable[[bool], bytes]:
+    """``render_prepared`` of ``telemetry`` as ``/metrics`` calls it: OpenMetrics or not."""
+
+    def exposition(openmetrics: bool) -> bytes:
+        return render_prepared(telemetry, version=version, openmetrics=openmetrics)
+
+    return exposition
 
 
 def render_prepared(telemetry: Telemetry, *, version: str, openmetrics: bool = False) -> bytes:

@@ -57,8 +57,9 @@ _SPECS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "auth0_signing_key_info",
         "gauge",
-        ("tenant", "kid", "thumbprint"),
-        f"Always 1: one series per signing key, labelled with its thumbprint. {_POLLED_NOTE}",
+        ("tenant", "kid", "thumbprint", "key_type", "key_bits"),
+        "Always 1: one series per signing key, labelled with its thumbprint and its "
+        f"certificate's public key type (RSA, EC) and size in bits. {_POLLED_NOTE}",
     ),
     MetricSpec(
         "auth0_signing_key_state",

@@ -28,7 +28,7 @@ from monitor.metrics.names import (
     SPECS,
 )
 from monitor.metrics.publication import PublicationTelemetry
-from monitor.model import KEY_STATES, Event, EventType, Snapshot
+from monitor.model import KEY_STATES, Event, EventType, KeyState, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -458,7 +458,7 @@ def _key_series(snapshot: Snapshot) -> Series:
     per_state = dict.fromkeys(KEY_STATES, 0)
     for kid, key in snapshot.keys.items():
         ids = {"tenant": tenant, "kid": kid}
-        add("auth0_signing_key_info", {**ids, "thumbprint": key.thumbprint}, 1)
+        add("auth0_signing_key_info", {**ids, **_key_info(key)}, 1)
         flags = (key.current, key.next, key.previous, key.revoked)
         for state, flag in zip(KEY_STATES, flags, strict=True):
             add("auth0_signing_key_state", {**ids, "state": state}, 1 if flag else 0)
@@ -477,3 +477,13 @@ def _key_series(snapshot: Snapshot) -> Series:
     for state, count in per_state.items():
         add("auth0_signing_keys", {"tenant": tenant, "state": state}, count)
     return tuple((name, tuple(samples)) for name, samples in series.items() if samples)
+
+
+def _key_info(key: KeyState) -> dict[str, str]:
+    """The info labels of a key: its thumbprint and what its certificate's public key is (one
+    value per kid, so no extra series)."""
+    return {
+        "thumbprint": key.thumbprint,
+        "key_type": key.key_type or "unknown",
+        "key_bits": str(key.key_size) if key.key_size else "unknown",
+    }

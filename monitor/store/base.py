@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from monitor.model import Event, Snapshot, TenantState
+from monitor.reachability import Reachability
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,19 @@ class Store(Protocol):
         """In ONE transaction: replace the tenant's state (a bare ``Snapshot`` is one believed
         with nothing pending), insert the events (a known id is a no-op) and one pending
         delivery per (event id, destination) pair. Returns the events that were new."""
+
+    def load_reachability(self, tenant: str) -> Reachability:
+        """The tenant's run of failed polls; a healthy ``Reachability`` when there is none."""
+
+    def save_reachability(
+        self,
+        state: Reachability,
+        events: Sequence[Event],
+        deliveries: Sequence[tuple[str, str]] = (),
+    ) -> list[Event]:
+        """In ONE transaction: replace the tenant's reachability (a healthy one deletes it),
+        insert the events (a known id is a no-op) and one pending delivery per (event id,
+        destination) pair. Returns the events that were new."""
 
     def recent_events(self, tenant: str | None = None, limit: int = 100) -> list[Event]:
         """Newest first."""

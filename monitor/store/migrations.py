@@ -83,6 +83,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 3: confirmation (monitor.confirm): the current kids last confirmed and the answer
     # awaiting confirmation; NULL for a snapshot believed with nothing pending.
     ("ALTER TABLE snapshots ADD COLUMN confirmation {json}",),
+    # 4: reachability (monitor.reachability): a tenant's run of failed polls, kept while it
+    # lasts (no row: reachable), so a restart or a new leader continues the count and raises
+    # tenant.unreachable and tenant.recovered once per outage.
+    (
+        """
+        CREATE TABLE reachability (
+            tenant TEXT NOT NULL PRIMARY KEY,
+            body {json} NOT NULL
+        )""",
+    ),
 )
 
 

@@ -287,10 +287,11 @@ async def test_readyz_waits_for_every_tenant(server: SimulatorServer, tmp_path: 
 
     daemon = build_daemon(daemon_settings(server, tmp_path))
     daemon.telemetry.add_tenant("tenant-1")
+    from monitor.metrics import prepared_exposition
     from monitor.web import build_app
 
     app = build_app(
-        exposition=daemon.exposition,
+        exposition=prepared_exposition(daemon.telemetry, version="x"),
         ping_store=daemon.store.ping,
         polled_all=daemon.telemetry.polled_all,
         progress=daemon.telemetry.polled_once,
