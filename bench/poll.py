@@ -438,12 +438,19 @@ class Fleet:
         return 3600 / (self.interval * (1 + FLEET_JITTER / 2))
 
     @property
+    def tenant_polls_per_hour(self) -> float:
+        """Polls per tenant per hour in the window (counted, not the mean interval's)."""
+        if not self.window_polls:
+            return self.polls_per_hour
+        return self.window_polls / self.tenants / (self.window_wall / 3600)
+
+    @property
     def requests_per_poll(self) -> float:
         """HTTP requests a tenant's poll makes (tokens aside), counted at the simulator."""
         calls = self.api_calls
         public = sum(count for name, count in calls.items() if name.startswith("public:"))
         made = calls.get("list_keys", 0.0) + calls.get("get_key", 0.0) + public
-        return max(1.0, made / self.polls_per_hour)
+        return max(1.0, made / self.tenant_polls_per_hour)
 
     @property
     def expected_polls(self) -> float:
@@ -771,12 +778,13 @@ def report_fleet(report: Report, result: Fleet, *, bare_ms: float | None, judged
     )
     report.add("failed polls in the window", optional(result.window_errors, "{:.0f}"))
     report.add("tenants up at the end", optional(result.tenants_up, "{:,.0f}"))
-    for label, scrapes in (("plain", result.plain), ("gzip", result.gzipped)):
+    for label, scrapes in (("gzip", result.gzipped), ("plain", result.plain)):
+        judge = big and label == "gzip"  # Prometheus always asks for gzip
         report.add(
             f"CPU of one GET /metrics, {label}, p99 of {len(scrapes.cpu)}, net of polling",
             f"{scrapes.p99 * 1000:.0f} ms",
-            f"< {SCRAPE_TARGET_MS:g} ms" if big else "",
-            verdict(scrapes.p99 * 1000 < SCRAPE_TARGET_MS, judged=judged) if big else "",
+            f"< {SCRAPE_TARGET_MS:g} ms" if judge else "",
+            verdict(scrapes.p99 * 1000 < SCRAPE_TARGET_MS, judged=judged) if judge else "",
         )
         report.add(f"/metrics size, {label}", f"{scrapes.size / 1e6:.2f} MB")
     report.add("/metrics lines", f"{result.plain.lines:,}")
@@ -809,9 +817,16 @@ def report_budget(report: Report, result: Fleet) -> None:
     management = sum(calls.get(name, 0.0) for name in ("list_keys", "get_key", "token"))
     public = sum(count for name, count in calls.items() if name.startswith("public:"))
     polls_per_hour = result.polls_per_hour
-    report.add("Management API calls per tenant per hour (list + get + token)", f"{management:.1f}")
-    report.add("public JWKS requests per tenant per hour (not the Management API)", f"{public:.1f}")
-    per_poll = calls.get("list_keys", 0.0) / polls_per_hour
+    scale = polls_per_hour / result.tenant_polls_per_hour  # the window's polls -> an hour's
+    report.add(
+        "Management API calls per tenant per hour (list + get + token)",
+        f"{management * scale:.1f}",
+    )
+    report.add(
+        "public JWKS requests per tenant per hour (not the Management API)",
+        f"{public * scale:.1f}",
+    )
+    per_poll = calls.get("list_keys", 0.0) / result.tenant_polls_per_hour
     report.add(
         "list calls per poll, nothing changed",
         f"{per_poll:.2f}",
