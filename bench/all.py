@@ -30,6 +30,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
         ["--tenants", "100,1000,10000", "--window", "200", "--scrape", "15"],
     ),
     "publication.py": ([], []),
+    "soak.py": (["--minutes", "1"], ["--minutes", "10"]),
     "notify.py": (
         ["--rotations", "20", "--deliveries", "3000", "--rounds", "3"],
         [],

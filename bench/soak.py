@@ -50,6 +50,7 @@ from urllib.parse import quote
 
 import httpx
 import psycopg
+from figures import Report, verdict
 from psycopg import sql
 
 from monitor.model import EventType
@@ -292,7 +293,7 @@ def settle(chaos: Chaos, deadline: float) -> None:
     print("warning: not settled by the deadline", file=sys.stderr)
 
 
-def report(chaos: Chaos, minutes: float) -> None:
+def report(chaos: Chaos, minutes: float, table: Report) -> None:
     events = chaos.store.recent_events(TENANT, limit=100_000)
     rotated = [e for e in events if e.type is EventType.KEY_ROTATED]
     false_events = [e for e in rotated if e.new_kid not in chaos.rotated_to]
@@ -325,6 +326,14 @@ def report(chaos: Chaos, minutes: float) -> None:
         print(f"{name:24} {value}")
     for event in false_events:
         print(f"false event: {event.type} {event.summary}")
+    detected = len({e.new_kid for e in rotated} & set(chaos.rotated_to))
+    lost = len(stored - set(per_id))
+    table.section(f"Soak: two replicas under faults, {minutes:g} min")
+    made = len(chaos.rotated_to)
+    table.add("rotations made / detected", f"{made} / {detected}", "all", verdict(detected == made))
+    table.add("false events", str(len(false_events)), "0", verdict(not false_events))
+    table.add("deliveries expected / lost", f"{len(stored)} / {lost}", "lost 0", verdict(not lost))
+    table.add("duplicated (near a leader kill or stop)", f"{duplicated} ({explained})")
 
 
 def private_schema(url: str) -> tuple[str, str]:
@@ -335,7 +344,7 @@ def private_schema(url: str) -> tuple[str, str]:
     return schema, f"{url}{separator}options=" + quote(f"-c search_path={schema}")
 
 
-def run(minutes: float, postgres: str, seed: int, workdir: Path) -> None:
+def run(minutes: float, postgres: str, seed: int, workdir: Path, table: Report) -> None:
     rng = random.Random(seed)
     schema, state = private_schema(postgres)
     receiver = Receiver()
@@ -360,7 +369,7 @@ def run(minutes: float, postgres: str, seed: int, workdir: Path) -> None:
                 time.sleep(rng.uniform(2.0, 5.0))
             chaos.calm()
             settle(chaos, time.monotonic() + SETTLE_DEADLINE)
-            report(chaos, minutes)
+            report(chaos, minutes, table)
             store.close()
     finally:
         for replica in replicas:
@@ -384,15 +393,19 @@ def main() -> int:
         default=os.environ.get("KEYWATCH_TEST_POSTGRES_URL", DEFAULT_POSTGRES),
         help="PostgreSQL URL (a private schema is created and dropped)",
     )
+    parser.add_argument("--figures", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
+    table = Report()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     print(f"soak: {args.minutes:g} min, seed {seed}", flush=True)
     with tempfile.TemporaryDirectory(prefix="keywatch-soak-") as directory:
         try:
-            run(args.minutes, args.postgres, seed, Path(directory))
+            run(args.minutes, args.postgres, seed, Path(directory), table)
         except (SoakError, OSError, psycopg.Error) as exc:
             print(f"soak: {exc}", file=sys.stderr)
             return 1
+    if args.figures:
+        table.write_json(args.figures)
     return 0
 
 
