@@ -26,6 +26,7 @@ state of what tenants publish: JWKS, certificate endpoints, mirrors; rendered th
 from monitor.metrics.collector import (
     KeywatchCollector,
     build_registry,
+    prepared_chunks,
     prepared_exposition,
     render,
     render_prepared,
@@ -57,6 +58,7 @@ __all__ = [
     "PublicationView",
     "Telemetry",
     "build_registry",
+    "prepared_chunks",
     "prepared_exposition",
     "render",
     "render_prepared",

@@ -14,7 +14,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.samples import Sample
 
-from monitor.metrics.exposition import lines_by_name, write
+from monitor.metrics.exposition import chunks, lines_by_name
 from monitor.metrics.names import SPECS, MetricSpec
 from monitor.metrics.telemetry import DestinationCopy, ScrapeCopy, Telemetry
 
@@ -95,20 +95,28 @@ def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
-def prepared_exposition(telemetry: Telemetry, *, version: str) -> Callable[[bool], bytes]:
-    """``render_prepared`` of ``telemetry`` as ``/metrics`` calls it: OpenMetrics or not."""
+def prepared_exposition(telemetry: Telemetry, *, version: str) -> Callable[[bool], Iterator[bytes]]:
+    """``prepared_chunks`` of ``telemetry`` as ``/metrics`` calls it: OpenMetrics or not."""
 
-    def exposition(openmetrics: bool) -> bytes:
-        return render_prepared(telemetry, version=version, openmetrics=openmetrics)
+    def exposition(openmetrics: bool) -> Iterator[bytes]:
+        return prepared_chunks(telemetry, version=version, openmetrics=openmetrics)
 
     return exposition
 
 
-def render_prepared(telemetry: Telemetry, *, version: str, openmetrics: bool = False) -> bytes:
-    """The exposition ``/metrics`` serves: every tenant's prepared lines joined, and the
-    process-wide samples (a few per destination) formatted now. Same samples as ``render``."""
+def prepared_chunks(
+    telemetry: Telemetry, *, version: str, openmetrics: bool = False
+) -> Iterator[bytes]:
+    """The exposition ``/metrics`` serves, a family at a time: every tenant's prepared lines
+    (the state as of this call), and the process-wide samples (a few per destination)
+    formatted now. Same samples as ``render``."""
     blocks, scrape = telemetry.prepared_blocks()
     process = lines_by_name(
         (name, family.samples) for name, family in process_families(scrape, version=version).items()
     )
-    return write([*blocks, process], openmetrics=openmetrics)
+    return chunks([*blocks, process], openmetrics=openmetrics)
+
+
+def render_prepared(telemetry: Telemetry, *, version: str, openmetrics: bool = False) -> bytes:
+    """``prepared_chunks``, joined."""
+    return b"".join(prepared_chunks(telemetry, version=version, openmetrics=openmetrics))

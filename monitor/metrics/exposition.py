@@ -13,7 +13,7 @@ differ in the ``# TYPE`` name of counters, the escaping of help texts and the fi
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client.samples import Sample
 
@@ -74,21 +74,30 @@ _HEADERS = {
 }
 
 
-def write(blocks: Iterable[Lines], *, openmetrics: bool) -> bytes:
-    """One exposition: every family of ``SPECS`` in order, its header, then the lines each
-    block holds for it (tenants' blocks, and the process-wide one)."""
+def chunks(blocks: Iterable[Lines], *, openmetrics: bool) -> Iterator[bytes]:
+    """One exposition, a family at a time: every family of ``SPECS`` in order, its header,
+    then the lines each block holds for it (tenants' blocks, and the process-wide one). The
+    blocks are sorted out now; each family is joined when it is asked for, so a scrape never
+    holds more than one family's copy (a 10,000-tenant exposition is ~50 MB)."""
     by_name: dict[str, list[bytes]] = {name: [] for name in SPECS}
     for block in blocks:
         for name, lines in block.items():
             by_name[name].append(lines)
-    headers = _HEADERS[openmetrics]
-    parts: list[bytes] = []
+    return _families(by_name, _HEADERS[openmetrics], openmetrics=openmetrics)
+
+
+def _families(
+    by_name: dict[str, list[bytes]], headers: dict[str, bytes], *, openmetrics: bool
+) -> Iterator[bytes]:
     for name, family in by_name.items():
-        parts.append(headers[name])
-        parts.extend(family)
+        yield headers[name] + b"".join(family)
     if openmetrics:
-        parts.append(b"# EOF\n")
-    return b"".join(parts)
+        yield b"# EOF\n"
+
+
+def write(blocks: Iterable[Lines], *, openmetrics: bool) -> bytes:
+    """One exposition (``chunks``, joined)."""
+    return b"".join(chunks(blocks, openmetrics=openmetrics))
 
 
 def wants_openmetrics(accept: str) -> bool:

@@ -20,6 +20,7 @@ from monitor.metrics import (
     PublicationView,
     Telemetry,
     build_registry,
+    prepared_exposition,
     render,
     render_prepared,
 )
@@ -214,9 +215,7 @@ def test_accept_encoding_decides_gzip(header: str, allowed: bool) -> None:
 async def test_metrics_endpoint_serves_gzip_and_openmetrics_on_request() -> None:
     telemetry = busy_telemetry()
 
-    def exposition(openmetrics: bool) -> bytes:
-        return render_prepared(telemetry, version=VERSION, openmetrics=openmetrics)
-
+    exposition = prepared_exposition(telemetry, version=VERSION)
     app = build_app(exposition=exposition, ping_store=lambda: None, polled_all=lambda: True)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -226,6 +225,7 @@ async def test_metrics_endpoint_serves_gzip_and_openmetrics_on_request() -> None
         accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
         om = await client.get("/metrics", headers={"Accept": accept, "Accept-Encoding": "gzip"})
     assert plain.headers["content-type"] == TEXT_CONTENT_TYPE
+    assert plain.content == render_prepared(telemetry, version=VERSION)
     assert "content-encoding" not in plain.headers
     assert zipped.headers["content-encoding"] == "gzip"
     assert zipped.content == plain.content  # httpx decoded it
