@@ -12,7 +12,6 @@ from pathlib import Path
 import bcrypt
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
 from monitor.config import parse_config
 from monitor.httpclient import tls_context
@@ -119,7 +118,7 @@ async def test_an_unknown_user_costs_one_bcrypt_check_like_a_wrong_password(
 async def test_the_probes_answer_503_when_the_store_does_not_answer_in_time() -> None:
     release = threading.Event()
     app = build_app(
-        registry=CollectorRegistry(),
+        exposition=lambda openmetrics: iter(()),
         ping_store=lambda: release.wait(10),
         polled_all=lambda: True,
         store_timeout=0.2,
