@@ -163,6 +163,19 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class EpisodeState:
+    """What survives a restart of one published target's watch (``monitor.publication``): the
+    disagreeing streak, the open episode, episodes since ``anchor``, a mirror behind since."""
+
+    streak: int = 0
+    open_id: str | None = None
+    open_severity: Severity | None = None
+    anchor: datetime | None = None
+    episodes: int = 0
+    behind_since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TenantState:
     """What detection keeps of a tenant between polls (see ``monitor.confirm``).
 
@@ -170,7 +183,8 @@ class TenantState:
     ``last_current`` holds the current kids last confirmed, kept through a gap with no current
     key, so the gap's end is told apart from a rotation. ``pending`` is an alarming answer not
     yet believed, seen in ``pending_polls`` consecutive polls. ``alerted`` holds the ids of the
-    standing hygiene findings already raised, so each is raised once.
+    standing hygiene findings already raised, so each is raised once. ``publication`` holds the
+    episode state of each published target (by ``monitor.publication.target_key``).
     """
 
     snapshot: Snapshot
@@ -178,6 +192,7 @@ class TenantState:
     pending: Snapshot | None = None
     pending_polls: int = 0
     alerted: frozenset[str] = frozenset()  # ids of the hygiene findings raised (monitor.hygiene)
+    publication: Mapping[str, EpisodeState] = field(default_factory=dict)
 
     @classmethod
     def confirmed(cls, snapshot: Snapshot, last_current: tuple[str, ...] = ()) -> TenantState:
@@ -501,6 +516,7 @@ def confirmation_to_json(state: TenantState) -> str:
             "pending": _snapshot_to_dict(state.pending) if state.pending else None,
             "pending_polls": state.pending_polls,
             "alerted": sorted(state.alerted),
+            "publication": {key: _episode_to_dict(e) for key, e in state.publication.items()},
         },
         separators=(",", ":"),
     )
@@ -519,6 +535,30 @@ def tenant_state_from_json(snapshot: Snapshot, confirmation: str | None) -> Tena
         pending=_snapshot_from_dict(pending) if pending else None,
         pending_polls=int(data.get("pending_polls") or 0),
         alerted=frozenset(str(item) for item in data.get("alerted") or ()),
+        publication={k: _episode_from_dict(v) for k, v in (data.get("publication") or {}).items()},
+    )
+
+
+def _episode_to_dict(episode: EpisodeState) -> dict[str, object]:
+    return {
+        "streak": episode.streak,
+        "open_id": episode.open_id,
+        "open_severity": episode.open_severity.label if episode.open_severity else None,
+        "anchor": _iso(episode.anchor),
+        "episodes": episode.episodes,
+        "behind_since": _iso(episode.behind_since),
+    }
+
+
+def _episode_from_dict(data: Mapping[str, Any]) -> EpisodeState:
+    severity = data.get("open_severity")
+    return EpisodeState(
+        streak=int(data.get("streak") or 0),
+        open_id=data.get("open_id"),
+        open_severity=Severity.parse(severity) if severity else None,
+        anchor=_from_iso(data.get("anchor")),
+        episodes=int(data.get("episodes") or 0),
+        behind_since=_from_iso(data.get("behind_since")),
     )
 
 
