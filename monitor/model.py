@@ -2,8 +2,8 @@
 
 ``parse_signing_keys`` turns the JSON of ``GET /api/v2/keys/signing`` into ``KeyState``s,
 raising ``MalformedResponse`` (naming the item and field) for anything the OpenAPI forbids.
-Certificate facts are cached by PEM text: a tenant's certificates change only on rotation,
-so a poll parses none of them after the first.
+Certificate facts are cached by PEM text (``monitor.certificates``): a tenant's
+certificates change only on rotation, so a poll parses none of them after the first.
 """
 
 from __future__ import annotations
@@ -15,13 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
-from functools import lru_cache
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
-
+from monitor.certificates import cert_facts
 from monitor.errors import MalformedResponse
 
 KEY_STATES = ("current", "next", "previous", "revoked")
@@ -87,17 +83,6 @@ DEFAULT_SEVERITY: Mapping[EventType, Severity] = {
 
 
 @dataclass(frozen=True, slots=True)
-class CertFacts:
-    """What keywatch reads from a key's X.509 certificate."""
-
-    sha1: str  # upper-case hex SHA-1 of the DER, what Auth0 calls the thumbprint
-    not_before: datetime
-    not_after: datetime
-    key_size: int | None
-    key_type: str | None = None  # RSA, EC, or the name of another public key class
-
-
-@dataclass(frozen=True, slots=True)
 class KeyState:
     """One signing key as the Management API reported it, plus facts from its certificate."""
 
@@ -116,6 +101,7 @@ class KeyState:
     not_after: datetime | None = None
     key_size: int | None = None
     key_type: str | None = None
+    rsa_sha256: str | None = None  # of the certificate's RSA public key (n, e); None: unknown
 
     @property
     def state(self) -> str:
@@ -341,34 +327,6 @@ def parse_auth0_date(value: object, where: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-@lru_cache(maxsize=8192)
-def cert_facts(pem: str) -> CertFacts:
-    """Parse a PEM certificate once; raises ValueError when it is not one."""
-    certificate = x509.load_pem_x509_certificate(pem.replace("\r\n", "\n").encode())
-    der = certificate.public_bytes(Encoding.DER)
-    public_key = certificate.public_key()
-    key_size = (
-        public_key.key_size
-        if isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
-        else None
-    )
-    return CertFacts(
-        sha1=hashlib.sha1(der).hexdigest().upper(),  # Auth0's thumbprint is a SHA-1
-        not_before=certificate.not_valid_before_utc,
-        not_after=certificate.not_valid_after_utc,
-        key_size=key_size,
-        key_type=_key_type(public_key),
-    )
-
-
-def _key_type(public_key: object) -> str:
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return "RSA"
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return "EC"
-    return type(public_key).__name__.removeprefix("_").removesuffix("PublicKey") or "unknown"
-
-
 _REQUIRED_STRINGS = ("kid", "cert", "fingerprint", "thumbprint")
 _FLAGS = ("current", "next", "previous", "revoked")
 _DATES = ("current_since", "current_until", "revoked_at")
@@ -405,6 +363,7 @@ def parse_signing_key(raw: object, where: str) -> KeyState:
         not_after=facts.not_after,
         key_size=facts.key_size,
         key_type=facts.key_type,
+        rsa_sha256=facts.rsa_sha256,
         current=flags["current"],
         next=flags["next"],
         previous=flags["previous"],
@@ -460,6 +419,7 @@ def key_to_dict(key: KeyState) -> dict[str, object]:
         "not_after": _iso(key.not_after),
         "key_size": key.key_size,
         "key_type": key.key_type,
+        "rsa_sha256": key.rsa_sha256,
     }
 
 
@@ -480,6 +440,7 @@ def key_from_dict(data: Mapping[str, Any]) -> KeyState:
         not_after=_from_iso(data.get("not_after")),
         key_size=data.get("key_size"),
         key_type=data.get("key_type"),
+        rsa_sha256=data.get("rsa_sha256"),
     )
 
 
