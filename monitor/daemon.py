@@ -33,9 +33,9 @@ from prometheus_client import CollectorRegistry
 
 from monitor import __version__
 from monitor.clock import utc_now
-from monitor.config import DestinationConfig, Settings, load_config
+from monitor.config import DestinationConfig, Settings, TenantConfig, load_config
 from monitor.errors import ConfigError
-from monitor.httpclient import build_http_client
+from monitor.httpclient import HttpClients, Route
 from monitor.leader import SHARED_REFRESH_SECONDS, LeaderLease, RoleFollower, new_holder_id
 from monitor.logs import RedactSecrets
 from monitor.metrics import Telemetry, build_registry
@@ -44,6 +44,7 @@ from monitor.notify import build_notifier
 from monitor.notify.base import Notifier
 from monitor.notify.dispatcher import Dispatcher
 from monitor.poll import Poller, PollSchedule
+from monitor.redact import url_secrets
 from monitor.store import open_store
 from monitor.store.base import Store
 from monitor.web import EmbeddedServer, bind, build_app, build_server
@@ -63,6 +64,9 @@ def secrets_of(settings: Settings) -> list[str]:
                 found.append(secret.get_secret_value())
     for destination in settings.destinations:
         found.extend(destination.secret_values())
+    for item in (settings, *settings.tenants, *settings.destinations):
+        if item.proxy is not None:
+            found.extend(url_secrets(item.proxy.get_secret_value()))
     return found
 
 
@@ -73,7 +77,7 @@ class Daemon:
 
     settings: Settings
     store: Store  # migrated
-    http: httpx.AsyncClient
+    clients: HttpClients
     telemetry: Telemetry
     registry: CollectorRegistry
     config_path: str | None = None
@@ -95,15 +99,29 @@ class Daemon:
     _lease_tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.dispatcher = Dispatcher(store=self.store, http=self.http, telemetry=self.telemetry)
-        self.poller = Poller(
+        self.dispatcher = Dispatcher(
             store=self.store,
             http=self.http,
+            telemetry=self.telemetry,
+            client_of=lambda notifier: self.client_of(notifier.config),
+        )
+        self.poller = Poller(
+            store=self.store,
+            client_of=self.client_of,
             telemetry=self.telemetry,
             wake=self.dispatcher.wake,
             leading=lambda: self.leading,
             now=self.now,
         )
+
+    @property
+    def http(self) -> httpx.AsyncClient:  # direct, public CAs only
+        return self.clients.default
+
+    def client_of(self, item: TenantConfig | DestinationConfig) -> httpx.AsyncClient:
+        """The client of a tenant's or a destination's route (proxy, CA file), as the running
+        settings say."""
+        return self.clients.get(Route(*self.settings.route_of(item)))
 
     @property
     def leading(self) -> bool:
@@ -149,10 +167,13 @@ class Daemon:
                 ping_store=self.store.ping,
                 polled_all=roles.polled_enough,
                 standing_by=roles.standing_by,
-            )
+            ),
+            self.settings.web,
         )
         self._spawn(self._server.serve(sockets=[sock]), name="web-server")
-        log.info("serving http://%s:%s/metrics", self.settings.listen_host, self.port)
+        web, host = self.settings.web, self.settings.listen_host
+        auth = " (basic auth)" if web.basic_auth_users else ""
+        log.info("serving %s://%s:%s/metrics%s", web.scheme, host, self.port, auth)
 
         self._schedule.start(self.settings.tenants)  # paused: resumed when leading
         if self.lease is not None:
@@ -200,9 +221,10 @@ class Daemon:
 
     def _apply(self, settings: Settings) -> None:
         assert self._schedule is not None
-        restart_only = ("listen", "state", "lease")
-        if any(getattr(settings, key) != getattr(self.settings, key) for key in restart_only):
-            log.warning("listen, state and lease changes take effect after a restart")
+        previous, self.settings = self.settings, settings  # the new routes are read from here
+        restart_only = ("listen", "state", "lease", "web")
+        if any(getattr(settings, key) != getattr(previous, key) for key in restart_only):
+            log.warning("listen, web, state and lease changes take effect after a restart")
         tenants = self.poller.tenants
         wanted = {tenant.name: tenant for tenant in settings.tenants}
         for name in [name for name in tenants if name not in wanted]:
@@ -212,13 +234,13 @@ class Daemon:
         now = datetime.now(UTC)
         for name, tenant in wanted.items():
             runtime = tenants.get(name)
-            if runtime is not None and runtime.config == tenant:
+            same_route = settings.route_of(tenant) == previous.route_of(tenant)
+            if runtime is not None and runtime.config == tenant and same_route:
                 continue
             self.poller.add_tenant(tenant, runtime.state if runtime else None)
             self._schedule.add(tenant, first_run=now)
             log.info("tenant %s", "updated" if runtime else "added", extra={"tenant": name})
         self._apply_destinations(settings.destinations)
-        self.settings = settings
         if self.redactor is not None:
             self.redactor.update(secrets_of(settings))
 
@@ -267,7 +289,7 @@ class Daemon:
             self._server.should_exit = True
         if self._background:
             await asyncio.wait(set(self._background), timeout=SHUTDOWN_GRACE_SECONDS)
-        await self.http.aclose()
+        await self.clients.aclose()
         await asyncio.to_thread(self.store.close)
         if self._server is not None:  # it had started: a failed start ends with its error
             log.info("stopped")
@@ -327,7 +349,7 @@ def build_daemon(
         settings=settings,
         store=store,
         lease=lease,
-        http=build_http_client(timeout=timeout),
+        clients=HttpClients(timeout=timeout),
         telemetry=telemetry,
         registry=build_registry(telemetry, version=__version__),
         config_path=str(config_path) if config_path is not None else None,

@@ -374,10 +374,20 @@ def parse_signing_key(raw: object, where: str) -> KeyState:
     )
 
 
+MAX_KEYS_PER_TENANT = 500
+"""The most signing keys one tenant's answer may list (revoked keys stay listed, one per
+rotation: 500 is decades of monthly rotations). More is refused as malformed, not stored."""
+
+
 def parse_signing_keys(raw: object) -> list[KeyState]:
     """The body of ``GET /api/v2/keys/signing``: a JSON array of SigningKey objects."""
     if not isinstance(raw, list):
         raise MalformedResponse(f"keys/signing: expected a JSON array, got {_kind(raw)}")
+    if len(raw) > MAX_KEYS_PER_TENANT:
+        raise MalformedResponse(
+            f"keys/signing: {len(raw)} keys, more than the {MAX_KEYS_PER_TENANT} keywatch "
+            "accepts for one tenant"
+        )
     keys = [parse_signing_key(item, f"keys/signing[{index}]") for index, item in enumerate(raw)]
     seen: set[str] = set()
     for index, key in enumerate(keys):

@@ -149,7 +149,7 @@ class Poller:
         self,
         *,
         store: Store,
-        http: httpx.AsyncClient,
+        client_of: Callable[[TenantConfig], httpx.AsyncClient],
         telemetry: Telemetry,
         wake: Callable[[set[str]], None],
         leading: Callable[[], bool],
@@ -158,7 +158,7 @@ class Poller:
     ) -> None:
         self.tenants: dict[str, TenantRuntime] = {}
         self._store = store
-        self._http = http
+        self._client_of = client_of
         self._telemetry = telemetry
         self._wake = wake
         self._leading = leading
@@ -175,10 +175,11 @@ class Poller:
         """Poll ``config`` from now on (or with its new settings), from ``state`` on."""
         self._telemetry.add_tenant(config.name)
         self._telemetry.publication.remove_tenant(config.name)  # its targets may have changed
-        publication = publication_for_tenant(self._http, config, self._telemetry)
+        http = self._client_of(config)  # the tenant's route: its proxy and CA file
+        publication = publication_for_tenant(http, config, self._telemetry)
         self.tenants[config.name] = TenantRuntime(
             config=config,
-            client=client_for_tenant(self._http, config),
+            client=client_for_tenant(http, config),
             state=state,
             publication=publication,
         )

@@ -332,6 +332,7 @@ class Dispatcher:
         store: Store,
         http: httpx.AsyncClient,
         telemetry: Telemetry,
+        client_of: Callable[[Notifier], httpx.AsyncClient] | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
         backoff: Backoff | None = None,
@@ -343,7 +344,7 @@ class Dispatcher:
         if batch_size < 1 or idle_wait <= 0 or resend_interval <= 0:
             raise ValueError("dispatcher: batch_size >= 1, idle_wait > 0, resend_interval > 0")
         self._store = store
-        self._http = http
+        self._client_of = client_of or (lambda _: http)  # a destination's route: its client
         self._telemetry = telemetry
         self._clock = clock or Clock()
         self._batch_size = batch_size
@@ -504,7 +505,9 @@ class Dispatcher:
 
     async def _send(self, notifier: Notifier, delivery: Delivery) -> Verdict:
         try:
-            return await notifier.deliver(self._http, delivery.event, now=self._clock.now())
+            return await notifier.deliver(
+                self._client_of(notifier), delivery.event, now=self._clock.now()
+            )
         except Exception as exc:  # a renderer bug must not stop the destination's queue
             name = type(exc).__name__
             log.error("delivery attempt crashed: %s", name, extra=_fields(notifier, delivery))
@@ -531,7 +534,7 @@ class Dispatcher:
             await self._clock.sleep(self._resend_interval)
             for lane in list(self._lanes.live.values()):
                 try:  # the notifier logs its own failures
-                    await lane.notifier.periodic(self._http, self._clock.now())
+                    await lane.notifier.periodic(self._client_of(lane.notifier), self._clock.now())
                 except Exception as exc:  # one destination's hook must not stop the others
                     name = type(exc).__name__
                     log.error("periodic re-send crashed: %s", name, extra=_fields(lane))

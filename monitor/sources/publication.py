@@ -24,7 +24,12 @@ import httpx
 
 from monitor.clock import utc_now
 from monitor.errors import MalformedResponse, SourceError
-from monitor.httpclient import build_timeout
+from monitor.httpclient import (
+    MAX_ANSWER_BYTES,
+    ResponseTooLarge,
+    build_timeout,
+    request_limited,
+)
 from monitor.publication import PublishedKey, Target, TargetKind, der_sha1, parse_jwks, pem_sha1
 from monitor.redact import redact_url
 from monitor.sources._errors import ErrorReporter, translate_httpx_errors
@@ -143,7 +148,17 @@ class PublicationReader:
         endpoint = f"GET {source.target.url}"
         self.requests_made += 1
         with translate_httpx_errors(tenant=self._tenant, endpoint=endpoint):
-            response = await self._http.get(source.url, timeout=self._timeout)
+            try:
+                response = await request_limited(
+                    self._http,
+                    "GET",
+                    source.url,
+                    limit=MAX_ANSWER_BYTES,
+                    endpoint=endpoint,
+                    timeouts=self._timeout,
+                )
+            except ResponseTooLarge as exc:
+                raise self._errors.malformed(str(exc)) from None
         status = response.status_code
         if status == 200:
             return response
