@@ -2,8 +2,8 @@
 
 ``parse_signing_keys`` turns the JSON of ``GET /api/v2/keys/signing`` into ``KeyState``s,
 raising ``MalformedResponse`` (naming the item and field) for anything the OpenAPI forbids.
-Certificate facts are cached by PEM text: a tenant's certificates change only on rotation,
-so a poll parses none of them after the first.
+Certificate facts are cached by PEM text (``monitor.certificates``): a tenant's
+certificates change only on rotation, so a poll parses none of them after the first.
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
-
+from monitor.certificates import cert_facts
 from monitor.errors import MalformedResponse
 
 KEY_STATES = ("current", "next", "previous", "revoked")
@@ -86,17 +83,6 @@ DEFAULT_SEVERITY: Mapping[EventType, Severity] = {
 
 
 @dataclass(frozen=True, slots=True)
-class CertFacts:
-    """What keywatch reads from a key's X.509 certificate."""
-
-    sha1: str  # upper-case hex SHA-1 of the DER, what Auth0 calls the thumbprint
-    not_before: datetime
-    not_after: datetime
-    key_size: int | None
-    key_type: str | None = None  # RSA, EC, or the name of another public key class
-
-
-@dataclass(frozen=True, slots=True)
 class KeyState:
     """One signing key as the Management API reported it, plus facts from its certificate."""
 
@@ -115,6 +101,7 @@ class KeyState:
     not_after: datetime | None = None
     key_size: int | None = None
     key_type: str | None = None
+    rsa_sha256: str | None = None  # of the certificate's RSA public key (n, e); None: unknown
 
     @property
     def state(self) -> str:
@@ -162,6 +149,19 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class EpisodeState:
+    """What survives a restart of one published target's watch (``monitor.publication``): the
+    disagreeing streak, the open episode, episodes since ``anchor``, a mirror behind since."""
+
+    streak: int = 0
+    open_id: str | None = None
+    open_severity: Severity | None = None
+    anchor: datetime | None = None
+    episodes: int = 0
+    behind_since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TenantState:
     """What detection keeps of a tenant between polls (see ``monitor.confirm``).
 
@@ -169,7 +169,8 @@ class TenantState:
     ``last_current`` holds the current kids last confirmed, kept through a gap with no current
     key, so the gap's end is told apart from a rotation. ``pending`` is an alarming answer not
     yet believed, seen in ``pending_polls`` consecutive polls. ``alerted`` holds the ids of the
-    standing hygiene findings already raised, so each is raised once.
+    standing hygiene findings already raised, so each is raised once. ``publication`` holds the
+    episode state of each published target (by ``monitor.publication.target_key``).
     """
 
     snapshot: Snapshot
@@ -177,6 +178,7 @@ class TenantState:
     pending: Snapshot | None = None
     pending_polls: int = 0
     alerted: frozenset[str] = frozenset()  # ids of the hygiene findings raised (monitor.hygiene)
+    publication: Mapping[str, EpisodeState] = field(default_factory=dict)
 
     @classmethod
     def confirmed(cls, snapshot: Snapshot, last_current: tuple[str, ...] = ()) -> TenantState:
@@ -325,52 +327,6 @@ def parse_auth0_date(value: object, where: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-CERT_CACHE_SIZE = 65_536
-"""Certificates whose facts are kept: a fleet of 10,000 tenants shows about 30,000 (a
-smaller cache than the fleet's certificates is re-parsing all of them at every poll)."""
-_cert_cache: dict[bytes, CertFacts] = {}
-
-
-def cert_facts(pem: str) -> CertFacts:
-    """The facts of a PEM certificate, parsed once per certificate (cached by a digest of its
-    text, so a key's certificate is parsed at its first poll only); raises ValueError when it
-    is not one."""
-    digest = hashlib.blake2b(pem.encode(), digest_size=16).digest()
-    facts = _cert_cache.get(digest)
-    if facts is None:
-        facts = _parse_cert(pem)
-        if len(_cert_cache) >= CERT_CACHE_SIZE:
-            del _cert_cache[next(iter(_cert_cache))]  # the oldest
-        _cert_cache[digest] = facts
-    return facts
-
-
-def _parse_cert(pem: str) -> CertFacts:
-    certificate = x509.load_pem_x509_certificate(pem.replace("\r\n", "\n").encode())
-    der = certificate.public_bytes(Encoding.DER)
-    public_key = certificate.public_key()
-    key_size = (
-        public_key.key_size
-        if isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
-        else None
-    )
-    return CertFacts(
-        sha1=hashlib.sha1(der).hexdigest().upper(),  # Auth0's thumbprint is a SHA-1
-        not_before=certificate.not_valid_before_utc,
-        not_after=certificate.not_valid_after_utc,
-        key_size=key_size,
-        key_type=_key_type(public_key),
-    )
-
-
-def _key_type(public_key: object) -> str:
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return "RSA"
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return "EC"
-    return type(public_key).__name__.removeprefix("_").removesuffix("PublicKey") or "unknown"
-
-
 _REQUIRED_STRINGS = ("kid", "cert", "fingerprint", "thumbprint")
 _FLAGS = ("current", "next", "previous", "revoked")
 _DATES = ("current_since", "current_until", "revoked_at")
@@ -407,6 +363,7 @@ def parse_signing_key(raw: object, where: str) -> KeyState:
         not_after=facts.not_after,
         key_size=facts.key_size,
         key_type=facts.key_type,
+        rsa_sha256=facts.rsa_sha256,
         current=flags["current"],
         next=flags["next"],
         previous=flags["previous"],
@@ -472,6 +429,7 @@ def key_to_dict(key: KeyState) -> dict[str, object]:
         "not_after": _iso(key.not_after),
         "key_size": key.key_size,
         "key_type": key.key_type,
+        "rsa_sha256": key.rsa_sha256,
     }
 
 
@@ -492,6 +450,7 @@ def key_from_dict(data: Mapping[str, Any]) -> KeyState:
         not_after=_from_iso(data.get("not_after")),
         key_size=data.get("key_size"),
         key_type=data.get("key_type"),
+        rsa_sha256=data.get("rsa_sha256"),
     )
 
 
@@ -528,6 +487,7 @@ def confirmation_to_json(state: TenantState) -> str:
             "pending": _snapshot_to_dict(state.pending) if state.pending else None,
             "pending_polls": state.pending_polls,
             "alerted": sorted(state.alerted),
+            "publication": {key: _episode_to_dict(e) for key, e in state.publication.items()},
         },
         separators=(",", ":"),
     )
@@ -546,6 +506,30 @@ def tenant_state_from_json(snapshot: Snapshot, confirmation: str | None) -> Tena
         pending=_snapshot_from_dict(pending) if pending else None,
         pending_polls=int(data.get("pending_polls") or 0),
         alerted=frozenset(str(item) for item in data.get("alerted") or ()),
+        publication={k: _episode_from_dict(v) for k, v in (data.get("publication") or {}).items()},
+    )
+
+
+def _episode_to_dict(episode: EpisodeState) -> dict[str, object]:
+    return {
+        "streak": episode.streak,
+        "open_id": episode.open_id,
+        "open_severity": episode.open_severity.label if episode.open_severity else None,
+        "anchor": _iso(episode.anchor),
+        "episodes": episode.episodes,
+        "behind_since": _iso(episode.behind_since),
+    }
+
+
+def _episode_from_dict(data: Mapping[str, Any]) -> EpisodeState:
+    severity = data.get("open_severity")
+    return EpisodeState(
+        streak=int(data.get("streak") or 0),
+        open_id=data.get("open_id"),
+        open_severity=Severity.parse(severity) if severity else None,
+        anchor=_from_iso(data.get("anchor")),
+        episodes=int(data.get("episodes") or 0),
+        behind_since=_from_iso(data.get("behind_since")),
     )
 
 

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -180,12 +180,15 @@ class Poller:
         self._telemetry.add_tenant(config.name)
         self._telemetry.publication.remove_tenant(config.name)  # its targets may have changed
         http = self._client_of(config)  # the tenant's route: its proxy and CA file
+        publication = publication_for_tenant(http, config, self._telemetry)
         self.tenants[config.name] = TenantRuntime(
             config=config,
             client=client_for_tenant(http, config),
             state=state,
-            publication=publication_for_tenant(http, config, self._telemetry),
+            publication=publication,
         )
+        if state is not None and publication is not None:
+            publication.restore(state.publication)
         if state is not None:
             self._telemetry.set_snapshot(state.seen)
             self._telemetry.set_unconfirmed(config.name, state.pending is not None)
@@ -206,6 +209,8 @@ class Poller:
             state = stored.get(name)
             if state is not None and state != runtime.state:
                 self._show(runtime, state)
+                if runtime.publication is not None:
+                    runtime.publication.restore(state.publication)
 
     # --- polling ----------------------------------------------------------------------------
 
@@ -291,6 +296,7 @@ class Poller:
             outcome = await publication.observe(state.snapshot, now=self._now)
             publication.record_errors(outcome)
             events = [*events, *outcome.events]
+            state = replace(state, publication=outcome.episodes)  # committed with the poll
         if not self._leading():  # stepped down while fetching: the new leader polls instead
             log.info("poll result dropped: not the leader any more", extra={"tenant": name})
             return []

@@ -4,8 +4,10 @@
 ``PublicationReader`` fetches what is due (``monitor.sources.publication``), the pure checks
 compare each fresh answer with the tenant's confirmed snapshot and ``judge`` turns the
 findings into events (``monitor.publication``). Nothing moves until the poller has committed
-those events with the poll: ``apply(outcome)`` then keeps the new watches and updates the
-metrics. If the commit fails, the next fresh fetch judges the same disagreement again.
+those events with the poll, and with them the watches' stored part (``Outcome.episodes``, in
+``TenantState.publication``): ``apply(outcome)`` then keeps the new watches and updates the
+metrics. If the commit fails, the next fresh fetch judges the same disagreement again. After a
+restart, a reload or a change of leader, ``restore`` goes on from the stored episodes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import datetime
 
 from monitor.clock import utc_now
 from monitor.metrics import PublicationView, Telemetry
-from monitor.model import Event, Snapshot
+from monitor.model import EpisodeState, Event, Snapshot
 from monitor.publication import (
     Finding,
     Target,
@@ -27,6 +29,9 @@ from monitor.publication import (
     check_mirror,
     expected_publication,
     judge,
+    kept,
+    resumed,
+    target_key,
 )
 from monitor.sources.publication import PublicationReader, Reading
 
@@ -42,6 +47,13 @@ class Outcome:
     checked: Snapshot
     changed_at: datetime | None
     first_published: dict[str, datetime] = field(default_factory=dict)
+
+    @property
+    def episodes(self) -> dict[str, EpisodeState]:
+        """What the poll's commit stores of the watches (``TenantState.publication``); a
+        target with nothing to remember is left out."""
+        stored = {target_key(target): kept(watch) for target, watch in self.watches.items()}
+        return {key: episode for key, episode in stored.items() if episode != EpisodeState()}
 
 
 class PublicationCheck:
@@ -72,6 +84,14 @@ class PublicationCheck:
     @property
     def watches(self) -> Mapping[Target, Watch]:
         return dict(self._watches)
+
+    def restore(self, episodes: Mapping[str, EpisodeState]) -> None:
+        """Go on from the stored episodes (``TenantState.publication``); a watch that agrees
+        with its stored part keeps what this process knows beyond it."""
+        for target, watch in self._watches.items():
+            stored = episodes.get(target_key(target), EpisodeState())
+            if kept(watch) != stored:
+                self._watches[target] = resumed(stored)
 
     async def observe(
         self, confirmed: Snapshot, *, now: Callable[[], datetime] = utc_now

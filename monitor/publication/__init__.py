@@ -20,7 +20,15 @@ from monitor.publication.checks import (
     parse_jwks,
     pem_sha1,
 )
-from monitor.publication.episodes import Target, TargetKind, Watch, judge
+from monitor.publication.episodes import (
+    Target,
+    TargetKind,
+    Watch,
+    judge,
+    kept,
+    resumed,
+    target_key,
+)
 
 __all__ = [
     "Check",
@@ -35,6 +43,9 @@ __all__ = [
     "der_sha1",
     "expected_publication",
     "judge",
+    "kept",
     "parse_jwks",
     "pem_sha1",
+    "resumed",
+    "target_key",
 ]

@@ -14,13 +14,14 @@ import hashlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from monitor.certificates import rsa_key_sha256
 from monitor.errors import MalformedResponse
-from monitor.model import Snapshot, b64url
+from monitor.model import KeyState, Snapshot, b64url
 
 
 class Check(StrEnum):
@@ -45,7 +46,7 @@ CHECK_TEXT: Mapping[Check, str] = {
     Check.UNKNOWN_KID: "a kid unknown to the Management API is published",
     Check.X5T_MISMATCH: "x5t differs from the Management API certificate's SHA-1",
     Check.X5C_MISMATCH: "x5c[0] is not the Management API certificate",
-    Check.KEY_MISMATCH: "n/e differ from the public key of the certificate",
+    Check.KEY_MISMATCH: "n/e differ from the public key of the Management API certificate",
     Check.CERT_MISMATCH: "the certificate served is not the current key's",
 }
 
@@ -65,14 +66,14 @@ class Finding:
 @dataclass(frozen=True, slots=True)
 class PublishedKey:
     """One JWK as published. ``cert_sha1`` is the upper-case hex SHA-1 of ``x5c[0]``'s DER
-    (``""`` when it is not a certificate, None without ``x5c``); ``key_matches_cert`` says
-    whether ``n``/``e`` are that certificate's public key (None when there is nothing to
-    compare)."""
+    (``""`` when it is not a certificate, None without ``x5c``); ``rsa_sha256`` names the
+    key of its ``n``/``e`` (``rsa_key_sha256``; ``""`` when they are not base64url numbers,
+    None without them)."""
 
     kid: str
     x5t: str | None = None
     cert_sha1: str | None = None
-    key_matches_cert: bool | None = None
+    rsa_sha256: str | None = None
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -91,43 +92,36 @@ def parse_jwks(body: object, where: str = "jwks") -> tuple[PublishedKey, ...]:
 
 
 def _published_key(raw: Mapping[str, object]) -> PublishedKey:
-    x5t = raw.get("x5t")
-    chain = raw.get("x5c")
-    if not isinstance(chain, list) or not chain:
-        return PublishedKey(str(raw["kid"]), x5t if isinstance(x5t, str) else None)
-    certificate = _certificate(chain[0])
-    if certificate is None:
-        return PublishedKey(str(raw["kid"]), x5t if isinstance(x5t, str) else None, "")
-    der_hash = hashlib.sha1(certificate.public_bytes(_DER)).hexdigest().upper()
+    x5t, chain = raw.get("x5t"), raw.get("x5c")
+    n, e = raw.get("n"), raw.get("e")
     return PublishedKey(
         kid=str(raw["kid"]),
         x5t=x5t if isinstance(x5t, str) else None,
-        cert_sha1=der_hash,
-        key_matches_cert=_key_matches(raw, certificate),
+        cert_sha1=_x5c_sha1(chain[0]) if isinstance(chain, list) and chain else None,
+        rsa_sha256=_rsa_sha256(n, e) if isinstance(n, str) and isinstance(e, str) else None,
     )
 
 
-def _certificate(entry: object) -> x509.Certificate | None:
-    if not isinstance(entry, str):
-        return None
-    try:
-        return x509.load_der_x509_certificate(base64.b64decode(entry, validate=True))
-    except (ValueError, binascii.Error):
-        return None
+def _x5c_sha1(entry: object) -> str:
+    return _certificate_sha1(entry) if isinstance(entry, str) else ""
 
 
-def _key_matches(raw: Mapping[str, object], certificate: x509.Certificate) -> bool | None:
-    n, e = raw.get("n"), raw.get("e")
-    if not isinstance(n, str) or not isinstance(e, str):
-        return None
-    public_key = certificate.public_key()
-    if not isinstance(public_key, rsa.RSAPublicKey):
-        return False
-    numbers = public_key.public_numbers()
+@lru_cache(maxsize=4096)
+def _certificate_sha1(entry: str) -> str:
+    """A published certificate is parsed once, not on every poll."""
     try:
-        return _b64url_int(n) == numbers.n and _b64url_int(e) == numbers.e
+        der = base64.b64decode(entry, validate=True)
+        x509.load_der_x509_certificate(der)
     except (ValueError, binascii.Error):
-        return False
+        return ""
+    return hashlib.sha1(der).hexdigest().upper()
+
+
+def _rsa_sha256(n: str, e: str) -> str:
+    try:
+        return rsa_key_sha256(_b64url_int(n), _b64url_int(e))
+    except (ValueError, binascii.Error):
+        return ""
 
 
 def _b64url_int(text: str) -> int:
@@ -183,7 +177,8 @@ def check_jwks(
     snapshot: Snapshot, published: Collection[PublishedKey], *, allow_extra_kids: Collection[str]
 ) -> frozenset[Finding]:
     """Current and next published, revoked not, every known key's ``x5t``, ``x5c[0]`` and
-    ``n``/``e`` agreeing with its Management API certificate, no unknown kid (unless allowed)."""
+    ``n``/``e`` agreeing with its Management API certificate (compared with it directly, so a
+    JWK without ``x5c`` is checked too), no unknown kid (unless allowed)."""
     findings = _presence(snapshot, [key.kid for key in published])
     for key in published:
         known = snapshot.keys.get(key.kid)
@@ -195,9 +190,19 @@ def check_jwks(
             findings.add(Finding(Check.X5T_MISMATCH, key.kid))
         if key.cert_sha1 is not None and key.cert_sha1 != known.cert_sha1:
             findings.add(Finding(Check.X5C_MISMATCH, key.kid))
-        if key.key_matches_cert is False:
+        if _key_differs(key, known):
             findings.add(Finding(Check.KEY_MISMATCH, key.kid))
     return frozenset(findings)
+
+
+def _key_differs(key: PublishedKey, known: KeyState) -> bool:
+    """``n``/``e`` published that are not the Management API certificate's RSA key (a key
+    stored before keywatch recorded it, ``rsa_sha256`` None, is not compared)."""
+    if key.rsa_sha256 is None:
+        return False
+    if known.key_type is not None and known.key_type != "RSA":
+        return True
+    return known.rsa_sha256 is not None and key.rsa_sha256 != known.rsa_sha256
 
 
 def check_mirror(snapshot: Snapshot, published: Collection[PublishedKey]) -> frozenset[Finding]:

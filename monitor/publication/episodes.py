@@ -9,9 +9,11 @@ or ``mirror.stale``, raised again only when a stale mirror gets worse: critical 
 the current key) and its closing event once (``jwks.consistent``, ``mirror.synced``).
 
 Ids are deterministic: an opening event hashes the tenant, the target, the time of the
-confirmed snapshot it was compared with (``anchor``, stored with the tenant) and the number of
-episodes opened since that snapshot; a closing event hashes the id of the event it closes. A
-restart in the middle of an episode therefore raises the same id again, which the store drops.
+confirmed snapshot it was compared with (``anchor``) and the number of episodes opened since
+that snapshot; a closing event hashes the id of the event it closes. The part of a ``Watch``
+those ids and the lag depend on (``kept``: an ``EpisodeState``) is stored with the tenant's
+state in the poll's commit, and a restart or a new leader goes on from it (``resumed``): an
+episode that ended meanwhile raises its recovery, a new one gets a new id.
 
 A mirror's propagation lag is measured here too: from the source change it had to follow
 (``changed_at``: when keywatch saw the tenant's keys change) to its first fetch that agrees.
@@ -24,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from monitor.model import Event, EventType, Severity, event_id
+from monitor.model import EpisodeState, Event, EventType, Severity, event_id
 from monitor.publication.checks import CHECK_TEXT, CRITICAL_CHECKS, Finding
 
 
@@ -59,7 +61,8 @@ _CLOSING: Mapping[bool, EventType] = {
 
 @dataclass(frozen=True, slots=True)
 class Watch:
-    """What keywatch keeps of one target between fetches (in memory)."""
+    """What keywatch keeps of one target between fetches: ``kept`` of it in the store, the
+    rest (the last findings, the last agreeing fetch, the lag) in memory."""
 
     findings: frozenset[Finding] | None = None  # of the last fetch; None: never fetched
     streak: int = 0  # consecutive fetches that disagreed
@@ -74,6 +77,35 @@ class Watch:
     @property
     def in_sync(self) -> bool | None:
         return None if self.findings is None else not self.findings
+
+
+def target_key(target: Target) -> str:
+    """The name of ``target``'s episode state in ``TenantState.publication``."""
+    return f"{target.kind.value} {target.url}"
+
+
+def kept(watch: Watch) -> EpisodeState:
+    """What survives a restart; the anchor only matters once an episode was opened since it."""
+    return EpisodeState(
+        streak=watch.streak,
+        open_id=watch.open_id,
+        open_severity=watch.open_severity,
+        anchor=watch.anchor if watch.episodes else None,
+        episodes=watch.episodes,
+        behind_since=watch.behind_since,
+    )
+
+
+def resumed(episode: EpisodeState) -> Watch:
+    """A watch going on from a stored ``EpisodeState`` (nothing fetched yet by this process)."""
+    return Watch(
+        streak=episode.streak,
+        open_id=episode.open_id,
+        open_severity=episode.open_severity,
+        anchor=episode.anchor,
+        episodes=episode.episodes,
+        behind_since=episode.behind_since,
+    )
 
 
 def judge(
@@ -94,7 +126,8 @@ def judge(
     if not findings:
         events = [_closing(watch, tenant, target, observed_at)] if watch.open_id else []
         return replace(watch, findings=findings, streak=0, open_id=None, open_severity=None), events
-    watch = replace(watch, findings=findings, streak=watch.streak + 1)
+    # the streak stops at ``polls``: counting on would change the stored state every poll
+    watch = replace(watch, findings=findings, streak=min(watch.streak + 1, max(polls, 1)))
     if watch.streak < polls:
         return watch, []
     severity = _severity(findings, target)

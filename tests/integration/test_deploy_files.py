@@ -578,6 +578,31 @@ def test_dashboard_queries_only_name_exported_metrics() -> None:
         "keywatch_notifications_total",
         "keywatch_outbox_pending",
     } <= used
+    # and issue 11's: key type and size, publication, mirrors, the next key's lead time
+    assert {
+        "auth0_signing_key_info",
+        "auth0_signing_key_published",
+        "keywatch_jwks_fetch_errors_total",
+        "keywatch_mirror_in_sync",
+        "keywatch_mirror_lag_seconds",
+        "keywatch_next_key_lead_seconds",
+    } <= used
+
+
+def test_dashboard_groups_only_by_labels_the_metric_has() -> None:
+    for query in dashboard_queries():
+        names = {exported_name(name) for name in metric_names(grafana_to_promql(query))}
+        labels = {"le", "__name__"}.union(*(SPECS[name].labels for name in names if name))
+        for group in re.findall(r"\bby\s*\(([^)]*)\)", query):
+            grouped = {label.strip() for label in group.split(",") if label.strip()}
+            assert grouped <= labels, f"{query}: no label {sorted(grouped - labels)}"
+
+
+def test_dashboard_shows_unreachable_tenants() -> None:
+    assert any(
+        "tenant.unreachable" in query and "keywatch_events_total" in query
+        for query in dashboard_queries()
+    )
 
 
 def exported_by(telemetry: Telemetry) -> set[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from monitor.daemon import Daemon
-from monitor.model import Event, EventType, Severity
+from monitor.model import Event, EventType, Severity, event_id
 from monitor.simulator import Simulator, SimulatorServer
 from monitor.simulator.tenant import SimulatedTenant
 from tests.support.daemon import daemon_settings, running, sample, stored_events
@@ -320,3 +320,44 @@ async def test_a_mirror_that_never_catches_up_turns_critical(
         assert sample(daemon, "keywatch_mirror_in_sync", tenant=TENANT, mirror=mirror) == 0
         lag = sample(daemon, "keywatch_mirror_lag_seconds", tenant=TENANT, mirror=mirror)
         assert lag is not None and lag >= 60
+
+
+async def test_publication_episodes_survive_a_restart(
+    server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
+) -> None:
+    async with watching(server, tmp_path, clock) as daemon:
+        tenant.malform_next(None, kind="no_next", target="jwks")
+        [mismatch] = await poll(daemon, clock, 2)
+    async with watching(server, tmp_path, clock) as daemon:  # restarted mid-episode
+        assert await poll(daemon, clock, 2) == []
+        tenant.clear_faults()
+    # the episode ended while keywatch was stopped: the first poll after the start recovers it
+    async with watching(server, tmp_path, clock) as daemon:
+        tenant.malform_next(None, kind="no_next", target="jwks")
+        [again] = await poll(daemon, clock, 2)  # a new episode against the same snapshot
+        first, consistent, second = published_events(daemon)
+    assert (first.id, second.id) == (mismatch.id, again.id)
+    assert again.type is EventType.JWKS_MISMATCH and again.id != mismatch.id
+    assert consistent.type is EventType.JWKS_CONSISTENT
+    assert consistent.id == event_id(TENANT, EventType.JWKS_CONSISTENT, mismatch.id)
+
+
+async def test_a_mirror_that_caught_up_during_a_restart_is_synced_with_its_lag(
+    server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
+) -> None:
+    tenant.publication.add_mirror("gw", delay=45)
+    lines = f"    mirrors: [{server.tenant_url(TENANT)}/__mirrors/gw/jwks.json]"
+    async with watching(server, tmp_path, clock, lines) as daemon:
+        assert await poll(daemon, clock) == []
+        tenant.rotate()  # at T
+        assert await poll(daemon, clock) == []  # T+10: the change seen, the mirror behind
+        [stale] = await poll(daemon, clock)  # T+20
+        assert stale.type is EventType.MIRROR_STALE
+    clock.advance(40)  # the mirror follows at T+45, while keywatch is stopped
+    async with watching(server, tmp_path, clock, lines) as daemon:  # its first poll at T+60
+        assert [e.type for e in published_events(daemon)] == [
+            EventType.MIRROR_STALE,
+            EventType.MIRROR_SYNCED,
+        ]
+        synced = published_events(daemon)[1]
+    assert synced.details["lag_seconds"] == "50"  # from the poll that saw the change

@@ -22,9 +22,11 @@ import pytest
 
 from monitor.errors import StoreError
 from monitor.model import (
+    EpisodeState,
     Event,
     EventType,
     KeyState,
+    Severity,
     Snapshot,
     TenantState,
     event_to_json,
@@ -292,6 +294,13 @@ def test_a_snapshot_saved_before_confirmation_existed_loads_as_believed(
 
 def test_the_hygiene_findings_raised_survive_a_reopen(backend: Backend) -> None:
     state = TenantState(snapshot("prod"), last_current=("prod-current",), alerted=frozenset("ab"))
+    backend.open().save_poll(state, [])
+    assert backend.open().load_states() == {"prod": state}
+
+
+def test_the_publication_episodes_survive_a_reopen(backend: Backend) -> None:
+    episode = EpisodeState(2, "open-id", Severity.CRITICAL, T0, 1, T0 + timedelta(minutes=1))
+    state = TenantState(snapshot("prod"), publication={"jwks https://prod/jwks": episode})
     backend.open().save_poll(state, [])
     assert backend.open().load_states() == {"prod": state}
 

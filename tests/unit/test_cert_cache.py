@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor import model
+from monitor import certificates as model
 from tests.support.certs import cert_pem, certificate_for_kid, thumbprint
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
+from monitor.certificates import cert_facts
 from monitor.errors import MalformedResponse
 from monitor.model import EventType, KeyState, Severity, Snapshot, b64url
 from monitor.publication import (
@@ -60,7 +62,10 @@ def sha1(kid: str) -> str:
 
 
 def key(kid: str, state: str) -> KeyState:
+    """As ``parse_signing_key`` reads it from the Management API's PEM certificate."""
+    facts = cert_facts(CERTS[kid][0].public_bytes(Encoding.PEM).decode())
     return KeyState(kid=kid, thumbprint=sha1(kid), fingerprint=sha1(kid), cert_sha1=sha1(kid),
+                    key_type=facts.key_type, rsa_sha256=facts.rsa_sha256,
                     **{state: True})  # fmt: skip
 
 
@@ -95,7 +100,10 @@ def test_each_check_fires() -> None:
     assert findings_of(jwk("C")) == {Finding(Check.CURRENT_MISSING, "B")}
     assert findings_of(jwk("A"), jwk("B"), jwk("C")) == {Finding(Check.REVOKED_PUBLISHED, "A")}
     assert findings_of(jwk("B", x5t="AAAA"), jwk("C")) == {Finding(Check.X5T_MISMATCH, "B")}
-    wrong_cert = jwk("B", cert_of="C") | {"x5t": b64url(bytes.fromhex(sha1("B")))}
+    wrong_cert = jwk("B", cert_of="C") | {
+        "x5t": b64url(bytes.fromhex(sha1("B"))),
+        "n": jwk("B")["n"],
+    }
     assert findings_of(wrong_cert, jwk("C")) == {Finding(Check.X5C_MISMATCH, "B")}
     wrong_key = jwk("B") | {"n": jwk("C")["n"]}
     assert findings_of(wrong_key, jwk("C")) == {Finding(Check.KEY_MISMATCH, "B")}
@@ -103,6 +111,38 @@ def test_each_check_fires() -> None:
         Finding(Check.UNKNOWN_KID, "X")
     }
     assert findings_of(jwk("X", cert_of="A"), jwk("B"), jwk("C"), allow=("X",)) == set()
+
+
+def test_n_e_are_compared_with_the_management_api_certificate_without_x5c() -> None:
+    bare = {name: value for name, value in jwk("B").items() if name not in ("x5c", "x5t")}
+    assert findings_of(bare, jwk("C")) == set()
+    assert findings_of(bare | {"n": jwk("C")["n"]}, jwk("C")) == {Finding(Check.KEY_MISMATCH, "B")}
+    assert findings_of(bare | {"e": "AQ"}, jwk("C")) == {Finding(Check.KEY_MISMATCH, "B")}
+    assert findings_of(bare | {"n": "not base64!"}, jwk("C")) == {Finding(Check.KEY_MISMATCH, "B")}
+    # n/e agreeing with x5c[0] is not enough: they must be the Management API certificate's
+    other = jwk("B", cert_of="C") | {"x5t": b64url(bytes.fromhex(sha1("B")))}
+    assert findings_of(other, jwk("C")) == {
+        Finding(Check.X5C_MISMATCH, "B"),
+        Finding(Check.KEY_MISMATCH, "B"),
+    }
+
+
+def test_n_e_of_a_key_stored_before_its_rsa_key_was_recorded_are_not_compared() -> None:
+    stored = Snapshot(
+        "acme", T0, {**SNAPSHOT.keys, "B": replace(SNAPSHOT.keys["B"], rsa_sha256=None)}
+    )
+    other_key = jwk("B") | {"n": jwk("C")["n"]}
+    assert (
+        check_jwks(stored, parse_jwks({"keys": [other_key, jwk("C")]}), allow_extra_kids=())
+        == set()
+    )
+
+
+def test_n_e_published_for_a_certificate_that_is_not_rsa_are_a_mismatch() -> None:
+    not_rsa = {**SNAPSHOT.keys, "B": replace(SNAPSHOT.keys["B"], key_type="EC", rsa_sha256=None)}
+    found = check_jwks(Snapshot("acme", T0, not_rsa), parse_jwks({"keys": [jwk("B"), jwk("C")]}),
+                       allow_extra_kids=())  # fmt: skip
+    assert found == {Finding(Check.KEY_MISMATCH, "B")}
 
 
 def test_legacy_x5t_of_the_hex_text_is_accepted() -> None:
