@@ -51,7 +51,13 @@ from figures import Report, load, machine, verdict
 
 from monitor.config import parse_config
 from monitor.daemon import Daemon
-from monitor.httpclient import DEFAULT_USER_AGENT, build_http_client, build_timeout
+from monitor.httpclient import (
+    DEFAULT_USER_AGENT,
+    HttpClients,
+    Route,
+    build_http_client,
+    build_timeout,
+)
 from monitor.metrics import Telemetry, build_registry
 from monitor.simulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from monitor.sources.auth0 import KEYS_PATH, TOKEN_PATH
@@ -302,6 +308,20 @@ def failed_polls(daemon: Daemon) -> float:
     )
 
 
+class OneClient(HttpClients):
+    """Every route gets the given client (the transport under measurement)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        super().__init__()
+        self._client = client
+
+    def get(self, route: Route = Route()) -> httpx.AsyncClient:  # noqa: B008 (a frozen value)
+        return self._client
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
 def daemon_on(settings_text: str, http: httpx.AsyncClient) -> Daemon:
     """``build_daemon``, but on the given HTTP client."""
     telemetry = Telemetry()
@@ -309,7 +329,7 @@ def daemon_on(settings_text: str, http: httpx.AsyncClient) -> Daemon:
     return Daemon(
         settings=settings,
         store=open_store(settings.state),
-        http=http,
+        clients=OneClient(http),
         telemetry=telemetry,
         registry=build_registry(telemetry, version="bench"),
     )
