@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -58,10 +58,12 @@ from monitor.httpclient import (
     build_http_client,
     build_timeout,
 )
-from monitor.metrics import Telemetry, build_registry
+from monitor.metrics import SPECS, PublicationView, Telemetry, build_registry, prepared_chunks
+from monitor.model import KeyState, Snapshot
 from monitor.simulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from monitor.sources.auth0 import KEYS_PATH, TOKEN_PATH
 from monitor.store import open_store
+from monitor.web import gzipped
 
 RATIO_TARGET = 2.0
 BIG_FLEET = 10_000  # the targets of issue 12 are for this size; smaller fleets show the growth
@@ -708,6 +710,76 @@ def measure_fleet(
     return result
 
 
+# --- 3. one scrape, in this process ------------------------------------------------------------
+
+
+@dataclass
+class ScrapeCpu:
+    tenants: int
+    gzip_ms: list[float]
+    plain_ms: list[float]
+    series: int
+
+
+def scrape_telemetry(tenants: int) -> Telemetry:
+    """The state of a polled fleet: 3 keys with dates, a publication view, every counter."""
+    telemetry = Telemetry()
+    now = datetime.now(UTC)
+    dates = {"not_before": now - timedelta(days=30), "not_after": now + timedelta(days=3650)}
+    for number in range(1, tenants + 1):
+        tenant = f"tenant-{number}"
+        kids = [f"{role}{number:016d}xyzab" for role in ("cur", "nxt", "prv")]
+        keys = {
+            kids[0]: KeyState(kids[0], "A" * 40, "A" * 40, "A" * 40, current=True, **dates),
+            kids[1]: KeyState(kids[1], "B" * 40, "B" * 40, "B" * 40, next=True, **dates),
+            kids[2]: KeyState(kids[2], "C" * 40, "C" * 40, "C" * 40, previous=True, **dates),
+        }
+        telemetry.add_tenant(tenant)
+        telemetry.set_snapshot(Snapshot(tenant=tenant, taken_at=now, keys=keys))
+        telemetry.record_poll_success(tenant, duration=0.2)
+        telemetry.publication.add_tenant(tenant)
+        published = {(kid, "jwks"): True for kid in kids}
+        telemetry.publication.set_view(tenant, PublicationView(published=published))
+    return telemetry
+
+
+def measure_scrape(tenants: int, *, count: int = SCRAPES_MEASURED) -> ScrapeCpu:
+    """CPU of what ``/metrics`` runs in its worker thread (``prepared_chunks``, then
+    ``gzipped`` or a join), in this process: a live fleet's scrape shares its CPU with the
+    polls, so its own share is only estimated there."""
+    telemetry = scrape_telemetry(tenants)
+    found = ScrapeCpu(tenants, [], [], 0)
+    for _ in range(count):
+        gc.collect()
+        started = time.process_time()
+        gzipped(prepared_chunks(telemetry, version="bench"))
+        found.gzip_ms.append((time.process_time() - started) * 1000)
+        started = time.process_time()
+        body = b"".join(prepared_chunks(telemetry, version="bench"))
+        found.plain_ms.append((time.process_time() - started) * 1000)
+        found.series = body.count(b"\n") - 2 * len(SPECS)
+    return found
+
+
+def report_scrape(report: Report, results: list[ScrapeCpu]) -> None:
+    report.section(
+        f"One /metrics scrape in this process (the worker thread's work), p99 of "
+        f"{SCRAPES_MEASURED}: 3 keys a tenant, JWKS checked"
+    )
+    for result in results:
+        p99 = percentile(result.gzip_ms, 0.99)
+        judge = result.tenants >= BIG_FLEET
+        report.add(
+            f"{result.tenants:,} tenants ({result.series:,} series): gzip",
+            f"{p99:.0f} ms",
+            f"< {SCRAPE_TARGET_MS:g} ms" if judge else "",
+            verdict(p99 < SCRAPE_TARGET_MS) if judge else "",
+        )
+        report.add(
+            f"{result.tenants:,} tenants: plain text", f"{percentile(result.plain_ms, 0.99):.0f} ms"
+        )
+
+
 # --- report ------------------------------------------------------------------------------------
 
 
@@ -906,7 +978,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="also GET /metrics this often during the window (default 15; 0: never)",
     )
-    parser.add_argument("--only", choices=["poll", "fleet"], help="run one of the two measurements")
+    parser.add_argument(
+        "--only", choices=["poll", "scrape", "fleet"], help="run one of the three measurements"
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -949,6 +1023,8 @@ def run(args: argparse.Namespace) -> Report:
         workdir = Path(temporary)
         if args.only in (None, "poll"):
             bare_ms = run_poll_cpu(args, report, workdir=workdir / "poll")
+        if args.only in (None, "scrape"):
+            report_scrape(report, [measure_scrape(size) for size in args.tenants])
         if args.only in (None, "fleet"):
             for size in args.tenants:
                 run_fleet(args, report, size, bare_ms=bare_ms, workdir=workdir / f"fleet{size}")
