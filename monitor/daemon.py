@@ -95,15 +95,24 @@ class Daemon:
     _lease_tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.dispatcher = Dispatcher(store=self.store, http=self.http, telemetry=self.telemetry)
+        self.dispatcher = Dispatcher(
+            store=self.store, http=self.http, telemetry=self.telemetry, fenced_out=self._fenced_out
+        )
         self.poller = Poller(
             store=self.store,
             http=self.http,
             telemetry=self.telemetry,
             wake=self.dispatcher.wake,
             leading=lambda: self.leading,
+            fence=lambda: self.lease.fence if self.lease is not None else None,
+            fenced_out=self._fenced_out,
             now=self.now,
         )
+
+    def _fenced_out(self) -> None:
+        """The store refused a write for a newer lease token: step down now."""
+        if self.lease is not None:
+            self.lease.fenced_out()
 
     @property
     def leading(self) -> bool:

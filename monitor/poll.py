@@ -39,13 +39,13 @@ from monitor.clock import utc_now
 from monitor.config import TenantConfig
 from monitor.confirm import confirm
 from monitor.detect import anomalies
-from monitor.errors import SourceError, StoreError
+from monitor.errors import FencedOut, SourceError, StoreError
 from monitor.metrics import Telemetry
 from monitor.model import Event, Severity, Snapshot, TenantState
 from monitor.notify.base import Notifier
 from monitor.sources.auth0 import Auth0Client, Credentials
 from monitor.sources.base import SnapshotSource
-from monitor.store.base import Store
+from monitor.store.base import Fence, Store
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +125,21 @@ class Poller:
         telemetry: Telemetry,
         wake: Callable[[set[str]], None],
         leading: Callable[[], bool],
+        fence: Callable[[], Fence | None] = lambda: None,
+        fenced_out: Callable[[], None] = lambda: None,
         now: Callable[[], datetime] = utc_now,
         max_concurrent: int = MAX_CONCURRENT_POLLS,
     ) -> None:
+        """``fence``: what the commit of a poll started now carries (the leader lease's token);
+        ``fenced_out``: called when the store refused a commit for a newer token."""
         self.tenants: dict[str, TenantRuntime] = {}
         self._store = store
         self._http = http
         self._telemetry = telemetry
         self._wake = wake
         self._leading = leading
+        self._fence = fence
+        self._fenced_out = fenced_out
         self._now = now
         self._destinations: tuple[Notifier, ...] = ()
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -203,6 +209,10 @@ class Poller:
         started = time.perf_counter()
         try:
             return await self._poll(runtime, started=started)
+        except FencedOut as exc:  # not an outage: another replica leads, this one steps down
+            log.warning("poll result refused, stepping down: %s", exc, extra={"tenant": name})
+            self._fenced_out()
+            return []
         except SourceError as exc:
             self._telemetry.record_poll_failure(
                 name, reason=exc.reason, duration=time.perf_counter() - started
@@ -219,6 +229,7 @@ class Poller:
     async def _poll(self, runtime: TenantRuntime, *, started: float) -> list[Event]:
         name = runtime.config.name
         previous = runtime.state
+        fence = self._fence()  # the commit must carry the token this poll started under
         observed = await fetch_snapshot(
             runtime.client,
             tenant=name,
@@ -237,7 +248,9 @@ class Poller:
         deliveries = self._deliveries_of(events)
         if state != previous:
             # An unchanged state is not written: in memory and on disk agree on what "old" is.
-            committed = await asyncio.to_thread(self._store.save_poll, state, events, deliveries)
+            committed = await asyncio.to_thread(
+                self._store.save_poll, state, events, deliveries, fence=fence
+            )
             if deliveries:
                 self._wake({destination for _, destination in deliveries})
         if self.tenants.get(name) is runtime:  # not removed by a reload meanwhile

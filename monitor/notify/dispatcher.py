@@ -3,7 +3,9 @@
 One asyncio task per destination (named ``notify:<name>``) works through that destination's
 queue in the store, oldest event first, one request in flight:
 
-- a delivery is sent when it is due and the destination's token bucket has a token;
+- a delivery is sent when it is due and the destination's token bucket has a token; with a
+  leader lease it is first claimed under the lease's token (``Store.claim_delivery``), so a
+  leader that lost the lease sends nothing (``FencedOut``: it steps down instead);
 - ``DELIVERED`` is marked in its own commit right after the answer, so a crash can repeat only
   the one request whose answer arrived but whose mark did not (at-least-once delivery);
 - ``RETRY`` sets the next attempt at ``now + max(retry_after, backoff)``; 429 answers are
@@ -41,11 +43,11 @@ from typing import Any, TypeVar
 import httpx
 
 from monitor.clock import Clock, span
-from monitor.errors import StoreError
+from monitor.errors import FencedOut, StoreError
 from monitor.metrics import Telemetry
 from monitor.notify.base import Notifier, Outcome, Verdict
 from monitor.notify.pacing import Backoff, TokenBucket
-from monitor.store.base import Delivery, Store
+from monitor.store.base import Delivery, Fence, Store
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +227,9 @@ class _Lanes:
 
 
 class _Outcomes:
-    """Records what one attempt came to: the store's mark (in its own commit), the counter,
-    the log line; for a retry, when (or whether) to try again."""
+    """Records what one attempt came to: the claim before it (with a lease), the store's mark
+    (in its own commit), the counter, the log line; for a retry, when (or whether) to try
+    again. Every write carries ``fence``, the leader lease's token (None: no lease)."""
 
     def __init__(
         self,
@@ -236,12 +239,36 @@ class _Outcomes:
         telemetry: Telemetry,
         rng: random.Random,
         backoff: Backoff,
+        fenced_out: Callable[[], None],
     ) -> None:
         self._store = store
         self._store_thread = store_thread
         self._telemetry = telemetry
         self._rng = rng
         self._backoff = backoff
+        self._fenced_out = fenced_out
+        self.fence: Fence | None = None
+
+    async def claim(self, lane: _Lane, delivery: Delivery) -> bool:
+        """With a lease: whether this leader may send the delivery now (it is still pending
+        and no newer leader holds the lease). Without one, always."""
+        if self.fence is None:
+            return True
+        try:
+            return await self._store_thread.run(
+                self._store.claim_delivery, delivery.event.id, lane.name, fence=self.fence
+            )
+        except FencedOut as exc:
+            self.refused(lane, delivery, exc)
+        except StoreError as exc:
+            log.error("cannot claim a delivery: %s", exc, extra=_fields(lane, delivery))
+        return False
+
+    def refused(self, lane: _Lane, delivery: Delivery, exc: FencedOut) -> None:
+        """A newer leader holds the lease: nothing more is sent from here, the process steps
+        down (the new leader sends what is left)."""
+        log.warning("stepping down: %s", exc, extra=_fields(lane, delivery))
+        self._fenced_out()
 
     async def record(
         self, lane: _Lane, delivery: Delivery, verdict: Verdict, finished: datetime
@@ -258,7 +285,9 @@ class _Outcomes:
         self, lane: _Lane, delivery: Delivery, verdict: Verdict, finished: datetime
     ) -> None:
         event = delivery.event
-        await self._store_thread.run(self._store.mark_delivered, event.id, lane.name, finished)
+        await self._store_thread.run(
+            self._store.mark_delivered, event.id, lane.name, finished, fence=self.fence
+        )
         lane.throttled_streak = 0
         latency = (finished - event.detected_at).total_seconds()
         self._telemetry.record_notification(lane.name, "delivered", latency=latency)
@@ -300,6 +329,7 @@ class _Outcomes:
             error=verdict.detail,
             retry_at=retry_at,
             throttled=throttled,
+            fence=self.fence,
         )
         self._telemetry.record_notification(lane.name, "retry")
         log.warning(
@@ -312,7 +342,12 @@ class _Outcomes:
 
     async def _dead(self, lane: _Lane, delivery: Delivery, reason: str) -> None:
         await self._store_thread.run(
-            self._store.mark_failed, delivery.event.id, lane.name, error=reason, retry_at=None
+            self._store.mark_failed,
+            delivery.event.id,
+            lane.name,
+            error=reason,
+            retry_at=None,
+            fence=self.fence,
         )
         self._telemetry.record_notification(lane.name, "dead")
         log.warning(
@@ -339,7 +374,9 @@ class Dispatcher:
         idle_wait: float = IDLE_WAIT,
         resend_interval: float = RESEND_INTERVAL,
         stats_interval: float = STATS_INTERVAL,
+        fenced_out: Callable[[], None] = lambda: None,
     ) -> None:
+        """``fenced_out``: called when the store refused a write for a newer lease token."""
         if batch_size < 1 or idle_wait <= 0 or resend_interval <= 0:
             raise ValueError("dispatcher: batch_size >= 1, idle_wait > 0, resend_interval > 0")
         self._store = store
@@ -360,6 +397,7 @@ class Dispatcher:
             telemetry=telemetry,
             rng=rng or random.Random(),
             backoff=backoff or Backoff(),
+            fenced_out=fenced_out,
         )
 
     # --- public -------------------------------------------------------------------------------
@@ -370,13 +408,19 @@ class Dispatcher:
         return list(self._lanes.live)
 
     async def start(
-        self, notifiers: Sequence[Notifier], *, resume_wait: float = RESUME_WAIT
+        self,
+        notifiers: Sequence[Notifier],
+        *,
+        resume_wait: float = RESUME_WAIT,
+        fence: Fence | None = None,
     ) -> None:
-        """Start sending. Returns once each destination has attempted the deliveries that were
-        due (or after ``resume_wait`` seconds), so pending deliveries go before the first poll."""
+        """Start sending, every write under ``fence`` (the leader lease's token, if any).
+        Returns once each destination has attempted the deliveries that were due (or after
+        ``resume_wait`` seconds), so pending deliveries go before the first poll."""
         if self._lanes.running:
             raise RuntimeError("dispatcher already started")
         self._lanes.running = True
+        self._outcomes.fence = fence
         self._helpers = [
             _spawn(self._refresh_stats(), name="notify-stats"),
             _spawn(self._run_periodic(), name="notify-periodic"),
@@ -484,12 +528,18 @@ class Dispatcher:
     # --- one attempt --------------------------------------------------------------------------
 
     async def _attempt(self, lane: _Lane, delivery: Delivery) -> Verdict | None:
-        """Send once and commit the outcome; None when the outcome could not be committed."""
+        """Claim, send once and commit the outcome; None when nothing was sent or the outcome
+        could not be committed."""
+        if not await self._outcomes.claim(lane, delivery):
+            return None
         verdict = await self._send(lane.notifier, delivery)
         if verdict.pause_for:
             lane.bucket.pause(verdict.pause_for)
         try:
             await self._outcomes.record(lane, delivery, verdict, self._clock.now())
+        except FencedOut as exc:
+            self._outcomes.refused(lane, delivery, exc)
+            return None
         except StoreError as exc:
             log.error(
                 "cannot record the outcome (%s) of a delivery: %s",

@@ -39,6 +39,24 @@ class OutboxStats:
     oldest_pending_at: datetime | None = None  # ``created_at`` of the oldest pending delivery
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The lease a leader writes under: its name and the token the leader took it with. The
+    store refuses the write (``FencedOut``) once the lease's token is another, newer one."""
+
+    lease: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """One lease row as stored (``keywatch status``)."""
+
+    holder: str | None  # None once released
+    token: int
+    expires_at: datetime
+
+
 class Store(Protocol):
     def migrate(self) -> None:
         """Create or upgrade the schema (numbered migrations, each applied once)."""
@@ -59,10 +77,15 @@ class Store(Protocol):
         state: TenantState | Snapshot,
         events: Sequence[Event],
         deliveries: Sequence[tuple[str, str]] = (),
+        *,
+        fence: Fence | None = None,
     ) -> list[Event]:
         """In ONE transaction: replace the tenant's state (a bare ``Snapshot`` is one believed
         with nothing pending), insert the events (a known id is a no-op) and one pending
-        delivery per (event id, destination) pair. Returns the events that were new."""
+        delivery per (event id, destination) pair. Returns the events that were new.
+
+        Every write below that takes a ``fence`` raises ``FencedOut``, writing nothing, when
+        the fence's lease has a newer token; the check is part of each guarded statement."""
 
     def recent_events(self, tenant: str | None = None, limit: int = 100) -> list[Event]:
         """Newest first."""
@@ -75,7 +98,13 @@ class Store(Protocol):
         they must be sent (detection time, then the order of the events within one poll, then
         event id)."""
 
-    def mark_delivered(self, event_id: str, destination: str, at: datetime) -> None: ...
+    def claim_delivery(self, event_id: str, destination: str, *, fence: Fence) -> bool:
+        """Record, under ``fence``, that its leader sends this delivery now. False when the
+        delivery is no longer pending (send nothing)."""
+
+    def mark_delivered(
+        self, event_id: str, destination: str, at: datetime, *, fence: Fence | None = None
+    ) -> None: ...
 
     def mark_failed(
         self,
@@ -85,6 +114,7 @@ class Store(Protocol):
         error: str,
         retry_at: datetime | None,
         throttled: bool = False,
+        fence: Fence | None = None,
     ) -> None:
         """Count an attempt; ``retry_at=None`` moves the delivery to the dead state. A
         ``throttled`` attempt (a 429 answer) does not count as a failure for the backoff."""
@@ -111,12 +141,16 @@ class Store(Protocol):
     def oldest_pending_at(self) -> datetime | None:
         """When the oldest pending delivery was created; None when nothing is pending."""
 
-    def acquire_lease(self, name: str, holder: str, *, now: datetime, ttl: float) -> bool:
-        """Take or renew the lease ``name`` for ``holder`` until ``now + ttl`` seconds. False
-        while another holder's lease has not expired. Holders' clocks must agree to well
-        within ``ttl``."""
+    def acquire_lease(self, name: str, holder: str, *, now: datetime, ttl: float) -> int | None:
+        """Take or renew the lease ``name`` for ``holder`` until ``now + ttl`` seconds; returns
+        its token, or None while another holder's lease has not expired. The token grows by
+        one whenever the holder changes (a renewal keeps it). Holders' clocks must agree to
+        well within ``ttl``."""
 
     def release_lease(self, name: str, holder: str) -> None:
-        """Give the lease up (on shutdown) if ``holder`` still holds it."""
+        """Give the lease up (on shutdown) if ``holder`` still holds it; the token stays."""
+
+    def lease_info(self, name: str) -> LeaseInfo | None:
+        """The lease row ``name``; None when it was never taken."""
 
     def close(self) -> None: ...

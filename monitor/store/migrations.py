@@ -83,6 +83,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 3: confirmation (monitor.confirm): the current kids last confirmed and the answer
     # awaiting confirmation; NULL for a snapshot believed with nothing pending.
     ("ALTER TABLE snapshots ADD COLUMN confirmation {json}",),
+    # 4: fencing (monitor.leader): the lease's token grows by one whenever its holder changes,
+    # and every write of a leader is refused once the token it was made under is not current;
+    # ``claimed_token`` is the token of the leader that last set out to send a delivery.
+    (
+        "ALTER TABLE leases ADD COLUMN token INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE deliveries ADD COLUMN claimed_token INTEGER",
+    ),
 )
 
 

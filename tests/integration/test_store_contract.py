@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from monitor.errors import StoreError
+from monitor.errors import FencedOut, StoreError
 from monitor.model import (
     Event,
     EventType,
@@ -31,7 +31,7 @@ from monitor.model import (
     make_event,
 )
 from monitor.store import migrations, open_store, redact_url
-from monitor.store.base import OutboxStats, Store
+from monitor.store.base import Fence, LeaseInfo, OutboxStats, Store
 from monitor.store.sqlite import SQLiteStore
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -554,6 +554,71 @@ def test_a_lease_has_one_holder_until_it_expires(store: Store) -> None:
     store.release_lease("leader", "b")
     assert store.acquire_lease("leader", "a", now=T0 + timedelta(seconds=60), ttl=30)
     assert store.acquire_lease("other", "b", now=T0, ttl=30)
+
+
+def test_the_token_grows_when_the_holder_changes_and_survives_a_release(store: Store) -> None:
+    assert store.lease_info("leader") is None
+    assert store.acquire_lease("leader", "a", now=T0, ttl=30) == 1
+    assert store.acquire_lease("leader", "a", now=T0 + timedelta(seconds=20), ttl=30) == 1
+    assert store.acquire_lease("leader", "a", now=T0 + timedelta(seconds=90), ttl=30) == 1
+    assert store.acquire_lease("leader", "b", now=T0 + timedelta(seconds=120), ttl=30) == 2
+    assert store.lease_info("leader") == LeaseInfo("b", 2, T0 + timedelta(seconds=150))
+    store.release_lease("leader", "b")
+    released = store.lease_info("leader")
+    assert released is not None and (released.holder, released.token) == (None, 2)
+    assert store.acquire_lease("leader", "b", now=T0 + timedelta(seconds=121), ttl=30) == 3
+
+
+def fenced_poll(store: Store, tenant: str, kid: str, fence: Fence) -> list[Event]:
+    revoked = event(tenant, kid)
+    return store.save_poll(snapshot(tenant), [revoked], [(revoked.id, "chat")], fence=fence)
+
+
+def test_a_leader_writes_under_its_token_until_a_newer_leader_takes_the_lease(
+    store: Store,
+) -> None:
+    old = Fence("leader", store.acquire_lease("leader", "a", now=T0, ttl=30) or 0)
+    first = event("prod", "k1")
+    assert fenced_poll(store, "prod", "k1", old) == [first]
+    assert fenced_poll(store, "prod", "k1", old) == []  # known: nothing new, nothing refused
+    assert store.claim_delivery(first.id, "chat", fence=old)
+    store.mark_failed(first.id, "chat", error="HTTP 503", retry_at=T0, fence=old)
+
+    new = Fence(
+        "leader", store.acquire_lease("leader", "b", now=T0 + timedelta(minutes=1), ttl=30) or 0
+    )
+    assert new.token == old.token + 1
+    before = (store.load_states(), all_events(store), store.delivery_counts())
+    for refused in (
+        lambda: fenced_poll(store, "prod", "k1", old),  # even a repeat of known rows
+        lambda: fenced_poll(store, "dev", "k2", old),  # a new tenant, a new event
+        lambda: store.claim_delivery(first.id, "chat", fence=old),
+        lambda: store.mark_delivered(first.id, "chat", T0, fence=old),
+        lambda: store.mark_failed(first.id, "chat", error="x", retry_at=None, fence=old),
+    ):
+        with pytest.raises(
+            FencedOut, match="made under token 1 of lease 'leader', which now has token 2"
+        ):
+            refused()
+    assert (store.load_states(), all_events(store), store.delivery_counts()) == before
+
+    assert store.claim_delivery(first.id, "chat", fence=new)
+    store.mark_delivered(first.id, "chat", T0 + timedelta(minutes=2), fence=new)
+    assert not store.claim_delivery(first.id, "chat", fence=new)  # no longer pending
+    assert store.delivery_counts() == {("chat", "delivered"): 1}
+    store.mark_delivered(first.id, "chat", T0, fence=new)  # already delivered: left alone
+
+
+def test_a_fence_on_a_lease_never_taken_refuses_and_no_fence_is_never_refused(
+    store: Store,
+) -> None:
+    with pytest.raises(FencedOut):
+        fenced_poll(store, "prod", "k1", Fence("leader", 1))
+    assert all_events(store) == []
+    store.acquire_lease("leader", "a", now=T0, ttl=30)
+    first = event("prod", "k1")
+    assert store.save_poll(snapshot("prod"), [first], [(first.id, "chat")]) == [first]
+    store.mark_delivered(first.id, "chat", T0)  # the CLI and SQLite write without a fence
 
 
 # --- durability ------------------------------------------------------------------------------
