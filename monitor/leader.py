@@ -45,11 +45,11 @@ from monitor.metrics import Telemetry
 from monitor.model import TenantState
 from monitor.notify.base import Notifier
 from monitor.notify.dispatcher import RESUME_WAIT, Dispatcher
-from monitor.store.base import Fence, Store
+from monitor.store.base import LEADER_LEASE, Fence, Store
 
 log = logging.getLogger(__name__)
 
-LEASE_NAME = "leader"
+LEASE_NAME = LEADER_LEASE
 SHARED_REFRESH_SECONDS = 5.0
 """How often a standby reloads the shared snapshots and outbox gauges into its metrics."""
 STEP_DOWN_GRACE_SECONDS = 10.0

@@ -39,6 +39,10 @@ class OutboxStats:
     oldest_pending_at: datetime | None = None  # ``created_at`` of the oldest pending delivery
 
 
+LEADER_LEASE = "leader"
+"""The name of the lease row the replicas of one store compete for."""
+
+
 @dataclass(frozen=True, slots=True)
 class Fence:
     """The lease a leader writes under: its name and the token the leader took it with. The
