@@ -15,6 +15,11 @@ The leader must stop before its lease can lapse, or two replicas would send at o
   renewal was sent (so the store's expiry, ``now + ttl``, is never earlier) and
   ``margin = ttl / 6`` absorbs the difference between the replicas' wall clocks.
 
+The lease's token grows whenever its holder changes; ``fence`` is what every write of this
+leader carries, and the store refuses a write whose token is not the lease's any more
+(``FencedOut``), after which ``fenced_out`` ends the leadership at once: a process frozen past
+its lease (SIGSTOP, a paused VM) writes and sends nothing when it wakes up.
+
 ``leading`` is checked against the clock each time it is read, so it turns False at that
 instant even while a renewal hangs; ``changed`` is set whenever it flips (the run loop wakes at
 the deadline for that). ``grace()`` says how long work already under way may still finish
