@@ -30,7 +30,14 @@ from monitor.config.destinations import (
     webhook_key,
 )
 from monitor.config.loading import load_config, parse_config
-from monitor.config.models import ConfirmConfig, Defaults, LeaseConfig, Settings, TenantConfig
+from monitor.config.models import (
+    ConfirmConfig,
+    Defaults,
+    LeaseConfig,
+    RetentionConfig,
+    Settings,
+    TenantConfig,
+)
 from monitor.config.problems import is_secret_key, yaml_spelling
 from monitor.config.reader import MAX_CONFIG_BYTES, MAX_YAML_DEPTH, MIN_ALIAS_BUDGET
 from monitor.config.values import (
@@ -63,6 +70,7 @@ __all__ = [
     "DiscordDestination",
     "GoogleChatDestination",
     "LeaseConfig",
+    "RetentionConfig",
     "PagerDutyDestination",
     "Settings",
     "SlackDestination",

@@ -28,6 +28,8 @@ from monitor.config.checks import (
 from monitor.config.destinations import DestinationConfig
 from monitor.config.values import (
     DEFAULT_CONFIRM_POLLS,
+    DEFAULT_DELIVERIES_RETENTION,
+    DEFAULT_EVENTS_RETENTION,
     DEFAULT_INTERVAL,
     DEFAULT_JITTER,
     DEFAULT_LEASE_TTL,
@@ -47,6 +49,7 @@ from monitor.config.values import (
     LogFormat,
     LogLevel,
     NonEmptyStr,
+    RetentionAge,
     Secret,
     StateUrl,
     TenantName,
@@ -105,6 +108,16 @@ class LeaseConfig(BaseModel):
 
     ttl: LeaseTtl = DEFAULT_LEASE_TTL
     """Seconds a lease lasts unless renewed; the leader renews it every ttl/3."""
+
+
+class RetentionConfig(BaseModel):
+    """How long the store keeps events and delivered deliveries (pending and dead deliveries,
+    and the events they belong to, are kept until they are delivered)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    events: RetentionAge = DEFAULT_EVENTS_RETENTION
+    deliveries: RetentionAge = DEFAULT_DELIVERIES_RETENTION
 
 
 class TenantConfig(BaseModel):
@@ -174,6 +187,7 @@ class Settings(BaseModel):
     data_dir: DataDir
     state: StateUrl
     lease: Annotated[LeaseConfig, none_as({})] = Field(default_factory=LeaseConfig)
+    retention: Annotated[RetentionConfig, none_as({})] = Field(default_factory=RetentionConfig)
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
     defaults: Annotated[Defaults, none_as({})] = Field(default_factory=Defaults)

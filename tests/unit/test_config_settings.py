@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from monitor.config import (
     Defaults,
     LeaseConfig,
+    RetentionConfig,
     Settings,
     TenantConfig,
     parse_duration,
@@ -111,6 +112,14 @@ def test_lease_ttl_defaults_to_15s_and_takes_a_duration() -> None:
     assert load(tenants).lease == LeaseConfig(ttl=15.0)
     assert load("lease:\n" + tenants).lease == LeaseConfig(ttl=15.0)
     assert load("lease: {ttl: 1m}\n" + tenants).lease.ttl == 60.0
+
+
+def test_retention_defaults_to_90d_of_events_and_30d_of_deliveries() -> None:
+    tenants = "tenants:\n  - {name: prod, domain: acme.auth0.com, token: abc}\n"
+    assert load(tenants).retention == RetentionConfig(events=90 * 86400.0, deliveries=30 * 86400.0)
+    assert load("retention:\n" + tenants).retention == RetentionConfig()
+    settings = load("retention: {events: 365d, deliveries: 1d}\n" + tenants)
+    assert settings.retention == RetentionConfig(events=365 * 86400.0, deliveries=86400.0)
 
 
 def test_tenants_inherit_defaults_unless_they_set_their_own() -> None:
