@@ -61,6 +61,14 @@ class LeaseInfo:
     expires_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """Rows one ``Store.prune`` call deleted."""
+
+    events: int = 0
+    deliveries: int = 0
+
+
 class Store(Protocol):
     def migrate(self) -> None:
         """Create or upgrade the schema (numbered migrations, each applied once)."""
@@ -156,5 +164,21 @@ class Store(Protocol):
 
     def lease_info(self, name: str) -> LeaseInfo | None:
         """The lease row ``name``; None when it was never taken."""
+
+    def prune(
+        self,
+        *,
+        events_before: datetime,
+        deliveries_before: datetime,
+        limit: int,
+        fence: Fence | None = None,
+    ) -> Pruned:
+        """In one transaction, delete at most ``limit`` delivered deliveries delivered before
+        ``deliveries_before`` and at most ``limit`` events detected before ``events_before``
+        that no delivery refers to any more. Pending and dead deliveries, and their events,
+        are never deleted."""
+
+    def size_bytes(self) -> int:
+        """The space the store's tables take (SQLite: the database file without its WAL)."""
 
     def close(self) -> None: ...

@@ -110,6 +110,16 @@ class PostgresStore(SQLStore):
     def _serialise_migrations(self, session: Session) -> None:
         session.query("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
 
+    def size_bytes(self) -> int:
+        """The tables of the store's schema, with their indexes and TOAST data."""
+        with self._session("size_bytes", write=False) as session:
+            rows = session.query(
+                "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+            )
+        return int(rows[0][0])
+
     def _to_db_time(self, value: datetime) -> object:
         return utc(value)
 

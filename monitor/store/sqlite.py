@@ -169,6 +169,13 @@ class SQLiteStore(SQLStore):
     def _from_db_time(self, value: object) -> datetime:
         return utc(datetime.fromisoformat(str(value)))
 
+    def size_bytes(self) -> int:
+        with self._session("size_bytes", write=False) as session:
+            [(pages, page_size)] = session.query(
+                "SELECT page_count, page_size FROM pragma_page_count(), pragma_page_size()"
+            )
+        return int(pages) * int(page_size)
+
     def pragma(self, name: str) -> object:
         """The value of one PRAGMA (for tests and ``keywatch status``)."""
         if not name.isidentifier():

@@ -31,7 +31,7 @@ from monitor.model import (
     make_event,
 )
 from monitor.store import migrations, open_store, redact_url
-from monitor.store.base import Fence, LeaseInfo, OutboxStats, Store
+from monitor.store.base import Fence, LeaseInfo, OutboxStats, Pruned, Store
 from monitor.store.sqlite import SQLiteStore
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -619,6 +619,59 @@ def test_a_fence_on_a_lease_never_taken_refuses_and_no_fence_is_never_refused(
     first = event("prod", "k1")
     assert store.save_poll(snapshot("prod"), [first], [(first.id, "chat")]) == [first]
     store.mark_delivered(first.id, "chat", T0)  # the CLI and SQLite write without a fence
+
+
+# --- retention -------------------------------------------------------------------------------
+
+
+def test_pruning_deletes_old_delivered_rows_then_their_events_never_pending_or_dead(
+    store: Store,
+) -> None:
+    day = timedelta(days=1)
+    old = [event("prod", f"old-{n}", T0 + n * timedelta(seconds=1)) for n in range(5)]
+    recent = event("prod", "recent", T0 + 50 * day)
+    store.save_poll(snapshot("prod"), [*old, recent], [(e.id, "chat") for e in [*old, recent]])
+    quiet = event("dev", "no-destination", T0)  # no destination wanted it
+    store.save_poll(snapshot("dev"), [quiet])
+    for e in old[:3]:
+        store.mark_delivered(e.id, "chat", T0 + day)
+    store.mark_failed(old[3].id, "chat", error="HTTP 404", retry_at=None)  # dead; old[4] pending
+    store.mark_delivered(recent.id, "chat", T0 + 50 * day)
+    cutoffs = {"events_before": T0 + 40 * day, "deliveries_before": T0 + 10 * day}
+
+    # The deliveries go first: their events can go in the same batch (quiet, old[0]).
+    assert store.prune(**cutoffs, limit=2) == Pruned(events=2, deliveries=2)
+    assert store.prune(**cutoffs, limit=2) == Pruned(events=2, deliveries=1)
+    assert store.prune(**cutoffs, limit=2) == Pruned()
+    assert {e.id for e in all_events(store)} == {old[3].id, old[4].id, recent.id}
+    assert store.delivery_counts() == {
+        ("chat", "dead"): 1,
+        ("chat", "pending"): 1,
+        ("chat", "delivered"): 1,
+    }
+    later = {"events_before": T0 + 400 * day, "deliveries_before": T0 + 400 * day}
+    assert store.prune(**later, limit=10) == Pruned(events=1, deliveries=1)  # only recent
+    assert {e.id for e in all_events(store)} == {old[3].id, old[4].id}
+
+
+def test_pruning_is_fenced_and_the_size_is_reported(store: Store) -> None:
+    first = event("prod", "k1")
+    store.save_poll(snapshot("prod"), [first], [(first.id, "chat")])
+    store.mark_delivered(first.id, "chat", T0)
+    empty = store.size_bytes()
+    assert empty > 0
+    stale = Fence("leader", store.acquire_lease("leader", "a", now=T0, ttl=30) or 0)
+    store.acquire_lease("leader", "b", now=T0 + timedelta(minutes=1), ttl=30)
+    later = T0 + timedelta(days=1)
+    with pytest.raises(FencedOut):
+        store.prune(events_before=later, deliveries_before=later, limit=10, fence=stale)
+    assert store.delivery_counts() == {("chat", "delivered"): 1}
+    current = Fence("leader", stale.token + 1)
+    pruned = store.prune(events_before=later, deliveries_before=later, limit=10, fence=current)
+    assert pruned == Pruned(events=1, deliveries=1)
+    bodies = [event("prod", f"k{n}", details={"pad": "x" * 2000}) for n in range(200)]
+    store.save_poll(snapshot("prod"), bodies)
+    assert store.size_bytes() > empty
 
 
 # --- durability ------------------------------------------------------------------------------
