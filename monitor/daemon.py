@@ -44,6 +44,7 @@ from monitor.notify import build_notifier
 from monitor.notify.base import Notifier
 from monitor.notify.dispatcher import Dispatcher
 from monitor.poll import Poller, PollSchedule
+from monitor.retention import Pruner
 from monitor.store import open_store
 from monitor.store.base import Store
 from monitor.web import EmbeddedServer, bind, build_app, build_server
@@ -93,6 +94,7 @@ class Daemon:
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _lease_tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    _pruning: asyncio.Task[Any] | None = None
 
     def __post_init__(self) -> None:
         self.dispatcher = Dispatcher(
@@ -107,6 +109,16 @@ class Daemon:
             fence=lambda: self.lease.fence if self.lease is not None else None,
             fenced_out=self._fenced_out,
             now=self.now,
+        )
+
+    def _pruner(self) -> Pruner:
+        return Pruner(
+            store=self.store,
+            telemetry=self.telemetry,
+            policy=lambda: self.settings.retention,
+            leading=lambda: self.leading,
+            fence=lambda: self.lease.fence if self.lease is not None else None,
+            fenced_out=self._fenced_out,
         )
 
     def _fenced_out(self) -> None:
@@ -172,6 +184,7 @@ class Daemon:
                 self._spawn(roles.follow_shared_state(), name="shared-state"),
             ]
         await roles.start()
+        self._pruning = self._spawn(self._pruner().run(), name="retention")
 
     def _spawn(self, coro: Any, *, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -264,6 +277,9 @@ class Daemon:
         the web server, then close the HTTP client and the store. Every wait is also bounded
         by the leadership left. ``release_lease=False`` leaves the lease to lapse, as a crash
         would."""
+        if self._pruning is not None:
+            self._pruning.cancel()
+            await asyncio.wait({self._pruning})
         if self._roles is not None:
             await self._roles.close(grace=SHUTDOWN_GRACE_SECONDS)
         for task in self._lease_tasks:

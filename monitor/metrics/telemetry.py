@@ -24,6 +24,7 @@ from monitor.metrics.names import (
     NOTIFICATION_LATENCY_BUCKETS,
     NOTIFICATION_OUTCOMES,
     POLL_DURATION_BUCKETS,
+    PRUNED_TABLES,
     SPECS,
 )
 from monitor.model import KEY_STATES, Event, EventType, Snapshot
@@ -138,6 +139,8 @@ class ScrapeCopy:
     buckets: list[tuple[str, float]]
     duration_sum: float
     destinations: list[DestinationCopy]
+    pruned: dict[str, int] = field(default_factory=dict)
+    store_size: int | None = None
 
 
 class Telemetry:
@@ -150,6 +153,17 @@ class Telemetry:
         self._durations = _Histogram.with_bounds(POLL_DURATION_BUCKETS)
         self._destinations: dict[str, _DestinationState] = {}
         self._leader = True
+        self._pruned = dict.fromkeys(PRUNED_TABLES, 0)
+        self._store_size: int | None = None
+
+    def record_pruned(self, *, events: int, deliveries: int) -> None:
+        with self._lock:
+            self._pruned["events"] += events
+            self._pruned["deliveries"] += deliveries
+
+    def set_store_size(self, size: int) -> None:
+        with self._lock:
+            self._store_size = size
 
     def add_tenant(self, tenant: str) -> None:
         """Start exporting a tenant: counters at 0, tenant_up 0 until polled. Idempotent."""
@@ -330,6 +344,8 @@ class Telemetry:
                     )
                     for name, state in self._destinations.items()
                 ],
+                pruned=dict(self._pruned),
+                store_size=self._store_size,
             )
 
 

@@ -5,8 +5,8 @@ single read), its timestamp codec, and the translation of its driver's errors. Q
 ``?`` placeholders; the PostgreSQL session rewrites them.
 
 The queries live in one part per concern: ``_schema`` (migrations), ``_polls`` (snapshots,
-states, events), ``_outbox`` (deliveries), ``_leases`` (the leader lease) and ``_retention`` (pruning), each written
-against the hooks of ``_sqlbase.SQLBase``.
+states, events), ``_outbox`` (deliveries), ``_leases`` (the leader lease) and ``_retention``
+(pruning), each written against the hooks of ``_sqlbase.SQLBase``.
 """
 
 from __future__ import annotations
