@@ -270,6 +270,30 @@ class _Outcomes:
         log.warning("stepping down: %s", exc, extra=_fields(lane, delivery))
         self._fenced_out()
 
+    async def recorded(
+        self, lane: _Lane, delivery: Delivery, verdict: Verdict, finished: datetime, tries: int
+    ) -> bool:
+        """``record``, True when it was committed; a store failure is logged (at the first
+        of ``tries``) and answered False. ``FencedOut`` is raised."""
+        try:
+            await self.record(lane, delivery, verdict, finished)
+        except FencedOut:
+            raise
+        except StoreError as exc:
+            level = logging.ERROR if tries == 0 else logging.DEBUG
+            log.log(
+                level,
+                "cannot record the outcome (%s) of a delivery, trying again every %gs: %s",
+                verdict.outcome.value,
+                STORE_RETRY,
+                exc,
+                extra=_fields(lane, delivery),
+            )
+            return False
+        if tries:
+            log.info("outcome recorded after %d tries", tries + 1, extra=_fields(lane, delivery))
+        return True
+
     async def record(
         self, lane: _Lane, delivery: Delivery, verdict: Verdict, finished: datetime
     ) -> None:
@@ -535,18 +559,15 @@ class Dispatcher:
         verdict = await self._send(lane.notifier, delivery)
         if verdict.pause_for:
             lane.bucket.pause(verdict.pause_for)
+        finished, tries = self._clock.now(), 0
         try:
-            await self._outcomes.record(lane, delivery, verdict, self._clock.now())
+            # Sent means sent: an outcome the store refused is committed again (the store is
+            # down, full or read-only), never sent again, until it works or the lane stops.
+            while not await self._outcomes.recorded(lane, delivery, verdict, finished, tries):
+                tries += 1
+                await self._clock.sleep(STORE_RETRY)
         except FencedOut as exc:
             self._outcomes.refused(lane, delivery, exc)
-            return None
-        except StoreError as exc:
-            log.error(
-                "cannot record the outcome (%s) of a delivery: %s",
-                verdict.outcome.value,
-                exc,
-                extra=_fields(lane, delivery),
-            )
             return None
         finally:
             self._stats_dirty.set()

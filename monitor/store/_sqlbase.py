@@ -39,6 +39,7 @@ class SQLBase(ABC):
     _lock: threading.Lock  # one session at a time on the one connection
     _closed: bool
     _connection: _Closable  # the driver's connection, narrowed by each backend
+    _write_failure: str | None = None  # the driver's error of the last write, until one works
 
     # --- backend hooks --------------------------------------------------------------------
 

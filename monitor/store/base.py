@@ -74,7 +74,8 @@ class Store(Protocol):
         """Create or upgrade the schema (numbered migrations, each applied once)."""
 
     def ping(self) -> None:
-        """Raise ``StoreError`` unless the store answers."""
+        """Raise ``StoreError`` unless the store answers and its last write, if any, worked
+        (a full disk or a read-only file still answers reads)."""
 
     def load_snapshot(self, tenant: str) -> Snapshot | None:
         """The tenant's last confirmed snapshot."""

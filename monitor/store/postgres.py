@@ -94,10 +94,15 @@ class PostgresStore(SQLStore):
             if not write:
                 yield session
                 return
-            with connection.transaction():
-                if not flush:
-                    session.execute("SET LOCAL synchronous_commit TO off")
-                yield session
+            try:
+                with connection.transaction():
+                    if not flush:
+                        session.execute("SET LOCAL synchronous_commit TO off")
+                    yield session
+            except psycopg.Error as exc:
+                self._write_failure = self._redact(_first_line(str(exc)) or type(exc).__name__)
+                raise
+            self._write_failure = None
 
     def _live_connection(self, operation: str) -> Connection:
         if self._closed:

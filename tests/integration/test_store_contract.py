@@ -226,6 +226,31 @@ def test_ping_answers_and_a_closed_store_does_not(store: Store) -> None:
     store.close()  # twice is fine
 
 
+def refuse_writes(store: Store, refuse: bool) -> None:
+    """Make the store's own connection read-only, as SQLite and PostgreSQL do themselves (the
+    real errors: "attempt to write a readonly database", "read-only transaction")."""
+    with store._session("test", write=False) as session:  # type: ignore[attr-defined]
+        if isinstance(store, SQLiteStore):
+            session.execute(f"PRAGMA query_only = {'ON' if refuse else 'OFF'}")
+        else:
+            session.execute(f"SET default_transaction_read_only = {'on' if refuse else 'off'}")
+
+
+def test_ping_fails_after_a_failed_write_until_a_write_works(store: Store) -> None:
+    store.save_poll(snapshot("prod"), [])
+    refuse_writes(store, True)
+    with pytest.raises(StoreError, match="save_poll of tenant 'dev' failed.*read"):
+        store.save_poll(snapshot("dev"), [])
+    with pytest.raises(StoreError, match="the last write failed: .*read"):
+        store.ping()
+    assert store.load_snapshots() == {"prod": snapshot("prod")}  # reads still work
+    refuse_writes(store, False)
+    with pytest.raises(StoreError, match="the last write failed"):
+        store.ping()  # not until a write shows it
+    store.save_poll(snapshot("dev"), [])
+    store.ping()
+
+
 # --- snapshots -------------------------------------------------------------------------------
 
 
