@@ -239,9 +239,9 @@ def refuse_writes(store: Store, refuse: bool) -> None:
 def test_ping_fails_after_a_failed_write_until_a_write_works(store: Store) -> None:
     store.save_poll(snapshot("prod"), [])
     refuse_writes(store, True)
-    with pytest.raises(StoreError, match="save_poll of tenant 'dev' failed.*read"):
+    with pytest.raises(StoreError, match=r"save_poll of tenant 'dev' failed.*read"):
         store.save_poll(snapshot("dev"), [])
-    with pytest.raises(StoreError, match="the last write failed: .*read"):
+    with pytest.raises(StoreError, match=r"the last write failed: .*read"):
         store.ping()
     assert store.load_snapshots() == {"prod": snapshot("prod")}  # reads still work
     refuse_writes(store, False)
