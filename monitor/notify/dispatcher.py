@@ -7,7 +7,9 @@ queue in the store, oldest event first, one request in flight:
   leader lease it is first claimed under the lease's token (``Store.claim_delivery``), so a
   leader that lost the lease sends nothing (``FencedOut``: it steps down instead);
 - ``DELIVERED`` is marked in its own commit right after the answer, so a crash can repeat only
-  the one request whose answer arrived but whose mark did not (at-least-once delivery);
+  the one request whose answer arrived but whose mark did not (at-least-once delivery); a
+  mark the store refuses (down, full, read-only) is committed again every ``STORE_RETRY``
+  seconds, never replaced by a second send;
 - ``RETRY`` sets the next attempt at ``now + max(retry_after, backoff)``; 429 answers are
   retried after their ``Retry-After`` and do not advance the backoff; when the delivery's
   ``max_age`` has passed it becomes dead instead;
