@@ -527,6 +527,7 @@ async def test_a_leader_whose_lease_was_taken_over_is_fenced_out_and_steps_down(
         await eventually(lambda: stepped_down(old), what="the old leader to step down")
         rotated = await the_one_rotation(new, receiver)
         assert sample(old, "keywatch_leader") == 0
+        assert sample(old, "keywatch_api_errors_total", tenant="tenant-1", reason="store") is None
         refusals = [r for r in caplog.records if "which now has token" in r.getMessage()]
         assert refusals and all(r.levelname == "WARNING" for r in refusals)
         claims = await asyncio.to_thread(
