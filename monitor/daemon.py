@@ -111,16 +111,6 @@ class Daemon:
             now=self.now,
         )
 
-    def _pruner(self) -> Pruner:
-        return Pruner(
-            store=self.store,
-            telemetry=self.telemetry,
-            policy=lambda: self.settings.retention,
-            leading=lambda: self.leading,
-            fence=lambda: self.lease.fence if self.lease is not None else None,
-            fenced_out=self._fenced_out,
-        )
-
     def _fenced_out(self) -> None:
         """The store refused a write for a newer lease token: step down now."""
         if self.lease is not None:
@@ -184,7 +174,7 @@ class Daemon:
                 self._spawn(roles.follow_shared_state(), name="shared-state"),
             ]
         await roles.start()
-        self._pruning = self._spawn(self._pruner().run(), name="retention")
+        self._pruning = self._spawn(pruner_of(self).run(), name="retention")
 
     def _spawn(self, coro: Any, *, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -322,6 +312,18 @@ class Daemon:
                 for signum, handler in previous.items():
                     loop.remove_signal_handler(signum)
                     signal.signal(signum, handler)
+
+
+def pruner_of(daemon: Daemon) -> Pruner:
+    """The leader's retention task, on the daemon's current settings and lease."""
+    return Pruner(
+        store=daemon.store,
+        telemetry=daemon.telemetry,
+        policy=lambda: daemon.settings.retention,
+        leading=lambda: daemon.leading,
+        fence=lambda: daemon.lease.fence if daemon.lease is not None else None,
+        fenced_out=daemon._fenced_out,
+    )
 
 
 def ignore_stop_signals() -> None:

@@ -32,28 +32,24 @@ attempt came to (the mark, the counter, the log line, the next attempt).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
-import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from queue import SimpleQueue
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
 from monitor.clock import Clock, span
 from monitor.errors import FencedOut, StoreError
 from monitor.metrics import Telemetry
+from monitor.notify._storethread import StoreThread
 from monitor.notify.base import Notifier, Outcome, Verdict
 from monitor.notify.pacing import Backoff, TokenBucket
 from monitor.store.base import Delivery, Fence, Store
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 BATCH_SIZE = 1000
 """Deliveries read from the store at a time (the head of one destination's queue). Each read
@@ -71,68 +67,9 @@ RESUME_WAIT = 1.0
 """How long ``start`` waits for the deliveries that were due at start to be attempted."""
 THROTTLE_FLOOR = 1.0
 """Shortest wait after a 429, whatever its ``Retry-After`` says."""
-STORE_CLOSE_WAIT = 10.0
-"""Longest wait in ``stop`` for a store call still running (a cancelled attempt's mark)."""
 
 
-_StoreCall = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
 _LaneLoop = Callable[["_Lane", Sequence["asyncio.Task[None]"]], Coroutine[Any, Any, None]]
-
-
-class _StoreThread:
-    """Runs the store's blocking calls, one at a time, on a thread of its own.
-
-    One call per delivery goes through here: a plain queue and ``call_soon_threadsafe`` cost
-    about half the CPU of ``asyncio.to_thread`` (executor bookkeeping, context copy, chained
-    futures). One thread loses no concurrency: both stores serialise their calls on a lock.
-    The thread starts on first use and ends at ``close``."""
-
-    def __init__(self) -> None:
-        self._calls: SimpleQueue[_StoreCall | None] = SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    async def run(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="notify-store", daemon=True)
-            self._thread.start()
-        self._calls.put((loop, future, functools.partial(function, *args, **kwargs)))
-        return await future
-
-    async def close(self) -> None:
-        """End the thread once the calls already queued have run."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._calls.put(None)
-            join = functools.partial(thread.join, timeout=STORE_CLOSE_WAIT)
-            await asyncio.get_running_loop().run_in_executor(None, join)
-
-    def _work(self) -> None:
-        while (call := self._calls.get()) is not None:
-            loop, future, function = call
-            try:
-                result = function()
-            except BaseException as exc:  # handed to the awaiting task, like to_thread
-                _settle(loop, future, future.set_exception, exc)
-            else:
-                _settle(loop, future, future.set_result, result)
-
-
-def _settle(
-    loop: asyncio.AbstractEventLoop,
-    future: asyncio.Future[Any],
-    setter: Callable[[Any], None],
-    value: object,
-) -> None:
-    def settle() -> None:
-        if not future.done():  # the awaiting task may have been cancelled meanwhile
-            setter(value)
-
-    try:
-        loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # the loop is closed: nobody waits for the answer any more
-        pass
 
 
 @dataclass(eq=False)
@@ -237,7 +174,7 @@ class _Outcomes:
         self,
         *,
         store: Store,
-        store_thread: _StoreThread,
+        store_thread: StoreThread,
         telemetry: Telemetry,
         rng: random.Random,
         backoff: Backoff,
@@ -416,7 +353,7 @@ class Dispatcher:
         self._lanes = _Lanes(clock=self._clock, run=self._run_lane)
         self._helpers: list[asyncio.Task[None]] = []
         self._stats_dirty = asyncio.Event()
-        self._store_thread = _StoreThread()
+        self._store_thread = StoreThread()
         self._outcomes = _Outcomes(
             store=store,
             store_thread=self._store_thread,

@@ -10,6 +10,7 @@ postgresql://postgres@127.0.0.1:5432/test; skipped when unreachable, except unde
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -514,6 +515,7 @@ async def test_a_leader_whose_lease_was_taken_over_is_fenced_out_and_steps_down(
     """The old leader's clock stands still (as in a process frozen past its lease): it never
     notices the lapse itself and still polls and sends. The store refuses its writes for the
     newer token; it steps down, and the rotation is sent once, by the new leader."""
+    caplog.set_level(logging.WARNING)  # an earlier test may have configured the root logger
     tenant = server.simulator.tenant("tenant-1")
     async with replicas(replica_settings(server, receiver, tmp_path, postgres_url)) as group:
         old = await group.start(lease_clock=ManualClock().clock)  # its lease lapsed in 2025

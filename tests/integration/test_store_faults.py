@@ -14,6 +14,7 @@ Without PostgreSQL's binaries or permission to mount these tests skip, except un
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -222,6 +223,7 @@ async def test_sqlite_read_only_while_a_notification_is_in_flight(
 ) -> None:
     """The answer to a POST comes while the store refuses writes: the outcome is committed
     once it accepts them again, and the delivery is not sent again meanwhile."""
+    caplog.set_level(logging.WARNING)  # an earlier test may have configured the root logger
     tenant = server.simulator.tenant("tenant-1")
     receiver.script("/hook", Answer(204, delay=2.0))  # holds the first POST
     text = daemon_config(server, tmp_path, interval="200ms") + (
