@@ -30,7 +30,7 @@ from monitor.config import DestinationConfig, Settings, load_config
 from monitor.daemon import build_daemon, ignore_stop_signals, secrets_of
 from monitor.detect import problems
 from monitor.errors import ConfigError, KeywatchError, SourceError
-from monitor.httpclient import build_http_client
+from monitor.httpclient import HttpClients, Route, build_http_client
 from monitor.logs import configure_logging
 from monitor.notify import build_notifier, sample_event
 from monitor.notify.base import Outcome, Verdict
@@ -112,11 +112,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 async def _check_all(settings: Settings) -> list[TenantCheck]:
     timeout = max(tenant.timeout for tenant in settings.tenants)
-    async with build_http_client(timeout=timeout) as http:
+    clients = HttpClients(timeout=timeout)
+    try:
 
         async def check_one(index: int) -> TenantCheck:
             tenant = settings.tenants[index]
             result = TenantCheck(name=tenant.name)
+            http = clients.get(Route(*settings.route_of(tenant)))
             try:
                 result.snapshot = await fetch_snapshot(
                     client_for_tenant(http, tenant),
@@ -131,6 +133,8 @@ async def _check_all(settings: Settings) -> list[TenantCheck]:
             return result
 
         return list(await asyncio.gather(*(check_one(i) for i in range(len(settings.tenants)))))
+    finally:
+        await clients.aclose()
 
 
 def _exit_code(results: Sequence[TenantCheck]) -> int:
@@ -169,11 +173,12 @@ def _destination(settings: Settings, name: str, source: str) -> DestinationConfi
     return None
 
 
-async def _send_test(destination: DestinationConfig) -> Verdict:
+async def _send_test(settings: Settings, destination: DestinationConfig) -> Verdict:
     notifier = build_notifier(destination)
     now = datetime.now(UTC)
     event = sample_event(tenant=TEST_TENANT, detected_at=now)
-    async with build_http_client(timeout=destination.timeout) as http:
+    route = Route(*settings.route_of(destination))
+    async with build_http_client(timeout=destination.timeout, route=route) as http:
         return await notifier.deliver(http, event, now=now)
 
 
@@ -183,7 +188,7 @@ def cmd_test_notify(args: argparse.Namespace) -> int:
     if destination is None:
         return EXIT_CONFIG
     configure_logging(level="warning", secrets=secrets_of(settings))
-    verdict = asyncio.run(_send_test(destination))
+    verdict = asyncio.run(_send_test(settings, destination))
     outcome = "delivered" if verdict.outcome is Outcome.DELIVERED else "NOT delivered"
     print(f"{destination.name} ({destination.kind}): {outcome}: {verdict.detail}")
     if verdict.outcome is Outcome.RETRY:

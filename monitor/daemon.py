@@ -33,9 +33,9 @@ from prometheus_client import CollectorRegistry
 
 from monitor import __version__
 from monitor.clock import utc_now
-from monitor.config import DestinationConfig, Settings, load_config
+from monitor.config import DestinationConfig, Settings, TenantConfig, load_config
 from monitor.errors import ConfigError
-from monitor.httpclient import build_http_client
+from monitor.httpclient import HttpClients, Route
 from monitor.leader import SHARED_REFRESH_SECONDS, LeaderLease, RoleFollower, new_holder_id
 from monitor.logs import RedactSecrets
 from monitor.metrics import Telemetry, build_registry
@@ -44,6 +44,7 @@ from monitor.notify import build_notifier
 from monitor.notify.base import Notifier
 from monitor.notify.dispatcher import Dispatcher
 from monitor.poll import Poller, PollSchedule
+from monitor.redact import url_secrets
 from monitor.retention import Pruner
 from monitor.store import open_store
 from monitor.store.base import Store
@@ -64,6 +65,9 @@ def secrets_of(settings: Settings) -> list[str]:
                 found.append(secret.get_secret_value())
     for destination in settings.destinations:
         found.extend(destination.secret_values())
+    for item in (settings, *settings.tenants, *settings.destinations):
+        if item.proxy is not None:
+            found.extend(url_secrets(item.proxy.get_secret_value()))
     return found
 
 
@@ -74,7 +78,7 @@ class Daemon:
 
     settings: Settings
     store: Store  # migrated
-    http: httpx.AsyncClient
+    clients: HttpClients
     telemetry: Telemetry
     registry: CollectorRegistry
     config_path: str | None = None
@@ -94,27 +98,32 @@ class Daemon:
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _lease_tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    _pruning: asyncio.Task[Any] | None = None
 
     def __post_init__(self) -> None:
         self.dispatcher = Dispatcher(
-            store=self.store, http=self.http, telemetry=self.telemetry, fenced_out=self._fenced_out
-        )
-        self.poller = Poller(
             store=self.store,
             http=self.http,
             telemetry=self.telemetry,
+            client_of=lambda notifier: self.client_of(notifier.config),
+        )
+        self.poller = Poller(
+            store=self.store,
+            client_of=self.client_of,
+            telemetry=self.telemetry,
             wake=self.dispatcher.wake,
             leading=lambda: self.leading,
-            fence=lambda: self.lease.fence if self.lease is not None else None,
-            fenced_out=self._fenced_out,
+            lease=lambda: self.lease,
             now=self.now,
         )
 
-    def _fenced_out(self) -> None:
-        """The store refused a write for a newer lease token: step down now."""
-        if self.lease is not None:
-            self.lease.fenced_out()
+    @property
+    def http(self) -> httpx.AsyncClient:  # direct, public CAs only
+        return self.clients.default
+
+    def client_of(self, item: TenantConfig | DestinationConfig) -> httpx.AsyncClient:
+        """The client of a tenant's or a destination's route (proxy, CA file), as the running
+        settings say."""
+        return self.clients.get(Route(*self.settings.route_of(item)))
 
     @property
     def leading(self) -> bool:
@@ -160,10 +169,13 @@ class Daemon:
                 ping_store=self.store.ping,
                 polled_all=roles.polled_enough,
                 standing_by=roles.standing_by,
-            )
+            ),
+            self.settings.web,
         )
         self._spawn(self._server.serve(sockets=[sock]), name="web-server")
-        log.info("serving http://%s:%s/metrics", self.settings.listen_host, self.port)
+        web, host = self.settings.web, self.settings.listen_host
+        auth = " (basic auth)" if web.basic_auth_users else ""
+        log.info("serving %s://%s:%s/metrics%s", web.scheme, host, self.port, auth)
 
         self._schedule.start(self.settings.tenants)  # paused: resumed when leading
         if self.lease is not None:
@@ -174,7 +186,7 @@ class Daemon:
                 self._spawn(roles.follow_shared_state(), name="shared-state"),
             ]
         await roles.start()
-        self._pruning = self._spawn(pruner_of(self).run(), name="retention")
+        self._lease_tasks.append(self._spawn(pruner_of(self).run(), name="retention"))
 
     def _spawn(self, coro: Any, *, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -212,9 +224,10 @@ class Daemon:
 
     def _apply(self, settings: Settings) -> None:
         assert self._schedule is not None
-        restart_only = ("listen", "state", "lease")
-        if any(getattr(settings, key) != getattr(self.settings, key) for key in restart_only):
-            log.warning("listen, state and lease changes take effect after a restart")
+        previous, self.settings = self.settings, settings  # the new routes are read from here
+        restart_only = ("listen", "state", "lease", "web")
+        if any(getattr(settings, key) != getattr(previous, key) for key in restart_only):
+            log.warning("listen, web, state and lease changes take effect after a restart")
         tenants = self.poller.tenants
         wanted = {tenant.name: tenant for tenant in settings.tenants}
         for name in [name for name in tenants if name not in wanted]:
@@ -224,13 +237,13 @@ class Daemon:
         now = datetime.now(UTC)
         for name, tenant in wanted.items():
             runtime = tenants.get(name)
-            if runtime is not None and runtime.config == tenant:
+            same_route = settings.route_of(tenant) == previous.route_of(tenant)
+            if runtime is not None and runtime.config == tenant and same_route:
                 continue
             self.poller.add_tenant(tenant, runtime.state if runtime else None)
             self._schedule.add(tenant, first_run=now)
             log.info("tenant %s", "updated" if runtime else "added", extra={"tenant": name})
         self._apply_destinations(settings.destinations)
-        self.settings = settings
         if self.redactor is not None:
             self.redactor.update(secrets_of(settings))
 
@@ -267,9 +280,6 @@ class Daemon:
         the web server, then close the HTTP client and the store. Every wait is also bounded
         by the leadership left. ``release_lease=False`` leaves the lease to lapse, as a crash
         would."""
-        if self._pruning is not None:
-            self._pruning.cancel()
-            await asyncio.wait({self._pruning})
         if self._roles is not None:
             await self._roles.close(grace=SHUTDOWN_GRACE_SECONDS)
         for task in self._lease_tasks:
@@ -282,7 +292,7 @@ class Daemon:
             self._server.should_exit = True
         if self._background:
             await asyncio.wait(set(self._background), timeout=SHUTDOWN_GRACE_SECONDS)
-        await self.http.aclose()
+        await self.clients.aclose()
         await asyncio.to_thread(self.store.close)
         if self._server is not None:  # it had started: a failed start ends with its error
             log.info("stopped")
@@ -315,14 +325,14 @@ class Daemon:
 
 
 def pruner_of(daemon: Daemon) -> Pruner:
-    """The leader's retention task, on the daemon's current settings and lease."""
+    """The leader's retention task, on the daemon's current settings and lease; a background
+    loop like the lease's (``Daemon._lease_tasks``), cancelled with them at shutdown."""
     return Pruner(
         store=daemon.store,
         telemetry=daemon.telemetry,
         policy=lambda: daemon.settings.retention,
         leading=lambda: daemon.leading,
-        fence=lambda: daemon.lease.fence if daemon.lease is not None else None,
-        fenced_out=daemon._fenced_out,
+        lease=lambda: daemon.lease,
     )
 
 
@@ -339,9 +349,11 @@ def build_daemon(
     config_path: str | Path | None = None,
     redactor: RedactSecrets | None = None,
     telemetry: Telemetry | None = None,
+    now: Callable[[], datetime] = utc_now,
 ) -> Daemon:
     """Build the daemon from settings: the one shared HTTP client, the store (with the leader
-    lease when it is PostgreSQL), the metrics."""
+    lease when it is PostgreSQL), the metrics. ``now``: the wall clock polls are stamped with
+    (tests share one with the simulator)."""
     timeout = max((tenant.timeout for tenant in settings.tenants), default=10.0)
     telemetry = telemetry or Telemetry()
     store = open_store(settings.state)  # migrated here, once
@@ -352,9 +364,10 @@ def build_daemon(
         settings=settings,
         store=store,
         lease=lease,
-        http=build_http_client(timeout=timeout),
+        clients=HttpClients(timeout=timeout),
         telemetry=telemetry,
         registry=build_registry(telemetry, version=__version__),
         config_path=str(config_path) if config_path is not None else None,
         redactor=redactor,
+        now=now,
     )

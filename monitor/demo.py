@@ -4,7 +4,9 @@ receiver that answers like each notification service and prints what it would ha
 
 The destinations come from the demo configuration (``monitor/demo.yaml``, shipped inside the
 package so the demo works wherever keywatch is installed), whose URLs point at
-``${KEYWATCH_DEMO_RECEIVER}``, set here to the receiver's address.
+``${KEYWATCH_DEMO_RECEIVER}``, set here to the receiver's address. The simulated tenant also
+serves a JWKS mirror that follows each change late (``DEMO_MIRROR``), which the demo
+configuration watches.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from monitor.logs import configure_logging
 from monitor.simulator import SimulatedTenant, SimulatorServer
 
 DEMO_TENANT = "tenant-1"
+DEMO_MIRROR = "gateway"
+"""A mirror of the demo tenant's JWKS (``mirrors:`` in demo.yaml), like an API gateway's cache
+that follows each key change a few seconds late: the demo shows it falling behind and
+catching up after every rotation."""
 PACKAGED_CONFIG = "demo.yaml"
 """The demo configuration, a resource of the ``monitor`` package."""
 MIN_ROTATE_EVERY = 4.0
@@ -220,8 +226,14 @@ def run_demo(
         _say(f"  {kinds or 'no destinations configured'}")
         _say(f"metrics at http://127.0.0.1:{listen_port}/metrics   (Ctrl-C stops everything)")
         _say(f"a rotation every {rotate_every:g}s, the revocation of the old key halfway between")
-        daemon = build_daemon(settings, redactor=redactor)
         tenant = server.simulator.tenant(DEMO_TENANT)
+        mirror_delay = rotate_every * 0.4  # long enough for two polls to see it behind
+        tenant.publication.add_mirror(DEMO_MIRROR, delay=mirror_delay)
+        _say(
+            f"a JWKS mirror ({DEMO_MIRROR}, like an API gateway's cache) follows each key change "
+            f"{mirror_delay:g}s late: watch mirror.stale, then mirror.synced with its lag"
+        )
+        daemon = build_daemon(settings, redactor=redactor)
         try:
             asyncio.run(_run(daemon, tenant, rotate_every=rotate_every))
         finally:

@@ -1,15 +1,22 @@
-"""The one place keywatch builds an ``httpx.AsyncClient``.
+"""The one place keywatch builds an ``httpx.AsyncClient``, and reads an answer with a limit.
 
-The daemon builds a single client and hands it to every source and notifier, so connection
-pools, timeouts and the User-Agent are decided here and nowhere else.
+The daemon holds one ``HttpClients``: one client per distinct route (proxy, CA file), built
+on first use and shared by every source and notifier on that route, so connection pools,
+timeouts, TLS trust and the User-Agent are decided here and nowhere else. Answers are read
+with ``read_limited``, which streams and stops at a limit instead of loading them whole.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+import certifi
 import httpx
 
 from monitor import __version__
@@ -19,6 +26,14 @@ CONNECT_TIMEOUT_CAP = 5.0
 
 DEFAULT_USER_AGENT = f"keywatch/{__version__}"
 
+MAX_ANSWER_BYTES = 4 << 20
+"""The longest answer read from Auth0 or a published JWKS/certificate (4 MiB; a key with its
+certificate is about 4 KiB): a longer one is cut off and fails as ``malformed``."""
+
+TOTAL_TIMEOUT_FACTOR = 2.0
+"""A request (connect, send, the whole answer) ends after this many times its timeout at
+most; ``timeout`` itself bounds each network operation."""
+
 
 def build_timeout(timeout: float) -> httpx.Timeout:
     """Read/write/pool time out after ``timeout`` seconds, connect after at most 5 s."""
@@ -27,18 +42,41 @@ def build_timeout(timeout: float) -> httpx.Timeout:
     return httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT_CAP, timeout))
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How requests leave: through ``proxy`` (None: directly) trusting the public CAs plus
+    the PEM certificates in ``ca_file``. The proxy URL may hold credentials: no repr."""
+
+    proxy: str | None = None
+    ca_file: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Route(proxy={'set' if self.proxy else None}, ca_file={self.ca_file!r})"
+
+
+def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """Certificate and host name verification, always: the public CAs (certifi, as httpx
+    uses by default) plus ``ca_file``'s. Raises ``OSError``/``ssl.SSLError`` for a bad file."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
 def build_http_client(
     *,
     timeout: float = 10.0,
     max_connections: int = 200,
     user_agent: str = DEFAULT_USER_AGENT,
+    route: Route = Route(),
 ) -> httpx.AsyncClient:
     """A shared client: explicit timeouts and limits, no redirects, no proxy env variables.
 
     Redirects are not followed because an Auth0 API never redirects: a 3xx means a wrong
     domain or a captive proxy, and following it would send the bearer token elsewhere.
     ``trust_env=False`` keeps ``HTTP(S)_PROXY``/``SSL_CERT_FILE``/``.netrc`` from changing
-    where credentials go behind the configuration's back.
+    where credentials go behind the configuration's back: a proxy or a private CA is set
+    in the configuration (``route``) or not at all.
     """
     if max_connections < 1:
         raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
@@ -51,7 +89,127 @@ def build_http_client(
         headers={"User-Agent": user_agent},
         follow_redirects=False,
         trust_env=False,
+        proxy=route.proxy,
+        verify=tls_context(route.ca_file),
     )
+
+
+class HttpClients:
+    """One client per distinct ``Route``, built on first use, all closed by ``aclose``.
+
+    A reload that introduces a new route gets a new client; a route no longer used keeps its
+    (idle) client until shutdown, so a request in flight is never cut off. ``ca_file`` is read
+    when its client is built: a changed CA file takes effect after a restart."""
+
+    def __init__(self, *, timeout: float = 10.0, max_connections: int = 200) -> None:
+        build_timeout(timeout)  # fail now on a bad value
+        self._timeout = timeout
+        self._max_connections = max_connections
+        self._clients: dict[Route, httpx.AsyncClient] = {}
+
+    def get(self, route: Route = Route()) -> httpx.AsyncClient:
+        client = self._clients.get(route)
+        if client is None:
+            client = build_http_client(
+                timeout=self._timeout, max_connections=self._max_connections, route=route
+            )
+            self._clients[route] = client
+        return client
+
+    @property
+    def default(self) -> httpx.AsyncClient:
+        """Direct, public CAs only."""
+        return self.get(Route())
+
+    @property
+    def routes(self) -> list[Route]:
+        return list(self._clients)
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+# --- reading answers with a limit ---------------------------------------------------------
+
+
+class ResponseTooLarge(Exception):
+    """An answer's body is longer than the reader's limit; the rest was not read. The message
+    names the endpoint (never the URL, which may hold a secret) and the limit."""
+
+    def __init__(self, endpoint: str, limit: int) -> None:
+        self.endpoint = endpoint
+        self.limit = limit
+        super().__init__(f"{endpoint}: the answer is larger than {size_text(limit)}; not read")
+
+
+def size_text(size: int) -> str:
+    """``64 KiB``, ``4 MiB``, ``100 bytes``."""
+    for unit, name in ((1 << 20, "MiB"), (1 << 10, "KiB")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} bytes"
+
+
+async def read_limited(response: httpx.Response, limit: int, *, endpoint: str) -> bytes:
+    """The (decoded) body of a streamed response, read until ``limit`` bytes at most; raises
+    ``ResponseTooLarge`` as soon as it would be longer, without reading the rest. A
+    ``Content-Length`` over the limit fails before anything is read."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ResponseTooLarge(endpoint, limit)
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > limit:
+            break  # the caller's ``stream`` block closes the connection: the rest is not read
+        chunks.append(chunk)
+    if total > limit:
+        raise ResponseTooLarge(endpoint, limit)
+    return b"".join(chunks)
+
+
+async def request_limited(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    limit: int,
+    endpoint: str,
+    timeouts: httpx.Timeout,
+    headers: Mapping[str, str] | None = None,
+    json: object = None,
+) -> httpx.Response:
+    """``http.request`` that streams the body with ``read_limited`` and gives up after
+    ``TOTAL_TIMEOUT_FACTOR`` times the longest of ``timeouts`` in total (httpx's own are per
+    network operation, so a server that drips a byte at a time would never time out).
+    Returns a closed response whose ``content`` is the body, already decoded. Raises
+    ``ResponseTooLarge`` or an ``httpx.HTTPError`` (``httpx.TimeoutException`` past the
+    total)."""
+    parts = (timeouts.connect, timeouts.read, timeouts.write, timeouts.pool)
+    total = TOTAL_TIMEOUT_FACTOR * max(part or 0.0 for part in parts)
+    try:
+        async with asyncio.timeout(total or None):
+            async with http.stream(
+                method, url, headers=headers, json=json, timeout=timeouts
+            ) as streamed:
+                body = await read_limited(streamed, limit, endpoint=endpoint)
+    except TimeoutError:
+        raise httpx.ReadTimeout(f"no complete answer within {total:g}s") from None
+    return httpx.Response(
+        streamed.status_code,
+        headers=_without_encoding(streamed.headers),
+        content=body,
+        request=streamed.request,
+        extensions=streamed.extensions,
+    )
+
+
+def _without_encoding(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    dropped = {"content-encoding", "content-length"}
+    return [(name, value) for name, value in headers.items() if name.lower() not in dropped]
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

@@ -377,8 +377,9 @@ class RoleFollower:
         # Before polling: deliveries left pending (by the last run, or the last leader) go
         # out first.
         notifiers = list(self._notifiers())
-        fence = self.lease.fence if self.lease is not None else None
-        await self._dispatcher.start(notifiers, resume_wait=self.bounded(RESUME_WAIT), fence=fence)
+        await self._dispatcher.start(
+            notifiers, resume_wait=self.bounded(RESUME_WAIT), lease=self.lease
+        )
         if not self.leading:
             return  # lost meanwhile: the lease has set ``changed``, and _stand_by follows
         self._polling.resume()

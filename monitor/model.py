@@ -2,8 +2,8 @@
 
 ``parse_signing_keys`` turns the JSON of ``GET /api/v2/keys/signing`` into ``KeyState``s,
 raising ``MalformedResponse`` (naming the item and field) for anything the OpenAPI forbids.
-Certificate facts are cached by PEM text: a tenant's certificates change only on rotation,
-so a poll parses none of them after the first.
+Certificate facts are cached by PEM text (``monitor.certificates``): a tenant's
+certificates change only on rotation, so a poll parses none of them after the first.
 """
 
 from __future__ import annotations
@@ -15,13 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
-from functools import lru_cache
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
-
+from monitor.certificates import cert_facts
 from monitor.errors import MalformedResponse
 
 KEY_STATES = ("current", "next", "previous", "revoked")
@@ -52,6 +48,15 @@ class EventType(StrEnum):
     TENANT_NO_CURRENT_KEY = "tenant.no_current_key"
     TENANT_NO_NEXT_KEY = "tenant.no_next_key"
     TENANT_CURRENT_KEY_RESTORED = "tenant.current_key_restored"
+    JWKS_MISMATCH = "jwks.mismatch"
+    JWKS_CONSISTENT = "jwks.consistent"
+    MIRROR_STALE = "mirror.stale"
+    MIRROR_SYNCED = "mirror.synced"
+    KEY_EXPIRING = "key.expiring"
+    KEY_PREVIOUS_UNREVOKED = "key.previous_unrevoked"
+    TENANT_ROTATION_OVERDUE = "tenant.rotation_overdue"
+    TENANT_UNREACHABLE = "tenant.unreachable"
+    TENANT_RECOVERED = "tenant.recovered"
 
 
 DEFAULT_SEVERITY: Mapping[EventType, Severity] = {
@@ -65,17 +70,16 @@ DEFAULT_SEVERITY: Mapping[EventType, Severity] = {
     EventType.TENANT_NO_CURRENT_KEY: Severity.CRITICAL,
     EventType.TENANT_NO_NEXT_KEY: Severity.WARNING,
     EventType.TENANT_CURRENT_KEY_RESTORED: Severity.INFO,
+    EventType.JWKS_MISMATCH: Severity.CRITICAL,
+    EventType.JWKS_CONSISTENT: Severity.INFO,
+    EventType.MIRROR_STALE: Severity.WARNING,  # critical while the mirror lacks the current key
+    EventType.MIRROR_SYNCED: Severity.INFO,
+    EventType.KEY_EXPIRING: Severity.WARNING,
+    EventType.KEY_PREVIOUS_UNREVOKED: Severity.WARNING,
+    EventType.TENANT_ROTATION_OVERDUE: Severity.WARNING,
+    EventType.TENANT_UNREACHABLE: Severity.WARNING,
+    EventType.TENANT_RECOVERED: Severity.INFO,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class CertFacts:
-    """What keywatch reads from a key's X.509 certificate."""
-
-    sha1: str  # upper-case hex SHA-1 of the DER, what Auth0 calls the thumbprint
-    not_before: datetime
-    not_after: datetime
-    key_size: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,8 @@ class KeyState:
     not_before: datetime | None = None
     not_after: datetime | None = None
     key_size: int | None = None
+    key_type: str | None = None
+    rsa_sha256: str | None = None  # of the certificate's RSA public key (n, e); None: unknown
 
     @property
     def state(self) -> str:
@@ -143,19 +149,36 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class EpisodeState:
+    """What survives a restart of one published target's watch (``monitor.publication``): the
+    disagreeing streak, the open episode, episodes since ``anchor``, a mirror behind since."""
+
+    streak: int = 0
+    open_id: str | None = None
+    open_severity: Severity | None = None
+    anchor: datetime | None = None
+    episodes: int = 0
+    behind_since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TenantState:
     """What detection keeps of a tenant between polls (see ``monitor.confirm``).
 
     ``snapshot`` is the last *confirmed* answer: the next events are computed against it.
     ``last_current`` holds the current kids last confirmed, kept through a gap with no current
     key, so the gap's end is told apart from a rotation. ``pending`` is an alarming answer not
-    yet believed, seen in ``pending_polls`` consecutive polls.
+    yet believed, seen in ``pending_polls`` consecutive polls. ``alerted`` holds the ids of the
+    standing hygiene findings already raised, so each is raised once. ``publication`` holds the
+    episode state of each published target (by ``monitor.publication.target_key``).
     """
 
     snapshot: Snapshot
     last_current: tuple[str, ...] = ()
     pending: Snapshot | None = None
     pending_polls: int = 0
+    alerted: frozenset[str] = frozenset()  # ids of the hygiene findings raised (monitor.hygiene)
+    publication: Mapping[str, EpisodeState] = field(default_factory=dict)
 
     @classmethod
     def confirmed(cls, snapshot: Snapshot, last_current: tuple[str, ...] = ()) -> TenantState:
@@ -205,9 +228,49 @@ class Event:
         if self.type is EventType.KEY_STATE_CHANGED:
             old, new = self.details.get("old_state"), self.details.get("new_state")
             return f"signing key {self.kid} on {self.tenant} moved {old} -> {new}"
+        if self.type in _PUBLICATION_SUMMARIES:
+            where = f"{self.details.get('source', '')} {self.details.get('url', '')}".strip()
+            return f"{_PUBLICATION_SUMMARIES[self.type]} on {self.tenant}: {where}"
+        hygiene = self._hygiene_summary()
+        if hygiene:
+            return hygiene
         if self.kid:
             return f"{self.type.value} on {self.tenant}: {self.kid}"
         return f"{self.type.value} on {self.tenant}"
+
+    def _hygiene_summary(self) -> str | None:
+        """The lines of the expiry, hygiene and reachability events (``monitor.hygiene``,
+        ``monitor.reachability``), from their details."""
+        facts = self.details
+        if self.type is EventType.KEY_EXPIRING:
+            return (
+                f"certificate of signing key {self.kid} on {self.tenant} expires at "
+                f"{facts.get('not_after')} (in {facts.get('expires_in')})"
+            )
+        if self.type is EventType.KEY_PREVIOUS_UNREVOKED:
+            return (
+                f"previous signing key {self.kid} on {self.tenant} still not revoked "
+                f"{facts.get('age')} after the rotation"
+            )
+        if self.type is EventType.TENANT_ROTATION_OVERDUE:
+            age = facts.get("age")
+            return f"current signing key {self.kid} on {self.tenant} not rotated for {age}"
+        if self.type is EventType.TENANT_UNREACHABLE:
+            return (
+                f"{self.tenant} unreachable: {facts.get('failures')} polls failed in a row "
+                f"({facts.get('reason')})"
+            )
+        if self.type is EventType.TENANT_RECOVERED:
+            return f"{self.tenant} reachable again after {facts.get('downtime')}"
+        return None
+
+
+_PUBLICATION_SUMMARIES: Mapping[EventType, str] = {
+    EventType.JWKS_MISMATCH: "published keys disagree with the Management API",
+    EventType.JWKS_CONSISTENT: "published keys agree with the Management API again",
+    EventType.MIRROR_STALE: "JWKS mirror is stale",
+    EventType.MIRROR_SYNCED: "JWKS mirror is in sync again",
+}
 
 
 def event_id(tenant: str, event_type: EventType, *transition: str | None) -> str:
@@ -264,25 +327,6 @@ def parse_auth0_date(value: object, where: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-@lru_cache(maxsize=8192)
-def cert_facts(pem: str) -> CertFacts:
-    """Parse a PEM certificate once; raises ValueError when it is not one."""
-    certificate = x509.load_pem_x509_certificate(pem.replace("\r\n", "\n").encode())
-    der = certificate.public_bytes(Encoding.DER)
-    public_key = certificate.public_key()
-    key_size = (
-        public_key.key_size
-        if isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
-        else None
-    )
-    return CertFacts(
-        sha1=hashlib.sha1(der).hexdigest().upper(),  # Auth0's thumbprint is a SHA-1
-        not_before=certificate.not_valid_before_utc,
-        not_after=certificate.not_valid_after_utc,
-        key_size=key_size,
-    )
-
-
 _REQUIRED_STRINGS = ("kid", "cert", "fingerprint", "thumbprint")
 _FLAGS = ("current", "next", "previous", "revoked")
 _DATES = ("current_since", "current_until", "revoked_at")
@@ -318,6 +362,8 @@ def parse_signing_key(raw: object, where: str) -> KeyState:
         not_before=facts.not_before,
         not_after=facts.not_after,
         key_size=facts.key_size,
+        key_type=facts.key_type,
+        rsa_sha256=facts.rsa_sha256,
         current=flags["current"],
         next=flags["next"],
         previous=flags["previous"],
@@ -328,10 +374,20 @@ def parse_signing_key(raw: object, where: str) -> KeyState:
     )
 
 
+MAX_KEYS_PER_TENANT = 500
+"""The most signing keys one tenant's answer may list (revoked keys stay listed, one per
+rotation: 500 is decades of monthly rotations). More is refused as malformed, not stored."""
+
+
 def parse_signing_keys(raw: object) -> list[KeyState]:
     """The body of ``GET /api/v2/keys/signing``: a JSON array of SigningKey objects."""
     if not isinstance(raw, list):
         raise MalformedResponse(f"keys/signing: expected a JSON array, got {_kind(raw)}")
+    if len(raw) > MAX_KEYS_PER_TENANT:
+        raise MalformedResponse(
+            f"keys/signing: {len(raw)} keys, more than the {MAX_KEYS_PER_TENANT} keywatch "
+            "accepts for one tenant"
+        )
     keys = [parse_signing_key(item, f"keys/signing[{index}]") for index, item in enumerate(raw)]
     seen: set[str] = set()
     for index, key in enumerate(keys):
@@ -372,6 +428,8 @@ def key_to_dict(key: KeyState) -> dict[str, object]:
         "not_before": _iso(key.not_before),
         "not_after": _iso(key.not_after),
         "key_size": key.key_size,
+        "key_type": key.key_type,
+        "rsa_sha256": key.rsa_sha256,
     }
 
 
@@ -391,6 +449,8 @@ def key_from_dict(data: Mapping[str, Any]) -> KeyState:
         not_before=_from_iso(data.get("not_before")),
         not_after=_from_iso(data.get("not_after")),
         key_size=data.get("key_size"),
+        key_type=data.get("key_type"),
+        rsa_sha256=data.get("rsa_sha256"),
     )
 
 
@@ -426,6 +486,8 @@ def confirmation_to_json(state: TenantState) -> str:
             "last_current": list(state.last_current),
             "pending": _snapshot_to_dict(state.pending) if state.pending else None,
             "pending_polls": state.pending_polls,
+            "alerted": sorted(state.alerted),
+            "publication": {key: _episode_to_dict(e) for key, e in state.publication.items()},
         },
         separators=(",", ":"),
     )
@@ -443,6 +505,31 @@ def tenant_state_from_json(snapshot: Snapshot, confirmation: str | None) -> Tena
         last_current=tuple(str(kid) for kid in data.get("last_current") or ()),
         pending=_snapshot_from_dict(pending) if pending else None,
         pending_polls=int(data.get("pending_polls") or 0),
+        alerted=frozenset(str(item) for item in data.get("alerted") or ()),
+        publication={k: _episode_from_dict(v) for k, v in (data.get("publication") or {}).items()},
+    )
+
+
+def _episode_to_dict(episode: EpisodeState) -> dict[str, object]:
+    return {
+        "streak": episode.streak,
+        "open_id": episode.open_id,
+        "open_severity": episode.open_severity.label if episode.open_severity else None,
+        "anchor": _iso(episode.anchor),
+        "episodes": episode.episodes,
+        "behind_since": _iso(episode.behind_since),
+    }
+
+
+def _episode_from_dict(data: Mapping[str, Any]) -> EpisodeState:
+    severity = data.get("open_severity")
+    return EpisodeState(
+        streak=int(data.get("streak") or 0),
+        open_id=data.get("open_id"),
+        open_severity=Severity.parse(severity) if severity else None,
+        anchor=_from_iso(data.get("anchor")),
+        episodes=int(data.get("episodes") or 0),
+        behind_since=_from_iso(data.get("behind_since")),
     )
 
 

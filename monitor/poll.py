@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,12 +40,16 @@ from monitor.config import TenantConfig
 from monitor.confirm import confirm
 from monitor.detect import anomalies
 from monitor.errors import FencedOut, SourceError, StoreError
+from monitor.hygiene import HygienePolicy, check
 from monitor.metrics import Telemetry
 from monitor.model import Event, Severity, Snapshot, TenantState
 from monitor.notify.base import Notifier
+from monitor.publishing import PublicationCheck
+from monitor.reachability import Reachability, after_failure, after_success
 from monitor.sources.auth0 import Auth0Client, Credentials
 from monitor.sources.base import SnapshotSource
-from monitor.store.base import Fence, Store
+from monitor.sources.publication import PublicationReader, publication_targets
+from monitor.store.base import Fence, Fencing, Store
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +108,29 @@ async def fetch_snapshot(
     return await client.fetch(previous=previous, watched_kids=watched_kids, now=now)
 
 
+def publication_for_tenant(
+    http: httpx.AsyncClient, tenant: TenantConfig, telemetry: Telemetry
+) -> PublicationCheck | None:
+    """The tenant's publication checks, or None when it checks nothing it publishes."""
+    targets = publication_targets(
+        tenant.api_base,
+        jwks=tenant.jwks,
+        jwks_urls=tenant.jwks_urls,
+        cert_endpoints=tenant.cert_endpoints,
+        mirrors=tenant.mirrors,
+    )
+    if not targets:
+        return None
+    reader = PublicationReader(http, tenant=tenant.name, targets=targets, timeout=tenant.timeout)
+    return PublicationCheck(
+        reader,
+        tenant=tenant.name,
+        allow_extra_kids=tenant.jwks_allow_extra_kids,
+        polls=tenant.confirm.polls,
+        telemetry=telemetry,
+    )
+
+
 # --- the pipeline ----------------------------------------------------------------------------
 
 
@@ -112,6 +139,47 @@ class TenantRuntime:
     config: TenantConfig
     client: SnapshotSource
     state: TenantState | None = None
+    publication: PublicationCheck | None = None
+
+
+class _Reachabilities:
+    """Each tenant's run of failed polls as last committed (``monitor.reachability``), loaded
+    from the store when first needed, and what a poll's outcome makes of it."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._known: dict[str, Reachability] = {}
+
+    def forget(self, name: str | None = None) -> None:
+        """Read the tenant's (or every tenant's) run from the store again when next needed."""
+        if name is None:
+            self._known.clear()
+        else:
+            self._known.pop(name, None)
+
+    def remember(self, state: Reachability) -> None:
+        self._known[state.tenant] = state
+
+    async def after_failure(
+        self, config: TenantConfig, error: SourceError, *, at: datetime
+    ) -> tuple[Reachability, list[Event]]:
+        known = await self._of(config.name)
+        reason, threshold = error.reason, config.unreachable_after
+        return after_failure(known, reason=reason, error=str(error), at=at, threshold=threshold)
+
+    async def after_success(
+        self, name: str, *, at: datetime
+    ) -> tuple[Reachability, list[Event]] | None:
+        """None in the steady state (reachable before, and now): nothing to write."""
+        known = await self._of(name)
+        return None if known.healthy else after_success(known, at=at)
+
+    async def _of(self, name: str) -> Reachability:
+        known = self._known.get(name)
+        if known is None:
+            known = await asyncio.to_thread(self._store.load_reachability, name)
+            self._known[name] = known
+        return known
 
 
 class Poller:
@@ -121,27 +189,25 @@ class Poller:
         self,
         *,
         store: Store,
-        http: httpx.AsyncClient,
+        client_of: Callable[[TenantConfig], httpx.AsyncClient],
         telemetry: Telemetry,
         wake: Callable[[set[str]], None],
         leading: Callable[[], bool],
-        fence: Callable[[], Fence | None] = lambda: None,
-        fenced_out: Callable[[], None] = lambda: None,
+        lease: Callable[[], Fencing | None] = lambda: None,
         now: Callable[[], datetime] = utc_now,
         max_concurrent: int = MAX_CONCURRENT_POLLS,
     ) -> None:
-        """``fence``: what the commit of a poll started now carries (the leader lease's token);
-        ``fenced_out``: called when the store refused a commit for a newer token."""
+        """``lease``: the leader lease whose fence every commit carries, if any."""
         self.tenants: dict[str, TenantRuntime] = {}
         self._store = store
-        self._http = http
+        self._client_of = client_of
         self._telemetry = telemetry
         self._wake = wake
         self._leading = leading
-        self._fence = fence
-        self._fenced_out = fenced_out
+        self._lease = lease
         self._now = now
         self._destinations: tuple[Notifier, ...] = ()
+        self._reachability = _Reachabilities(store)
         self._slots = asyncio.Semaphore(max_concurrent)
         self._inflight: set[asyncio.Task[Any]] = set()
         self._ready = asyncio.Event()
@@ -150,16 +216,25 @@ class Poller:
 
     def add_tenant(self, config: TenantConfig, state: TenantState | None) -> None:
         """Poll ``config`` from now on (or with its new settings), from ``state`` on."""
-        self.tenants[config.name] = TenantRuntime(
-            config=config, client=client_for_tenant(self._http, config), state=state
-        )
         self._telemetry.add_tenant(config.name)
+        self._telemetry.publication.remove_tenant(config.name)  # its targets may have changed
+        http = self._client_of(config)  # the tenant's route: its proxy and CA file
+        publication = publication_for_tenant(http, config, self._telemetry)
+        self.tenants[config.name] = TenantRuntime(
+            config=config,
+            client=client_for_tenant(http, config),
+            state=state,
+            publication=publication,
+        )
+        if state is not None and publication is not None:
+            publication.restore(state.publication)
         if state is not None:
             self._telemetry.set_snapshot(state.seen)
             self._telemetry.set_unconfirmed(config.name, state.pending is not None)
 
     def remove_tenant(self, name: str) -> None:
         del self.tenants[name]
+        self._reachability.forget(name)
         self._telemetry.remove_tenant(name)
 
     def route_to(self, destinations: Iterable[Notifier]) -> None:
@@ -168,10 +243,13 @@ class Poller:
 
     def show_stored(self, stored: Mapping[str, TenantState]) -> None:
         """Take the states another replica committed (a standby, or a takeover)."""
+        self._reachability.forget()  # another replica may have counted failures since
         for name, runtime in self.tenants.items():
             state = stored.get(name)
             if state is not None and state != runtime.state:
                 self._show(runtime, state)
+                if runtime.publication is not None:
+                    runtime.publication.restore(state.publication)
 
     # --- polling ----------------------------------------------------------------------------
 
@@ -205,20 +283,35 @@ class Poller:
                 task.cancel()
 
     async def _poll_once(self, runtime: TenantRuntime) -> list[Event]:
-        name = runtime.config.name
-        started = time.perf_counter()
+        lease = self._lease()  # every commit of this poll carries its fence as of now
         try:
-            return await self._poll(runtime, started=started)
+            return await self._poll_counted(runtime, fence=lease.fence if lease else None)
         except FencedOut as exc:  # not an outage: another replica leads, this one steps down
+            name = runtime.config.name
             log.warning("poll result refused, stepping down: %s", exc, extra={"tenant": name})
-            self._fenced_out()
+            if lease is not None:
+                lease.fenced_out()
             return []
+
+    async def _poll_counted(self, runtime: TenantRuntime, *, fence: Fence | None) -> list[Event]:
+        name = runtime.config.name
+        started, started_at = time.perf_counter(), self._now()
+        try:
+            return await self._poll(runtime, started=started, started_at=started_at, fence=fence)
         except SourceError as exc:
             self._telemetry.record_poll_failure(
                 name, reason=exc.reason, duration=time.perf_counter() - started
             )
             log.warning("poll failed: %s", exc, extra={"tenant": name, "reason": exc.reason})
-            return []
+            try:
+                return await self._count_failure(runtime, exc, at=started_at, fence=fence)
+            except FencedOut:
+                raise
+            except StoreError as store_error:  # the run stays as stored: this one is uncounted
+                log.error("could not save the failed poll: %s", store_error, extra={"tenant": name})
+                return []
+        except FencedOut:
+            raise
         except StoreError as exc:
             self._telemetry.record_poll_failure(
                 name, reason="store", duration=time.perf_counter() - started
@@ -226,10 +319,11 @@ class Poller:
             log.error("could not save poll result: %s", exc, extra={"tenant": name})
             return []
 
-    async def _poll(self, runtime: TenantRuntime, *, started: float) -> list[Event]:
+    async def _poll(
+        self, runtime: TenantRuntime, *, started: float, started_at: datetime, fence: Fence | None
+    ) -> list[Event]:
         name = runtime.config.name
         previous = runtime.state
-        fence = self._fence()  # the commit must carry the token this poll started under
         observed = await fetch_snapshot(
             runtime.client,
             tenant=name,
@@ -238,16 +332,33 @@ class Poller:
             watched_kids=runtime.config.kids,
             now=self._now,
         )
+        recovered = await self._count_success(runtime, at=started_at, fence=fence)
         state, events = confirm(
             previous, observed, polls=runtime.config.confirm.polls, kids=runtime.config.kids
         )
+        state, findings = check(
+            state,
+            alerted=previous.alerted if previous else frozenset(),
+            now=observed.taken_at,
+            policy=hygiene_policy(runtime.config),
+            kids=runtime.config.kids,
+        )
+        events += findings
+        publication = runtime.publication
+        outcome = None
+        if publication is not None:  # what the world sees, against the confirmed snapshot
+            outcome = await publication.observe(state.snapshot, now=self._now)
+            publication.record_errors(outcome)
+            events = [*events, *outcome.events]
+            state = replace(state, publication=outcome.episodes)  # committed with the poll
         if not self._leading():  # stepped down while fetching: the new leader polls instead
             log.info("poll result dropped: not the leader any more", extra={"tenant": name})
             return []
         committed: list[Event] = []
         deliveries = self._deliveries_of(events)
-        if state != previous:
-            # An unchanged state is not written: in memory and on disk agree on what "old" is.
+        if state != previous or (outcome is not None and outcome.events):
+            # An unchanged state is not written (unless publication events come with it): in
+            # memory and on disk agree on what "old" is.
             committed = await asyncio.to_thread(
                 self._store.save_poll, state, events, deliveries, fence=fence
             )
@@ -255,9 +366,42 @@ class Poller:
                 self._wake({destination for _, destination in deliveries})
         if self.tenants.get(name) is runtime:  # not removed by a reload meanwhile
             self._show(runtime, state)
+            if publication is not None and outcome is not None:
+                publication.apply(outcome)
         self._telemetry.record_events(committed)
         self._telemetry.record_poll_success(name, duration=time.perf_counter() - started)
         _log_state(runtime, previous, state)
+        _announce(committed)
+        return recovered + committed
+
+    # --- reachability -----------------------------------------------------------------------
+
+    async def _count_failure(
+        self, runtime: TenantRuntime, error: SourceError, *, at: datetime, fence: Fence | None
+    ) -> list[Event]:
+        state, events = await self._reachability.after_failure(runtime.config, error, at=at)
+        return await self._save_reachability(state, events, fence)
+
+    async def _count_success(
+        self, runtime: TenantRuntime, *, at: datetime, fence: Fence | None
+    ) -> list[Event]:
+        change = await self._reachability.after_success(runtime.config.name, at=at)
+        return [] if change is None else await self._save_reachability(*change, fence)
+
+    async def _save_reachability(
+        self, state: Reachability, events: list[Event], fence: Fence | None
+    ) -> list[Event]:
+        """Commit the run of failed polls with its events and their deliveries, then tell."""
+        if not self._leading():
+            return []
+        deliveries = self._deliveries_of(events)
+        committed = await asyncio.to_thread(
+            self._store.save_reachability, state, events, deliveries, fence=fence
+        )
+        self._reachability.remember(state)
+        if deliveries:
+            self._wake({destination for _, destination in deliveries})
+        self._telemetry.record_events(committed)
         _announce(committed)
         return committed
 
@@ -279,6 +423,14 @@ class Poller:
             for destination in self._destinations
             if destination.matches(event)
         ]
+
+
+def hygiene_policy(config: TenantConfig) -> HygienePolicy:
+    return HygienePolicy(
+        expiry_warnings=config.expiry_warnings,
+        previous_unrevoked_after=config.previous_unrevoked_after,
+        rotation_overdue_after=config.rotation_overdue_after,
+    )
 
 
 def _log_state(runtime: TenantRuntime, previous: TenantState | None, state: TenantState) -> None:

@@ -5,8 +5,8 @@ hot path.
 ``retention`` settings allow (``Store.prune``: never a pending or dead delivery, nor an event a
 delivery still refers to), ``batch`` rows of each table per transaction with a pause between
 batches, so a poll or a delivery waits for one small transaction at most. Every batch carries
-the lease's token (a refused one ends the run and the leadership: ``fenced_out``). A standby
-deletes nothing; every process reads the store's size for ``keywatch_store_size_bytes``.
+the lease's fence (a refused one ends the run and the leadership: ``Fencing.fenced_out``). A
+standby deletes nothing; every process reads the store's size for ``keywatch_store_size_bytes``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from monitor.clock import Clock
 from monitor.config import RetentionConfig
 from monitor.errors import FencedOut, StoreError
 from monitor.metrics import Telemetry
-from monitor.store.base import Fence, Pruned, Store
+from monitor.store.base import Fencing, Pruned, Store
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,7 @@ class Pruner:
         telemetry: Telemetry,
         policy: Callable[[], RetentionConfig],
         leading: Callable[[], bool],
-        fence: Callable[[], Fence | None],
-        fenced_out: Callable[[], None],
+        lease: Callable[[], Fencing | None],
         clock: Clock | None = None,
         interval: float = PRUNE_INTERVAL,
         batch: int = PRUNE_BATCH,
@@ -52,8 +51,7 @@ class Pruner:
         self._telemetry = telemetry
         self._policy = policy
         self._leading = leading
-        self._fence = fence
-        self._fenced_out = fenced_out
+        self._lease = lease
         self._clock = clock or Clock()
         self._interval = interval
         self._batch = batch
@@ -75,17 +73,19 @@ class Pruner:
         events_before = now - timedelta(seconds=policy.events)
         deliveries_before = now - timedelta(seconds=policy.deliveries)
         while self._leading():
+            lease = self._lease()
             try:
                 done = await asyncio.to_thread(
                     self._store.prune,
                     events_before=events_before,
                     deliveries_before=deliveries_before,
                     limit=self._batch,
-                    fence=self._fence(),
+                    fence=lease.fence if lease else None,
                 )
             except FencedOut as exc:
                 log.warning("retention stopped, stepping down: %s", exc)
-                self._fenced_out()
+                if lease is not None:
+                    lease.fenced_out()
                 break
             except StoreError as exc:
                 log.warning("retention run failed (tried again in an hour): %s", exc)

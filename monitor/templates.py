@@ -55,7 +55,7 @@ __all__ = [
 
 Escape = Callable[[str], str]
 
-# Every key monitor.detect puts into Event.details; templates may use any of them.
+# Every key detect, hygiene and reachability put into Event.details; templates may use any.
 DETAIL_KEYS = (
     "thumbprint",
     "old_thumbprint",
@@ -71,6 +71,18 @@ DETAIL_KEYS = (
     "new_cert_sha1",
     "fingerprint",
     "cert_sha1",
+    # monitor.hygiene and monitor.reachability
+    "not_after",
+    "expires_in",
+    "window",
+    "current_until",
+    "age",
+    "limit",
+    "reason",
+    "error",
+    "failures",
+    "down_since",
+    "downtime",
 )
 MAX_TEMPLATE_OUTPUT = 64_000
 ELLIPSIS = "…"
@@ -88,6 +100,15 @@ _TITLES: Mapping[EventType, str] = {
     EventType.TENANT_NO_NEXT_KEY: "No next signing key",
     EventType.KEY_THUMBPRINT_MISMATCH: "Signing key thumbprint does not match its certificate",
     EventType.TENANT_CURRENT_KEY_RESTORED: "Current signing key restored",
+    EventType.JWKS_MISMATCH: "Published signing keys disagree with the Management API",
+    EventType.JWKS_CONSISTENT: "Published signing keys agree again",
+    EventType.MIRROR_STALE: "JWKS mirror is stale",
+    EventType.MIRROR_SYNCED: "JWKS mirror is in sync",
+    EventType.KEY_EXPIRING: "Signing key certificate expiring",
+    EventType.KEY_PREVIOUS_UNREVOKED: "Previous signing key not revoked",
+    EventType.TENANT_ROTATION_OVERDUE: "Signing key rotation overdue",
+    EventType.TENANT_UNREACHABLE: "Tenant unreachable",
+    EventType.TENANT_RECOVERED: "Tenant reachable again",
 }
 _FIRST_DETAILS = ("thumbprint", "old_thumbprint", "new_thumbprint")
 

@@ -1,27 +1,37 @@
 """HTTP endpoints: ``/metrics``, ``/healthz`` (alive, store answers), ``/readyz`` (the store
 answers, and every tenant was polled once, or the process stands by: a standby serves the
 shared state it loaded at start, so it is ready without polling). Served by uvicorn inside the
-daemon's own event loop."""
+daemon's own event loop, over TLS and behind basic auth when ``web`` says so."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hashlib
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 
+import bcrypt
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from monitor.config import WebConfig
 from monitor.errors import ConfigError, StoreError
 from monitor.metrics import render
 
 log = logging.getLogger(__name__)
+
+STORE_PING_TIMEOUT = 5.0
+"""Seconds ``/healthz`` and ``/readyz`` wait for the store before answering 503."""
 
 
 def _never() -> bool:
@@ -34,8 +44,10 @@ def build_app(
     ping_store: Callable[[], None],
     polled_all: Callable[[], bool],
     standing_by: Callable[[], bool] = _never,
+    store_timeout: float = STORE_PING_TIMEOUT,
 ) -> Starlette:
-    """``standing_by``: True while another replica leads (this one does not poll)."""
+    """``standing_by``: True while another replica leads (this one does not poll);
+    ``store_timeout``: seconds the probes wait for ``ping_store``."""
 
     async def metrics(_: Request) -> Response:
         body = await asyncio.to_thread(render, registry)  # large outputs take a while
@@ -43,9 +55,12 @@ def build_app(
 
     async def store_problem() -> str | None:
         try:
-            await asyncio.to_thread(ping_store)
+            async with asyncio.timeout(store_timeout):
+                await asyncio.to_thread(ping_store)
         except StoreError as exc:
             return f"store unavailable: {exc}"
+        except TimeoutError:
+            return f"store unavailable: no answer within {store_timeout:g}s"
         return None
 
     async def healthz(_: Request) -> Response:
@@ -73,6 +88,81 @@ def build_app(
     )
 
 
+MAX_PASSWORD_BYTES = 72
+"""bcrypt's limit; a longer password cannot match (bcrypt 5 refuses to check it)."""
+VERIFIED_CACHE_SIZE = 64
+CONCURRENT_CHECKS = 2
+"""bcrypt checks at a time (each takes tens to hundreds of ms of CPU, in a worker thread):
+a flood of wrong passwords cannot take more than this many threads."""
+
+
+class BasicAuth:
+    """ASGI middleware: every path except ``exempt`` needs ``Authorization: Basic`` with a
+    user of ``users`` (name -> bcrypt hash); otherwise 401 with ``WWW-Authenticate``.
+
+    The check costs one bcrypt verification whatever is wrong: an unknown user is verified
+    against a dummy hash of the same cost, so the answer's timing does not tell which user
+    names exist. Credentials that passed are remembered (as a SHA-256 of user and password,
+    like the exporter-toolkit's cache) so that a scrape every 15 s costs no bcrypt."""
+
+    def __init__(self, app: ASGIApp, *, users: Mapping[str, str], exempt: tuple[str, ...]):
+        self._app = app
+        self._users = {name: hashed.encode() for name, hashed in users.items()}
+        self._exempt = frozenset(exempt)
+        cost = min((int(h.split("$")[2]) for h in users.values()), default=12)
+        self._dummy = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=cost))
+        self._verified: OrderedDict[bytes, None] = OrderedDict()
+        self._checks = asyncio.Semaphore(CONCURRENT_CHECKS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self._exempt:
+            await self._app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if await self._allowed(headers.get(b"authorization", b"")):
+            await self._app(scope, receive, send)
+            return
+        refusal = PlainTextResponse(
+            "unauthorized\n",
+            status_code=401,
+            headers={"WWW-Authenticate": 'Basic realm="keywatch", charset="UTF-8"'},
+        )
+        await refusal(scope, receive, send)
+
+    async def _allowed(self, header: bytes) -> bool:
+        scheme, _, encoded = header.partition(b" ")
+        try:
+            user, colon, password = base64.b64decode(encoded, validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return False
+        if scheme.lower() != b"basic" or not colon:
+            return False
+        remembered = hashlib.sha256(user + b"\0" + password).digest()
+        if remembered in self._verified:
+            self._verified.move_to_end(remembered)
+            return True
+        hashed = self._users.get(user.decode("utf-8", "replace"))
+        async with self._checks:
+            ok = await asyncio.to_thread(self._check, password, hashed)
+        if ok:
+            self._verified[remembered] = None
+            if len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return ok
+
+    def _check(self, password: bytes, hashed: bytes | None) -> bool:
+        matches = bcrypt.checkpw(password[:MAX_PASSWORD_BYTES], hashed or self._dummy)
+        return matches and hashed is not None and len(password) <= MAX_PASSWORD_BYTES
+
+
+def protect(app: ASGIApp, web: WebConfig) -> ASGIApp:
+    """``app`` behind basic auth when ``web`` names users, else as it is."""
+    if not web.basic_auth_users:
+        return app
+    users = {name: hashed.get_secret_value() for name, hashed in web.basic_auth_users.items()}
+    return BasicAuth(app, users=users, exempt=web.auth_exempt)
+
+
 class EmbeddedServer(uvicorn.Server):
     """uvicorn without its own signal handlers: the daemon owns SIGTERM/SIGINT/SIGHUP."""
 
@@ -81,8 +171,18 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
-def build_server(app: Starlette) -> EmbeddedServer:
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+def build_server(app: ASGIApp, web: WebConfig | None = None) -> EmbeddedServer:
+    """uvicorn serving ``app``; HTTPS only when ``web`` has a certificate and key (files read
+    here: a restart picks up renewed ones)."""
+    web = web or WebConfig()
+    config = uvicorn.Config(
+        protect(app, web),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=web.tls_cert_file,
+        ssl_keyfile=web.tls_key_file,
+    )
     return EmbeddedServer(config)
 
 

@@ -37,6 +37,7 @@ from monitor.config.models import (
     RetentionConfig,
     Settings,
     TenantConfig,
+    WebConfig,
 )
 from monitor.config.problems import is_secret_key, yaml_spelling
 from monitor.config.reader import MAX_CONFIG_BYTES, MAX_YAML_DEPTH, MIN_ALIAS_BUDGET
@@ -76,6 +77,7 @@ __all__ = [
     "SlackDestination",
     "TeamsDestination",
     "TenantConfig",
+    "WebConfig",
     "WebhookDestination",
     "destination_url_problem",
     "is_secret_key",

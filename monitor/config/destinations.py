@@ -34,8 +34,10 @@ from pydantic import (
 from monitor.config.checks import destination_problems, given_fields, raise_found, run_by_caller
 from monitor.config.problems import yaml_spelling
 from monitor.config.values import (
+    CaFile,
     DestinationKind,
     Duration,
+    ProxyUrl,
     Secret,
     TenantName,
     lowercase,
@@ -231,6 +233,10 @@ class _Destination(BaseModel):
     """Seconds one attempt may take."""
     template: Template | None = None
     """Sandboxed Jinja2 text replacing the message's human text; checked at load."""
+    proxy: ProxyUrl | None = None
+    """This destination's proxy (``direct``: none), instead of the global ``proxy``."""
+    ca_file: CaFile | None = None
+    """This destination's private CA certificates, instead of the global ``ca_file``."""
 
     @model_validator(mode="before")
     @classmethod

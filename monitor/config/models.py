@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,21 +27,30 @@ from monitor.config.checks import (
     tenant_problems,
 )
 from monitor.config.destinations import DestinationConfig
+from monitor.config.publication import PublicationConfig
 from monitor.config.values import (
     DEFAULT_CONFIRM_POLLS,
     DEFAULT_DELIVERIES_RETENTION,
     DEFAULT_EVENTS_RETENTION,
+    DEFAULT_EXPIRY_WARNINGS,
     DEFAULT_INTERVAL,
     DEFAULT_JITTER,
     DEFAULT_LEASE_TTL,
     DEFAULT_LISTEN,
     DEFAULT_TIMEOUT,
+    DEFAULT_UNREACHABLE_AFTER,
+    DIRECT,
     MAX_CONFIRM_POLLS,
+    MAX_UNREACHABLE_AFTER,
     MIN_AUTH0_INTERVAL,
     BaseUrl,
+    BcryptHash,
+    CaFile,
     DataDir,
     Domain,
     Duration,
+    ExemptPath,
+    ExpiryWarnings,
     Fraction,
     Interval,
     Kids,
@@ -49,6 +59,9 @@ from monitor.config.values import (
     LogFormat,
     LogLevel,
     NonEmptyStr,
+    OptionalAge,
+    ProxyUrl,
+    ReadableFile,
     RetentionAge,
     Secret,
     StateUrl,
@@ -67,6 +80,7 @@ __all__ = [
     "LeaseConfig",
     "Settings",
     "TenantConfig",
+    "WebConfig",
 ]
 
 FIELD_ERROR = "keywatch"
@@ -87,6 +101,9 @@ class ConfirmConfig(BaseModel):
     """Consecutive polls that must give the same alarming answer (1: believe it at once)."""
 
 
+UnreachableAfter = Annotated[StrictInt, Field(ge=1, le=MAX_UNREACHABLE_AFTER)]
+
+
 class Defaults(BaseModel):
     """Values every tenant inherits unless it sets its own."""
 
@@ -99,6 +116,15 @@ class Defaults(BaseModel):
     timeout: Duration = DEFAULT_TIMEOUT
     """Seconds one HTTP request may take."""
     confirm: Annotated[ConfirmConfig, none_as({})] = Field(default_factory=ConfirmConfig)
+    expiry_warnings: ExpiryWarnings = DEFAULT_EXPIRY_WARNINGS
+    """How long before a current or next key's certificate ends to warn (key.expiring)."""
+    previous_unrevoked_after: OptionalAge = None
+    """Warn (key.previous_unrevoked) when a previous key is not revoked this long after the
+    rotation; off by default."""
+    rotation_overdue_after: OptionalAge = None
+    """Warn (tenant.rotation_overdue) when the current key is older than this; off by default."""
+    unreachable_after: UnreachableAfter = DEFAULT_UNREACHABLE_AFTER
+    """Consecutive failed polls that make a tenant unreachable (tenant.unreachable)."""
 
 
 class LeaseConfig(BaseModel):
@@ -120,9 +146,49 @@ class RetentionConfig(BaseModel):
     deliveries: RetentionAge = DEFAULT_DELIVERIES_RETENTION
 
 
-class TenantConfig(BaseModel):
+class WebConfig(BaseModel):
+    """The listener of ``/metrics``, ``/healthz`` and ``/readyz``: TLS and basic auth, in the
+    Prometheus exporter-toolkit's terms. Changes take effect after a restart."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    tls_cert_file: ReadableFile | None = None
+    """PEM certificate (chain) served; with ``tls_key_file``, the listener speaks HTTPS only."""
+    tls_key_file: ReadableFile | None = None
+    basic_auth_users: Annotated[dict[TenantName, BcryptHash], none_as({})] = Field(
+        default_factory=dict
+    )
+    """User name -> bcrypt hash; any user makes every path need basic auth."""
+    auth_exempt: Annotated[tuple[ExemptPath, ...], none_as(())] = ()
+    """Paths served without auth (probes): ``/healthz``, ``/readyz``."""
+
+    @model_validator(mode="after")
+    def _check_tls_pair(self) -> WebConfig:
+        cert, key = self.tls_cert_file, self.tls_key_file
+        if key is not None and cert is None:
+            raise _field_error("missing: tls_key_file is set", "tls_cert_file")
+        if cert is not None and key is None:
+            raise _field_error("missing: tls_cert_file is set", "tls_key_file")
+        if cert is not None and key is not None:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+            except (OSError, ValueError):
+                detail = "is not a PEM certificate whose private key is in tls_key_file"
+                raise _field_error(detail, "tls_cert_file") from None
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+
+class TenantConfig(PublicationConfig):
     """One Auth0 tenant to watch; ``interval``, ``timeout``, ``jitter`` and ``confirm`` are
-    always resolved."""
+    always resolved. Its publication checks are in ``PublicationConfig``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
@@ -138,6 +204,14 @@ class TenantConfig(BaseModel):
     timeout: Duration = DEFAULT_TIMEOUT
     jitter: Fraction = DEFAULT_JITTER
     confirm: Annotated[ConfirmConfig, none_as({})] = Field(default_factory=ConfirmConfig)
+    expiry_warnings: ExpiryWarnings = DEFAULT_EXPIRY_WARNINGS
+    previous_unrevoked_after: OptionalAge = None
+    rotation_overdue_after: OptionalAge = None
+    unreachable_after: UnreachableAfter = DEFAULT_UNREACHABLE_AFTER
+    proxy: ProxyUrl | None = None
+    """This tenant's proxy (``direct``: none), instead of the global ``proxy``."""
+    ca_file: CaFile | None = None
+    """This tenant's private CA certificates, instead of the global ``ca_file``."""
 
     @model_validator(mode="after")
     def _check_shape_and_interval(self, info: ValidationInfo) -> TenantConfig:
@@ -184,6 +258,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     listen: Listen = DEFAULT_LISTEN
+    web: Annotated[WebConfig, none_as({})] = Field(default_factory=WebConfig)
     data_dir: DataDir
     state: StateUrl
     lease: Annotated[LeaseConfig, none_as({})] = Field(default_factory=LeaseConfig)
@@ -193,11 +268,15 @@ class Settings(BaseModel):
     defaults: Annotated[Defaults, none_as({})] = Field(default_factory=Defaults)
     tenants: tuple[TenantConfig, ...]
     destinations: Annotated[tuple[DestinationConfig, ...], none_as(())] = ()
+    proxy: ProxyUrl | None = None
+    """The HTTP(S) proxy of every request to Auth0 and to destinations (None: direct)."""
+    ca_file: CaFile | None = None
+    """PEM CA certificates trusted besides the public ones, for every outgoing request."""
 
     @field_validator("tenants", mode="before")
     @classmethod
     def _inherit_defaults(cls, tenants: Any, info: ValidationInfo) -> Any:
-        """Fill each tenant's unset (or null) interval/timeout/jitter/confirm from ``defaults``."""
+        """Fill each tenant's unset (or null) values from ``defaults``."""
         defaults = info.data.get("defaults", Defaults())
         if not isinstance(tenants, list | tuple):
             return tenants
@@ -226,6 +305,14 @@ class Settings(BaseModel):
             destinations = [{"name": d.name, "tenants": d.tenants} for d in self.destinations]
             raise_found(name_problems(tenants, destinations))
         return self
+
+    def route_of(self, item: TenantConfig | DestinationConfig) -> tuple[str | None, str | None]:
+        """(proxy URL or None for direct, CA file or None) of a tenant's or a destination's
+        requests: its own ``proxy``/``ca_file``, else the global ones."""
+        proxy = item.proxy if item.proxy is not None else self.proxy
+        proxy_url = proxy.get_secret_value() if proxy is not None else None
+        ca_file = item.ca_file if item.ca_file is not None else self.ca_file
+        return (None if proxy_url == DIRECT else proxy_url), ca_file
 
     @property
     def listen_host(self) -> str:

@@ -15,7 +15,7 @@ __all__ = ["KeyPath", "Problem", "is_secret_key", "render_path", "yaml_spelling"
 KeyPath = tuple[str | int, ...]
 
 # Keys whose values are never echoed, wherever they appear (``destinations`` adds its own).
-_SECRET_KEYS = frozenset({"client_secret", "token", "password"})
+_SECRET_KEYS = frozenset({"client_secret", "token", "password", "proxy"})
 _SECRET_DESTINATION_KEYS = frozenset({"secret", "secrets", "url", "urls", "routing_key"})
 
 
@@ -24,7 +24,7 @@ def is_secret_key(path: Sequence[str | int]) -> bool:
     keys = [part for part in path if isinstance(part, str)]
     if not keys:
         return False
-    if keys[-1] in _SECRET_KEYS:
+    if keys[-1] in _SECRET_KEYS or keys[:2] == ["web", "basic_auth_users"]:
         return True
     return keys[0] == "destinations" and keys[-1] in _SECRET_DESTINATION_KEYS
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import ssl
 from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -27,6 +28,10 @@ DEFAULT_EVENTS_RETENTION = 90 * DAY
 DEFAULT_DELIVERIES_RETENTION = 30 * DAY
 MIN_RETENTION = DAY
 """Seconds; kept shorter, a change detected again (same event id) could be notified again."""
+DEFAULT_EXPIRY_WARNINGS = (30 * 86400.0, 7 * 86400.0)
+MAX_EXPIRY_WARNINGS = 10
+DEFAULT_UNREACHABLE_AFTER = 3
+MAX_UNREACHABLE_AFTER = 1000
 MIN_INTERVAL = 0.1
 """Seconds; the least time between two polls of any tenant."""
 MIN_AUTH0_INTERVAL = 1.0
@@ -134,6 +139,76 @@ def _check_base_url(value: str) -> str:
     return value.rstrip("/")
 
 
+DIRECT = "direct"
+"""``proxy: direct``: no proxy for this tenant or destination, whatever the global one."""
+
+
+def _check_proxy(value: SecretStr) -> SecretStr:
+    """``http(s)://[user:password@]host:port`` or ``direct``. Never echoed: it may hold a
+    password."""
+    text = value.get_secret_value()
+    if text == DIRECT:
+        return value
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError("not a valid URL (bad host or port)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be http://host:port or https://host:port (or direct)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("must be a proxy address without a path, query or fragment")
+    if port is None:
+        raise ValueError("must name the proxy's port (http://host:port)")
+    return value
+
+
+def _check_ca_file(value: str) -> str:
+    """A readable PEM file holding at least one CA certificate."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=value)
+    except FileNotFoundError:
+        raise ValueError(f"no such file: {value}") from None
+    except OSError as exc:
+        if isinstance(exc, ssl.SSLError):
+            raise ValueError(f"{value}: not a PEM file of CA certificates") from None
+        raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
+    return value
+
+
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}")
+EXEMPT_PATHS = ("/healthz", "/readyz")
+
+
+def _check_bcrypt_hash(value: SecretStr) -> SecretStr:
+    """``$2b$12$`` + 53 characters. Never echoed."""
+    if not _BCRYPT_HASH.fullmatch(value.get_secret_value()):
+        raise ValueError(
+            "not a bcrypt hash ($2b$<cost>$ and 53 characters; make one with "
+            "htpasswd -nBC 12 USER, or python -c 'import bcrypt; "
+            'print(bcrypt.hashpw(b"PASSWORD", bcrypt.gensalt()).decode())\')'
+        )
+    return value
+
+
+def _check_readable_file(value: str) -> str:
+    try:
+        with open(value, "rb") as file:
+            file.read(1)
+    except FileNotFoundError:
+        raise ValueError(f"no such file: {value}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
+    return value
+
+
+def _check_exempt_path(value: str) -> str:
+    if value not in EXEMPT_PATHS:
+        raise ValueError(f"only {' and '.join(EXEMPT_PATHS)} may be exempt, got {value!r}")
+    return value
+
+
 def check_not_empty(value: str) -> str:
     if not value:
         raise ValueError("must not be empty")
@@ -219,13 +294,51 @@ def _check_unique_kids(kids: tuple[str, ...]) -> tuple[str, ...]:
     return kids
 
 
+def _parse_expiry_warnings(value: object) -> tuple[float, ...]:
+    """A list of durations before a certificate's end, widest first; ``[]`` warns never."""
+    if value is None:
+        return DEFAULT_EXPIRY_WARNINGS
+    if not isinstance(value, list | tuple):
+        raise ValueError(
+            f"expected a list of durations (e.g. [30d, 7d]), got {yaml_spelling(value)}"
+        )
+    if len(value) > MAX_EXPIRY_WARNINGS:
+        raise ValueError(f"at most {MAX_EXPIRY_WARNINGS} warnings, got {len(value)}")
+    windows: list[float] = []
+    for index, item in enumerate(value):
+        try:
+            window = parse_duration(item)
+        except ValueError as error:
+            raise ValueError(f"item {index}: {error}") from None
+        if window in windows:
+            raise ValueError(f"item {index}: duplicate window {yaml_spelling(item)}")
+        windows.append(window)
+    return tuple(sorted(windows, reverse=True))
+
+
+def _parse_optional_age(value: object) -> float | None:
+    """A duration, or ``off`` (YAML's ``off`` and ``false`` included) for a check that is off."""
+    if value is None or value is False or (isinstance(value, str) and value.strip() == "off"):
+        return None
+    return parse_duration(value)
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+ExpiryWarnings = Annotated[tuple[float, ...], BeforeValidator(_parse_expiry_warnings)]
+OptionalAge = Annotated[float | None, BeforeValidator(_parse_optional_age)]
 Fraction = Annotated[float, BeforeValidator(_parse_fraction)]
 NonEmptyStr = Annotated[StrictStr, AfterValidator(check_not_empty)]
 Secret = Annotated[SecretStr, AfterValidator(_check_secret_not_empty)]
 TenantName = Annotated[StrictStr, AfterValidator(_check_tenant_name)]
 Domain = Annotated[StrictStr, AfterValidator(_check_domain)]
 BaseUrl = Annotated[StrictStr, AfterValidator(_check_base_url)]
+BcryptHash = Annotated[SecretStr, AfterValidator(_check_bcrypt_hash)]
+ReadableFile = Annotated[
+    StrictStr, AfterValidator(check_not_empty), AfterValidator(_check_readable_file)
+]
+ExemptPath = Annotated[StrictStr, AfterValidator(_check_exempt_path)]
+ProxyUrl = Annotated[SecretStr, AfterValidator(_check_proxy)]
+CaFile = Annotated[StrictStr, AfterValidator(check_not_empty), AfterValidator(_check_ca_file)]
 Kids = Annotated[tuple[NonEmptyStr, ...], none_as(()), AfterValidator(_check_unique_kids)]
 Listen = Annotated[StrictStr, AfterValidator(_check_listen)]
 StateUrl = Annotated[StrictStr, AfterValidator(_check_state)]

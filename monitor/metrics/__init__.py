@@ -16,7 +16,8 @@ the store, and no ``keywatch_tenant_up`` or ``keywatch_last_successful_poll_time
 (it polls nothing, so it has no poll status to report). Counters count what this process did.
 
 The package: ``names`` (every exported metric, its type, labels and help), ``telemetry``
-(the state), ``collector`` (the rendering).
+(the state), ``publication`` (the state of what tenants publish: JWKS, certificate endpoints,
+mirrors), ``collector`` (the rendering).
 """
 
 from monitor.metrics.collector import KeywatchCollector, build_registry, render
@@ -30,6 +31,7 @@ from monitor.metrics.names import (
     SPECS,
     MetricSpec,
 )
+from monitor.metrics.publication import PublicationView
 from monitor.metrics.telemetry import OutboxView, Telemetry
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "KeywatchCollector",
     "MetricSpec",
     "OutboxView",
+    "PublicationView",
     "Telemetry",
     "build_registry",
     "render",

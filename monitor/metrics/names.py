@@ -60,8 +60,9 @@ _SPECS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "auth0_signing_key_info",
         "gauge",
-        ("tenant", "kid", "thumbprint"),
-        f"Always 1: one series per signing key, labelled with its thumbprint. {_POLLED_NOTE}",
+        ("tenant", "kid", "thumbprint", "key_type", "key_bits"),
+        "Always 1: one series per signing key, labelled with its thumbprint and its "
+        f"certificate's public key type (RSA, EC) and size in bits. {_POLLED_NOTE}",
     ),
     MetricSpec(
         "auth0_signing_key_state",
@@ -217,6 +218,43 @@ _SPECS: tuple[MetricSpec, ...] = (
         (),
         "Space the state store's tables take (SQLite: the database file without its WAL), "
         "read at start and after each retention run; absent until read.",
+    ),
+    MetricSpec(
+        "auth0_signing_key_published",
+        "gauge",
+        ("tenant", "kid", "source"),
+        "1 when the key is published at the source (jwks, jwks:<custom domain>, pem, cer), "
+        "else 0; from the last fetch of the source. Kids the Management API does not know are "
+        "exported when published.",
+    ),
+    MetricSpec(
+        "keywatch_jwks_fetch_errors_total",
+        "counter",
+        ("tenant", "reason"),
+        "Failed fetches of what the tenant publishes (JWKS, /pem, /cer, mirrors), by reason. A "
+        "failed fetch is counted, never an event.",
+    ),
+    MetricSpec(
+        "keywatch_next_key_lead_seconds",
+        "gauge",
+        ("tenant", "kid"),
+        "How long the current key was published in the JWKS before it became current (the "
+        "window verifiers had to pick it up), from when keywatch first saw it published; "
+        "absent when keywatch did not see it published before.",
+    ),
+    MetricSpec(
+        "keywatch_mirror_in_sync",
+        "gauge",
+        ("tenant", "mirror"),
+        "1 when the mirror's last fetch served the current and next keys and no revoked key, "
+        "else 0; absent until its first successful fetch.",
+    ),
+    MetricSpec(
+        "keywatch_mirror_lag_seconds",
+        "gauge",
+        ("tenant", "mirror"),
+        "While the mirror is behind: seconds since the change it has not followed; once in "
+        "sync: how long it took to follow the last change (its propagation lag).",
     ),
     MetricSpec(
         "keywatch_build_info",

@@ -27,7 +27,8 @@ from monitor.metrics.names import (
     PRUNED_TABLES,
     SPECS,
 )
-from monitor.model import KEY_STATES, Event, EventType, Snapshot
+from monitor.metrics.publication import PublicationTelemetry
+from monitor.model import KEY_STATES, Event, EventType, KeyState, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,8 @@ class Telemetry:
         self._durations = _Histogram.with_bounds(POLL_DURATION_BUCKETS)
         self._destinations: dict[str, _DestinationState] = {}
         self._leader = True
+        self.publication = PublicationTelemetry()
+        """The metrics of what tenants publish (JWKS, certificate endpoints, mirrors)."""
         self._pruned = dict.fromkeys(PRUNED_TABLES, 0)
         self._store_size: int | None = None
 
@@ -189,6 +192,7 @@ class Telemetry:
         """Forget a tenant: every series labelled with it disappears."""
         with self._lock:
             self._tenants.pop(tenant, None)
+        self.publication.remove_tenant(tenant)
 
     def set_snapshot(self, snapshot: Snapshot) -> None:
         """Replace the tenant's key view; kids missing from it lose their series."""
@@ -324,6 +328,7 @@ class Telemetry:
             for state in self._tenants.values():
                 series.append(state.tenant_series)
                 series.append(state.key_series)
+            series.extend(self.publication.series())
             now = self._clock()
             return ScrapeCopy(
                 series=series,
@@ -403,7 +408,7 @@ def _key_series(snapshot: Snapshot) -> Series:
     per_state = dict.fromkeys(KEY_STATES, 0)
     for kid, key in snapshot.keys.items():
         ids = {"tenant": tenant, "kid": kid}
-        add("auth0_signing_key_info", {**ids, "thumbprint": key.thumbprint}, 1)
+        add("auth0_signing_key_info", {**ids, **_key_info(key)}, 1)
         flags = (key.current, key.next, key.previous, key.revoked)
         for state, flag in zip(KEY_STATES, flags, strict=True):
             add("auth0_signing_key_state", {**ids, "state": state}, 1 if flag else 0)
@@ -422,3 +427,13 @@ def _key_series(snapshot: Snapshot) -> Series:
     for state, count in per_state.items():
         add("auth0_signing_keys", {"tenant": tenant, "state": state}, count)
     return tuple((name, tuple(samples)) for name, samples in series.items() if samples)
+
+
+def _key_info(key: KeyState) -> dict[str, str]:
+    """The info labels of a key: its thumbprint and what its certificate's public key is (one
+    value per kid, so no extra series)."""
+    return {
+        "thumbprint": key.thumbprint,
+        "key_type": key.key_type or "unknown",
+        "key_bits": str(key.key_size) if key.key_size else "unknown",
+    }

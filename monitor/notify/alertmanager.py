@@ -45,19 +45,30 @@ logger = logging.getLogger(__name__)
 ALERTS_PATH = "/api/v2/alerts"
 RESOLVED_RESEND = timedelta(minutes=5)
 ANNOTATION_LIMIT = 4000
-# Which alerts a delivered event clears: the tenant has a current and a next key again.
+# Which alerts a delivered event clears: the tenant has a current and a next key again, or
+# keywatch can read it again.
 CLEARED_BY: dict[EventType, frozenset[EventType]] = {
     EventType.KEY_ROTATED: frozenset(
         {EventType.TENANT_NO_CURRENT_KEY, EventType.TENANT_NO_NEXT_KEY}
     ),
     EventType.KEY_ADDED: frozenset({EventType.TENANT_NO_CURRENT_KEY, EventType.TENANT_NO_NEXT_KEY}),
     EventType.TENANT_CURRENT_KEY_RESTORED: frozenset({EventType.TENANT_NO_CURRENT_KEY}),
+    EventType.JWKS_CONSISTENT: frozenset({EventType.JWKS_MISMATCH}),
+    EventType.MIRROR_SYNCED: frozenset({EventType.MIRROR_STALE}),
+    EventType.TENANT_RECOVERED: frozenset({EventType.TENANT_UNREACHABLE}),
 }
 _WORD = re.compile(r"[a-z0-9]+")
 _ALERTNAMES = {
     EventType.TENANT_NO_CURRENT_KEY: "Auth0TenantNoCurrentSigningKey",
     EventType.TENANT_NO_NEXT_KEY: "Auth0TenantNoNextSigningKey",
     EventType.TENANT_CURRENT_KEY_RESTORED: "Auth0TenantCurrentSigningKeyRestored",
+    EventType.JWKS_MISMATCH: "Auth0JwksMismatch",
+    EventType.JWKS_CONSISTENT: "Auth0JwksConsistent",
+    EventType.MIRROR_STALE: "Auth0JwksMirrorStale",
+    EventType.MIRROR_SYNCED: "Auth0JwksMirrorSynced",
+    EventType.TENANT_ROTATION_OVERDUE: "Auth0TenantSigningKeyRotationOverdue",
+    EventType.TENANT_UNREACHABLE: "Auth0TenantUnreachable",
+    EventType.TENANT_RECOVERED: "Auth0TenantReachableAgain",
 }
 
 LabelKey = tuple[tuple[str, str], ...]

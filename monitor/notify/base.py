@@ -11,6 +11,7 @@ contains the URL or a secret.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -28,7 +29,7 @@ import httpx
 
 from monitor import __version__
 from monitor.config import DestinationConfig
-from monitor.httpclient import parse_retry_after
+from monitor.httpclient import TOTAL_TIMEOUT_FACTOR, parse_retry_after
 from monitor.model import Event
 from monitor.notify.routing import matches
 from monitor.redact import Redactor
@@ -257,16 +258,17 @@ class Notifier(ABC):
 
     async def send(self, http: httpx.AsyncClient, request: OutgoingRequest) -> Verdict:
         try:
-            async with http.stream(
-                request.method,
-                request.url,
-                content=request.body,
-                headers=dict(request.headers),
-                timeout=self._config.timeout,
-                follow_redirects=False,
-            ) as response:
-                body = await _read_capped(response, MAX_RESPONSE_BYTES)
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self._config.timeout * TOTAL_TIMEOUT_FACTOR):
+                async with http.stream(
+                    request.method,
+                    request.url,
+                    content=request.body,
+                    headers=dict(request.headers),
+                    timeout=self._config.timeout,
+                    follow_redirects=False,
+                ) as response:
+                    body = await _read_capped(response, MAX_RESPONSE_BYTES)
+        except (httpx.TimeoutException, TimeoutError):
             return Verdict(Outcome.RETRY, "timeout")
         except httpx.InvalidURL:
             return Verdict(Outcome.DEAD, "invalid URL")

@@ -47,7 +47,7 @@ from monitor.metrics import Telemetry
 from monitor.notify._storethread import StoreThread
 from monitor.notify.base import Notifier, Outcome, Verdict
 from monitor.notify.pacing import Backoff, TokenBucket
-from monitor.store.base import Delivery, Fence, Store
+from monitor.store.base import Delivery, Fence, Fencing, Store
 
 log = logging.getLogger(__name__)
 
@@ -178,14 +178,13 @@ class _Outcomes:
         telemetry: Telemetry,
         rng: random.Random,
         backoff: Backoff,
-        fenced_out: Callable[[], None],
     ) -> None:
         self._store = store
         self._store_thread = store_thread
         self._telemetry = telemetry
         self._rng = rng
         self._backoff = backoff
-        self._fenced_out = fenced_out
+        self.lease: Fencing | None = None  # the leader lease, if any, as of the start
         self.fence: Fence | None = None
 
     async def claim(self, lane: _Lane, delivery: Delivery) -> bool:
@@ -207,7 +206,8 @@ class _Outcomes:
         """A newer leader holds the lease: nothing more is sent from here, the process steps
         down (the new leader sends what is left)."""
         log.warning("stepping down: %s", exc, extra=_fields(lane, delivery))
-        self._fenced_out()
+        if self.lease is not None:
+            self.lease.fenced_out()
 
     async def recorded(
         self, lane: _Lane, delivery: Delivery, verdict: Verdict, finished: datetime, tries: int
@@ -330,6 +330,7 @@ class Dispatcher:
         store: Store,
         http: httpx.AsyncClient,
         telemetry: Telemetry,
+        client_of: Callable[[Notifier], httpx.AsyncClient] | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
         backoff: Backoff | None = None,
@@ -337,13 +338,11 @@ class Dispatcher:
         idle_wait: float = IDLE_WAIT,
         resend_interval: float = RESEND_INTERVAL,
         stats_interval: float = STATS_INTERVAL,
-        fenced_out: Callable[[], None] = lambda: None,
     ) -> None:
-        """``fenced_out``: called when the store refused a write for a newer lease token."""
         if batch_size < 1 or idle_wait <= 0 or resend_interval <= 0:
             raise ValueError("dispatcher: batch_size >= 1, idle_wait > 0, resend_interval > 0")
         self._store = store
-        self._http = http
+        self._client_of = client_of or (lambda _: http)  # a destination's route: its client
         self._telemetry = telemetry
         self._clock = clock or Clock()
         self._batch_size = batch_size
@@ -360,7 +359,6 @@ class Dispatcher:
             telemetry=telemetry,
             rng=rng or random.Random(),
             backoff=backoff or Backoff(),
-            fenced_out=fenced_out,
         )
 
     # --- public -------------------------------------------------------------------------------
@@ -375,15 +373,15 @@ class Dispatcher:
         notifiers: Sequence[Notifier],
         *,
         resume_wait: float = RESUME_WAIT,
-        fence: Fence | None = None,
+        lease: Fencing | None = None,
     ) -> None:
-        """Start sending, every write under ``fence`` (the leader lease's token, if any).
+        """Start sending, every write under the fence ``lease`` (the leader's) holds now.
         Returns once each destination has attempted the deliveries that were due (or after
         ``resume_wait`` seconds), so pending deliveries go before the first poll."""
         if self._lanes.running:
             raise RuntimeError("dispatcher already started")
         self._lanes.running = True
-        self._outcomes.fence = fence
+        self._outcomes.lease, self._outcomes.fence = lease, lease.fence if lease else None
         self._helpers = [
             _spawn(self._refresh_stats(), name="notify-stats"),
             _spawn(self._run_periodic(), name="notify-periodic"),
@@ -514,7 +512,9 @@ class Dispatcher:
 
     async def _send(self, notifier: Notifier, delivery: Delivery) -> Verdict:
         try:
-            return await notifier.deliver(self._http, delivery.event, now=self._clock.now())
+            return await notifier.deliver(
+                self._client_of(notifier), delivery.event, now=self._clock.now()
+            )
         except Exception as exc:  # a renderer bug must not stop the destination's queue
             name = type(exc).__name__
             log.error("delivery attempt crashed: %s", name, extra=_fields(notifier, delivery))
@@ -541,7 +541,7 @@ class Dispatcher:
             await self._clock.sleep(self._resend_interval)
             for lane in list(self._lanes.live.values()):
                 try:  # the notifier logs its own failures
-                    await lane.notifier.periodic(self._http, self._clock.now())
+                    await lane.notifier.periodic(self._client_of(lane.notifier), self._clock.now())
                 except Exception as exc:  # one destination's hook must not stop the others
                     name = type(exc).__name__
                     log.error("periodic re-send crashed: %s", name, extra=_fields(lane))

@@ -131,6 +131,34 @@ class AdminRoutes(TenantRoutes):
             tenant.retry_after = retry_after
         return json_response({"preset": tenant.rate_limits.name, "retry_after": tenant.retry_after})
 
+    async def admin_jwks(self, request: Request) -> Response:
+        """``PUT {"max_age": N}``: the JWKS's Cache-Control max-age (Auth0: 15)."""
+        tenant = await self.tenant_of(request)
+        body = await _admin_body(request)
+        max_age = _int(body, "max_age", tenant.publication.jwks_max_age)
+        if max_age < 0:
+            raise AdminError("'max_age' must be 0 or more seconds")
+        tenant.publication.jwks_max_age = max_age
+        return json_response({"max_age": max_age})
+
+    async def admin_custom_signing_keys(self, request: Request) -> Response:
+        """``POST``: one more custom signing key on the custom domain; returns its kid."""
+        tenant = await self.tenant_of(request)
+        kid = await run_in_threadpool(tenant.publication.add_custom_signing_key)
+        return json_response({"kid": kid}, 201)
+
+    async def admin_mirrors(self, request: Request) -> Response:
+        """``POST {"name": ..., "delay": seconds or null}``: a JWKS mirror."""
+        tenant = await self.tenant_of(request)
+        body = await _admin_body(request)
+        name = _optional_str(body, "name")
+        if name is None:
+            raise AdminError("'name' is required")
+        delay = _optional_number(body, "delay")
+        _apply(lambda: tenant.publication.add_mirror(name, delay=delay))
+        url = f"{self.request_base(request, tenant)}/__mirrors/{name}/jwks.json"
+        return json_response({"name": name, "delay": delay, "url": url}, 201)
+
     async def admin_clients(self, request: Request) -> Response:
         tenant = await self.tenant_of(request)
         body = await _admin_body(request)

@@ -7,8 +7,11 @@ Auth0 routes, under each tenant's base ``/<tenant>``:
     GET  /api/v2/keys/signing/{kid}           get one         (read:signing_keys)
     POST /api/v2/keys/signing/rotate          rotate, 201     (create: + update:signing_keys)
     PUT  /api/v2/keys/signing/{kid}/revoke    revoke          (update:signing_keys)
-    GET  /.well-known/jwks.json               public keys
+    GET  /.well-known/jwks.json               public keys (Cache-Control max-age 15)
     GET  /.well-known/openid-configuration    discovery (issuer, jwks_uri, token_endpoint)
+    GET  /pem  ·  GET /cer                    the current key's certificate, PEM and DER
+    GET  /custom-domain/.well-known/jwks.json the custom domain's JWKS (custom keys first)
+    GET  /__mirrors/{name}/jwks.json          a mirror of the JWKS (a user's gateway)
 
 Admin routes for tests and demos (NO authentication: never expose them beyond loopback):
 
@@ -20,9 +23,11 @@ Admin routes for tests and demos (NO authentication: never expose them beyond lo
     POST|DELETE /<tenant>/__admin/faults/token-outage
     POST   /<tenant>/__admin/clock/advance  ·  PUT /<tenant>/__admin/rate-limits
     POST   /<tenant>/__admin/clients
+    PUT    /<tenant>/__admin/jwks  ·  POST /<tenant>/__admin/custom-signing-keys
+    POST   /<tenant>/__admin/mirrors
 
-The handlers live in ``management_api``, ``auth_api`` and ``admin_api``; what they share in
-``_routing``.
+The handlers live in ``management_api``, ``auth_api``, ``publication_api`` and ``admin_api``;
+what they share in ``_routing``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from monitor.simulator._routing import json_response, management_error, reason
 from monitor.simulator.admin_api import AdminError, AdminRoutes
 from monitor.simulator.auth_api import AuthenticationRoutes
 from monitor.simulator.management_api import ManagementRoutes
+from monitor.simulator.publication_api import PublicationRoutes
 from monitor.simulator.tenant import Simulator
 
 
@@ -54,6 +60,7 @@ def build_app(simulator: Simulator) -> Starlette:
     management = ManagementRoutes(simulator)
     auth = AuthenticationRoutes(simulator)
     admin_api = AdminRoutes(simulator)
+    published = PublicationRoutes(simulator)
     t = "/{tenant}"
     signing = t + "/api/v2/keys/signing"
     admin = t + "/__admin"
@@ -62,7 +69,15 @@ def build_app(simulator: Simulator) -> Starlette:
         Route("/__admin/health", admin_api.admin_health, methods=["GET"]),
         Route("/__admin/tenants", admin_api.admin_tenants, methods=["GET", "POST"]),
         Route(t + "/oauth/token", auth.oauth_token, methods=["POST"]),
-        Route(t + "/.well-known/jwks.json", auth.jwks, methods=["GET"]),
+        Route(t + "/.well-known/jwks.json", published.jwks, methods=["GET"]),
+        Route(
+            t + "/custom-domain/.well-known/jwks.json",
+            published.custom_domain_jwks,
+            methods=["GET"],
+        ),
+        Route(t + "/pem", published.pem, methods=["GET"]),
+        Route(t + "/cer", published.cer, methods=["GET"]),
+        Route(t + "/__mirrors/{name}/jwks.json", published.mirror_jwks, methods=["GET"]),
         Route(t + "/.well-known/openid-configuration", auth.openid_configuration, methods=["GET"]),
         Route(signing, management.list_keys, methods=["GET"]),
         Route(signing + "/rotate", management.rotate, methods=["POST"]),
@@ -82,6 +97,11 @@ def build_app(simulator: Simulator) -> Starlette:
         Route(admin + "/clock/advance", admin_api.admin_clock, methods=["POST"]),
         Route(admin + "/rate-limits", admin_api.admin_rate_limits, methods=["PUT"]),
         Route(admin + "/clients", admin_api.admin_clients, methods=["POST"]),
+        Route(admin + "/jwks", admin_api.admin_jwks, methods=["PUT"]),
+        Route(
+            admin + "/custom-signing-keys", admin_api.admin_custom_signing_keys, methods=["POST"]
+        ),
+        Route(admin + "/mirrors", admin_api.admin_mirrors, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,

@@ -1,5 +1,5 @@
-"""The Authentication API routes of the simulated Auth0: the token endpoint, the JWKS and the
-OpenID discovery document."""
+"""The Authentication API routes of the simulated Auth0: the token endpoint and the OpenID
+discovery document (the JWKS is in ``publication_api``)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ from urllib.parse import parse_qs, unquote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from monitor.simulator._routing import TenantRoutes, json_response, management_error, reason
+from monitor.simulator._routing import TenantRoutes, json_response, reason
 from monitor.simulator.errors import TokenRejected
 from monitor.simulator.faults import render_malformed
 
-JWKS_CACHE_CONTROL = "public, max-age=15, stale-while-revalidate=15, stale-if-error=86400"
-EXPOSED_HEADERS = "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
 TOKEN_LIMIT_DESCRIPTION = "Rate limit exceeded. Please retry after some time."
 
 
@@ -34,7 +32,7 @@ def _token_error_code(status: int) -> tuple[str, str]:
 
 
 class AuthenticationRoutes(TenantRoutes):
-    """``POST /<tenant>/oauth/token`` and ``/<tenant>/.well-known/...``."""
+    """``POST /<tenant>/oauth/token`` and ``/<tenant>/.well-known/openid-configuration``."""
 
     async def oauth_token(self, request: Request) -> Response:
         tenant = await self.tenant_of(request)
@@ -63,30 +61,6 @@ class AuthenticationRoutes(TenantRoutes):
             content, media_type = render_malformed(kind, token)
             return Response(content, 200, media_type=media_type, headers=headers)
         return json_response(token, 200, headers)
-
-    async def jwks(self, request: Request) -> Response:
-        tenant = await self.tenant_of(request)
-        delay = tenant.faults.take_delay("jwks")
-        if delay:
-            await asyncio.sleep(delay)
-        fault = tenant.faults.take_status("jwks")
-        if fault is not None:
-            body = management_error(fault.status, reason(fault.status))
-            return json_response(body, fault.status, self.fault_headers(tenant, "jwks", fault))
-        decision = tenant.take_rate("jwks")
-        if not decision.allowed:
-            return self.too_many(tenant, decision, management_error(429, "Too many requests."))
-        headers = {
-            **decision.headers(),
-            "cache-control": JWKS_CACHE_CONTROL,
-            "access-control-expose-headers": EXPOSED_HEADERS,
-        }
-        kind = tenant.faults.take_malformed("jwks")
-        payload = tenant.jwks_json(include_revoked=kind == "stale")
-        if kind is None or kind == "stale":
-            return json_response(payload, 200, headers)
-        content, media_type = render_malformed(kind, payload, current_kid=tenant.current_kid)
-        return Response(content, 200, media_type=media_type, headers=headers)
 
     async def openid_configuration(self, request: Request) -> Response:
         tenant = await self.tenant_of(request)

@@ -1,7 +1,8 @@
 """Fault injection: the next N responses of a target fail, stall or come back malformed.
 
-Targets: ``api`` (every ``/api/v2`` request), ``token`` (``POST /oauth/token``) and ``jwks``
-(``/.well-known/jwks.json``). Each kind of fault keeps a FIFO of rules; a rule with
+Targets: ``api`` (every ``/api/v2`` request), ``token`` (``POST /oauth/token``), ``jwks``
+(``/.well-known/jwks.json``, the custom domain's too), ``pem`` and ``cer`` (the certificate
+endpoints). Each kind of fault keeps a FIFO of rules; a rule with
 ``count=None`` stays until cleared (a token-endpoint outage, for example).
 
 Order within one request: a pending delay is served first, then a pending status fault
@@ -19,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-TARGETS = ("api", "token", "jwks")
+TARGETS = ("api", "token", "jwks", "pem", "cer")
 
 MALFORMED_KINDS: Mapping[str, str] = {
     "html": "an HTML error page with status 200",
@@ -33,10 +34,14 @@ MALFORMED_KINDS: Mapping[str, str] = {
     "bad_thumbprint": "the first key's thumbprint and fingerprint do not match its certificate",
     "empty": "an empty key list (one key: `{}`)",
     "no_current": "no key flagged current (JWKS: the current key is missing)",
-    "stale": "JWKS only: revoked keys are still published, as from a stale cache",
+    "no_next": "JWKS only: the next key is not published yet",
+    "stale": "JWKS: revoked keys are still published, as from a stale cache; /pem and /cer: "
+    "a previous key's certificate",
 }
 TOKEN_MALFORMED_KINDS = frozenset({"html", "truncated", "wrong_type", "missing_field"})
-JWKS_ONLY_KINDS = frozenset({"stale"})
+JWKS_ONLY_KINDS = frozenset({"stale", "no_next"})
+CERT_KINDS = frozenset({"html", "bad_cert", "stale"})
+"""What a malformed fault may do to ``/pem`` and ``/cer``."""
 
 MAX_DELAY_SECONDS = 300.0
 
@@ -101,6 +106,11 @@ def _check_kind(kind: str, target: str) -> None:
         raise ValueError(
             f"malformed kind {kind!r} does not apply to the token endpoint; use {allowed}"
         )
+    if target in ("pem", "cer"):
+        if kind not in CERT_KINDS:
+            allowed = ", ".join(sorted(CERT_KINDS))
+            raise ValueError(f"malformed kind {kind!r} does not apply to /{target}; use {allowed}")
+        return
     if kind in JWKS_ONLY_KINDS and target != "jwks":
         raise ValueError(f"malformed kind {kind!r} applies to target 'jwks' only")
 
@@ -286,24 +296,27 @@ _MUTATORS: Mapping[str, Callable[[Any], Any]] = {
     "bad_thumbprint": _bad_thumbprint,
     "empty": _empty,
     "no_current": _no_current,
+    "no_next": lambda payload: payload,  # a JWKS only, handled by render_malformed
     "stale": lambda payload: payload,  # the tenant already built the stale JWKS
 }
 
 
 def render_malformed(
-    kind: str, payload: Any, *, current_kid: str | None = None
+    kind: str, payload: Any, *, current_kid: str | None = None, next_kid: str | None = None
 ) -> tuple[bytes, str]:
     """The body and media type replacing ``payload`` for a malformed fault of ``kind``.
 
-    ``current_kid`` lets ``no_current`` drop the current key from a JWKS, which has no flags.
+    ``current_kid`` and ``next_kid`` let ``no_current`` and ``no_next`` drop a key from a
+    JWKS, which has no flags.
     """
     if kind == "html":
         return HTML_ERROR_PAGE.encode(), HTML_MEDIA_TYPE
     if kind == "truncated":
         text = json.dumps(payload, separators=(",", ":"))
         return text[: max(1, len(text) // 2)].encode(), JSON_MEDIA_TYPE
-    if kind == "no_current" and _is_jwks(payload):
-        mutated: Any = {"keys": [key for key in payload["keys"] if key.get("kid") != current_kid]}
+    if kind in ("no_current", "no_next") and _is_jwks(payload):
+        dropped = current_kid if kind == "no_current" else next_kid
+        mutated: Any = {"keys": [key for key in payload["keys"] if key.get("kid") != dropped]}
     else:
         mutated = _MUTATORS[kind](copy.deepcopy(payload))
     return json.dumps(mutated, separators=(",", ":")).encode(), JSON_MEDIA_TYPE

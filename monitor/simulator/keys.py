@@ -89,6 +89,8 @@ class KeyRing:
         self._key_source = key_source
         self._common_name = common_name
         self._keys: list[SigningKey] = []
+        self.changed_at = 0.0
+        """When the keys last changed (created, rotated, revoked): what mirrors follow."""
 
     @property
     def ready(self) -> bool:
@@ -107,6 +109,7 @@ class KeyRing:
             SigningKey(self._new_material(now), current=True, current_since=now),
             SigningKey(self._new_material(now), next=True),
         ]
+        self.changed_at = now
 
     def _new_material(self, now: float) -> KeyMaterial:
         return make_key_material(self._key_source(), common_name=self._common_name(), issued_at=now)
@@ -119,6 +122,10 @@ class KeyRing:
     def kids_in(self, state: str) -> list[str]:
         """The kids of the keys in ``state``, oldest first."""
         return [key.kid for key in self._keys_in(state)]
+
+    def material_in(self, state: str) -> list[KeyMaterial]:
+        """The key material of the keys in ``state``, oldest first."""
+        return [key.material for key in self._keys_in(state)]
 
     def signer(self) -> KeyMaterial:
         """The current key, which signs the tokens the tenant issues."""
@@ -175,6 +182,7 @@ class KeyRing:
                 if key.next:
                     key.next, key.current, key.current_since = False, True, now
             self._keys.append(SigningKey(material, next=True))
+            self.changed_at = now
             return material.kid
 
     def revoke(self, kid: str) -> None:
@@ -184,6 +192,7 @@ class KeyRing:
             if not key.previous or key.revoked:
                 raise RevokeNotAllowed(kid, key.state)
             key.previous, key.revoked, key.revoked_at = False, True, self._now()
+            self.changed_at = key.revoked_at
             self._forget_old_revoked_keys()
 
     def _forget_old_revoked_keys(self) -> None:

@@ -30,6 +30,7 @@ from monitor.simulator.errors import (
 )
 from monitor.simulator.faults import FaultPlan
 from monitor.simulator.keys import KeyRing, iso_millis
+from monitor.simulator.publication import Publication
 from monitor.simulator.ratelimit import (
     BUCKETS,
     RateDecision,
@@ -110,10 +111,11 @@ class SimulatedTenant:
         self._clock = clock
         self._clock_offset = 0.0
         self._lock = threading.RLock()
+        self._key_source = key_source or generate_rsa_key
         self.keys = KeyRing(
             lock=self._lock,
             now=self.now,
-            key_source=key_source or generate_rsa_key,
+            key_source=self._key_source,
             common_name=lambda: self.domain,
         )
         self.tokens = TokenIssuer(lock=self._lock, now=self.now, keys=self.keys)
@@ -122,6 +124,13 @@ class SimulatedTenant:
         self.unauthorized_error = unauthorized_error
         self.faults = FaultPlan()
         self.set_rate_limits(preset)
+        self.publication = Publication(
+            jwks=lambda stale: self.jwks_json(include_revoked=stale),
+            changed_at=lambda: self.keys.changed_at,
+            now=self.now,
+            key_source=self._key_source,
+            common_name=lambda: self.domain,
+        )
 
     # --- time ------------------------------------------------------------------------------
 
@@ -206,6 +215,16 @@ class SimulatedTenant:
     def rotate(self) -> str:
         """Current -> previous, next -> current, a new next key; returns the new next kid."""
         return self.keys.rotate()
+
+    # --- what the tenant publishes besides the Management API --------------------------------
+
+    def current_certificate(self, *, stale: bool = False) -> tuple[str, bytes]:
+        """(PEM, DER) of the current key's certificate (``/pem``, ``/cer``); ``stale``: of a
+        previous key (or, before any rotation, the next key), as a pinned old copy would be."""
+        with self._lock:
+            older = self.keys.material_in("previous") or self.keys.material_in("next")
+            material = older[-1] if stale else self.keys.signer()
+            return material.cert_pem, material.der
 
     def revoke(self, kid: str) -> None:
         """Revoke a previous key; ``UnknownSigningKey`` or ``RevokeNotAllowed`` otherwise."""
@@ -302,6 +321,7 @@ class SimulatedTenant:
             "rate_limits": self.rate_limits.name,
             "retry_after": self.retry_after,
             "faults": self.faults.describe(),
+            "publication": self.publication.describe(),
         }
 
 

@@ -15,7 +15,12 @@ from datetime import UTC, datetime
 import httpx
 
 from monitor.errors import SourceTemporaryError
-from monitor.httpclient import parse_retry_after
+from monitor.httpclient import (
+    MAX_ANSWER_BYTES,
+    ResponseTooLarge,
+    parse_retry_after,
+    request_limited,
+)
 from monitor.sources._errors import ErrorReporter, translate_httpx_errors
 from monitor.sources._ratelimit import RateLimitPacer, parse_epoch
 
@@ -153,13 +158,19 @@ class RetryingSender:
         with translate_httpx_errors(
             tenant=self._tenant, endpoint=endpoint, scrub=self._errors.scrub
         ):
-            response = await self._http.request(
-                method,
-                url,
-                headers={"Accept": "application/json", **headers},
-                json=json_body,
-                timeout=self._timeout,
-            )
+            try:
+                response = await request_limited(
+                    self._http,
+                    method,
+                    url,
+                    limit=MAX_ANSWER_BYTES,
+                    endpoint=endpoint,
+                    headers={"Accept": "application/json", **headers},
+                    json=json_body,
+                    timeouts=self._timeout,
+                )
+            except ResponseTooLarge as exc:
+                raise self._errors.malformed(str(exc)) from None
         logger.debug("tenant=%s %s -> %d", self._tenant, endpoint, response.status_code)
         return response
 

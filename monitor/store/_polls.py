@@ -91,15 +91,28 @@ class PollQueries(SQLBase):
                 if self._insert_event(session, event, body, poll_index=index, fence=fence)
             ]
             for event_id, destination in deliveries:
-                inserted = session.execute(
-                    "INSERT INTO deliveries (event_id, destination, state, attempts, "
-                    f"next_attempt_at, created_at) SELECT ?, ?, 'pending', 0, ?, ? WHERE {guard} "
-                    "ON CONFLICT (event_id, destination) DO NOTHING",
-                    (event_id, destination, taken_at, taken_at, *fenced),
-                )
-                if not inserted:  # known, or refused
-                    self._check_fence(session, fence, operation)
+                self._insert_delivery(session, event_id, destination, taken_at, fence, operation)
         return new_events
+
+    def _insert_delivery(
+        self,
+        session: Session,
+        event_id: str,
+        destination: str,
+        created_at: object,
+        fence: Fence | None,
+        operation: str,
+    ) -> None:
+        """A pending delivery, due at once; a known one is left alone."""
+        guard, fenced = self._guard(fence)
+        inserted = session.execute(
+            "INSERT INTO deliveries (event_id, destination, state, attempts, next_attempt_at, "
+            f"created_at) SELECT ?, ?, 'pending', 0, ?, ? WHERE {guard} "
+            "ON CONFLICT (event_id, destination) DO NOTHING",
+            (event_id, destination, created_at, created_at, *fenced),
+        )
+        if not inserted:  # known, or refused
+            self._check_fence(session, fence, operation)
 
     def _serialise_poll(
         self, state: TenantState, events: Sequence[Event]

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from monitor.model import Event, Snapshot, TenantState
+from monitor.reachability import Reachability
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,16 @@ class Fence:
 
     lease: str
     token: int
+
+
+class Fencing(Protocol):
+    """What a leader's writes carry (``leader.LeaderLease``): the fence of the lease it holds,
+    and what to do when the store refused one (``FencedOut``): stop leading."""
+
+    @property
+    def fence(self) -> Fence | None: ...
+
+    def fenced_out(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +110,21 @@ class Store(Protocol):
 
         Every write below that takes a ``fence`` raises ``FencedOut``, writing nothing, when
         the fence's lease has a newer token; the check is part of each guarded statement."""
+
+    def load_reachability(self, tenant: str) -> Reachability:
+        """The tenant's run of failed polls; a healthy ``Reachability`` when there is none."""
+
+    def save_reachability(
+        self,
+        state: Reachability,
+        events: Sequence[Event],
+        deliveries: Sequence[tuple[str, str]] = (),
+        *,
+        fence: Fence | None = None,
+    ) -> list[Event]:
+        """In ONE transaction: replace the tenant's reachability (a healthy one deletes it),
+        insert the events (a known id is a no-op) and one pending delivery per (event id,
+        destination) pair. Returns the events that were new."""
 
     def recent_events(self, tenant: str | None = None, limit: int = 100) -> list[Event]:
         """Newest first."""

@@ -83,7 +83,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 3: confirmation (monitor.confirm): the current kids last confirmed and the answer
     # awaiting confirmation; NULL for a snapshot believed with nothing pending.
     ("ALTER TABLE snapshots ADD COLUMN confirmation {json}",),
-    # 4: fencing (monitor.leader): the lease's token grows by one whenever its holder changes,
+    # 4: reachability (monitor.reachability): a tenant's run of failed polls, kept while it
+    # lasts (no row: reachable), so a restart or a new leader continues the count and raises
+    # tenant.unreachable and tenant.recovered once per outage.
+    (
+        """
+        CREATE TABLE reachability (
+            tenant TEXT NOT NULL PRIMARY KEY,
+            body {json} NOT NULL
+        )""",
+    ),
+    # 5: fencing (monitor.leader): the lease's token grows by one whenever its holder changes,
     # and every write of a leader is refused once the token it was made under is not current;
     # ``claimed_token`` is the token of the leader that last set out to send a delivery.
     (

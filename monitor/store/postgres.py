@@ -146,5 +146,12 @@ def _default_options(url: str, *, connect_timeout: float) -> dict[str, str]:
     defaults = {
         "connect_timeout": str(max(1, round(connect_timeout))),
         "application_name": "keywatch",
+        # A server that goes silent (a partition, a frozen host) fails a query within ~30 s
+        # instead of the kernel's ~15 minutes of retransmissions.
+        "keepalives": "1",
+        "keepalives_idle": "10",
+        "keepalives_interval": "5",
+        "keepalives_count": "3",
+        "tcp_user_timeout": "30000",
     }
     return {name: value for name, value in defaults.items() if name not in given}

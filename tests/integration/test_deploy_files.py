@@ -4,10 +4,13 @@ kustomize + Kubernetes schemas, systemd-analyze) accept them."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import re
+import shutil
 import subprocess
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +29,14 @@ from tests.support.deploy import (
     find_module,
     find_tool,
 )
+from tests.support.tls import make_pki
 
 DOCKERFILE = DEPLOY_DIR / "Dockerfile"
 COMPOSE = DEPLOY_DIR / "compose.yaml"
 RULES = DEPLOY_DIR / "prometheus" / "rules.yml"
 RULES_TEST = DEPLOY_DIR / "prometheus" / "rules.test.yml"
 PROMETHEUS_CONFIG = DEPLOY_DIR / "prometheus" / "prometheus.yml"
+PROMETHEUS_PROTECTED = DEPLOY_DIR / "prometheus" / "prometheus-protected.yml"
 ALERTMANAGER_CONFIG = DEPLOY_DIR / "alertmanager" / "alertmanager.yml"
 DASHBOARD = DEPLOY_DIR / "grafana" / "keywatch.json"
 SYSTEMD_UNIT = DEPLOY_DIR / "systemd" / "keywatch.service"
@@ -468,10 +473,27 @@ def test_promtool_unit_tests_of_the_rules_pass() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_promtool_checks_the_example_prometheus_config() -> None:
+@pytest.mark.parametrize("config", [PROMETHEUS_CONFIG, PROMETHEUS_PROTECTED], ids=lambda p: p.name)
+def test_promtool_checks_the_example_prometheus_configs(config: Path) -> None:
     promtool = find_tool("promtool")
-    result = run([promtool, "check", "config", str(PROMETHEUS_CONFIG)])
+    result = run([promtool, "check", "config", str(config)])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_protected_scrape_uses_https_a_ca_and_a_password_file() -> None:
+    open_jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    protected = load_yaml(PROMETHEUS_PROTECTED)
+    jobs = {job["job_name"]: job for job in protected["scrape_configs"]}
+    job = jobs["keywatch"]
+    assert job["scheme"] == "https"
+    assert job["tls_config"]["ca_file"] and "insecure_skip_verify" not in job["tls_config"]
+    assert set(job["basic_auth"]) == {"username", "password_file"}  # no inline password
+    assert job["static_configs"] == open_jobs["keywatch"]["static_configs"]
+    assert open_jobs["keywatch"].get("scheme", "http") == "http"
+    same = ("global", "rule_files", "alerting")
+    assert {key: protected[key] for key in same} == {
+        key: load_yaml(PROMETHEUS_CONFIG)[key] for key in same
+    }
 
 
 # --- Alertmanager -----------------------------------------------------------------------------
@@ -553,6 +575,31 @@ def test_dashboard_queries_only_name_exported_metrics() -> None:
         "keywatch_notifications_total",
         "keywatch_outbox_pending",
     } <= used
+    # and issue 11's: key type and size, publication, mirrors, the next key's lead time
+    assert {
+        "auth0_signing_key_info",
+        "auth0_signing_key_published",
+        "keywatch_jwks_fetch_errors_total",
+        "keywatch_mirror_in_sync",
+        "keywatch_mirror_lag_seconds",
+        "keywatch_next_key_lead_seconds",
+    } <= used
+
+
+def test_dashboard_groups_only_by_labels_the_metric_has() -> None:
+    for query in dashboard_queries():
+        names = {exported_name(name) for name in metric_names(grafana_to_promql(query))}
+        labels = {"le", "__name__"}.union(*(SPECS[name].labels for name in names if name))
+        for group in re.findall(r"\bby\s*\(([^)]*)\)", query):
+            grouped = {label.strip() for label in group.split(",") if label.strip()}
+            assert grouped <= labels, f"{query}: no label {sorted(grouped - labels)}"
+
+
+def test_dashboard_shows_unreachable_tenants() -> None:
+    assert any(
+        "tenant.unreachable" in query and "keywatch_events_total" in query
+        for query in dashboard_queries()
+    )
 
 
 def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
@@ -606,12 +653,24 @@ def resource(overlay: str, kind: str, name_prefix: str = "keywatch") -> dict[str
     return found
 
 
+@functools.cache
+def web_env() -> dict[str, str]:
+    """What the protected overlay's configuration reads: a directory with a real certificate
+    and key (``KEYWATCH_TLS_DIR``), and a bcrypt hash."""
+    directory = Path(tempfile.mkdtemp(prefix="keywatch-deploy-tls-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    pki = make_pki(directory)
+    pki.cert_file.rename(directory / "tls.crt")
+    pki.key_file.rename(directory / "tls.key")
+    return {"KEYWATCH_TLS_DIR": str(directory), "KEYWATCH_SCRAPE_HASH": "$2b$04$" + "a" * 53}
+
+
 def config_of(overlay: str, env: dict[str, str]) -> Settings:
     configmap = resource(overlay, "ConfigMap", "keywatch-config")
-    return parse_config(configmap["data"]["keywatch.yaml"], env=env)
+    return parse_config(configmap["data"]["keywatch.yaml"], env={**web_env(), **env})
 
 
-OVERLAYS = ("single", "ha")
+OVERLAYS = ("single", "ha", "protected")
 BASE_KINDS = {
     "Deployment",
     "Service",
@@ -629,7 +688,7 @@ BASE_KINDS = {
 def test_kustomize_renders_every_resource(overlay: str) -> None:
     kinds = {doc["kind"] for doc in rendered(overlay)}
     assert BASE_KINDS <= kinds
-    assert ("PersistentVolumeClaim" in kinds) == (overlay == "single")
+    assert ("PersistentVolumeClaim" in kinds) == (overlay in ("single", "protected"))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -681,6 +740,39 @@ def test_ha_overlay_shares_postgresql_from_a_secret() -> None:
         for port in rule["ports"]
     }
     assert 5432 in egress_ports
+
+
+def test_protected_overlay_serves_https_behind_basic_auth_with_open_probes() -> None:
+    settings = config_of("protected", DEMO_ENV)
+    assert settings.web.tls
+    assert list(settings.web.basic_auth_users) == ["prometheus"]
+    assert settings.web.auth_exempt == ("/healthz", "/readyz")
+    assert config_of("single", DEMO_ENV).web.basic_auth_users == {}
+    pod = resource("protected", "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+    env = {item["name"]: item for item in container["env"]}
+    hash_ref = env["KEYWATCH_SCRAPE_HASH"]["valueFrom"]["secretKeyRef"]
+    scrape = resource("protected", "Secret", "keywatch-scrape")
+    assert hash_ref == {"name": "keywatch-scrape", "key": "hash"}
+    assert {"username", "password", "hash"} <= set(scrape["stringData"])
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    tls_volume = {volume["name"]: volume for volume in pod["volumes"]}["web-tls"]
+    assert mounts["/etc/keywatch-tls"]["name"] == "web-tls"
+    tls_secret = resource("protected", "Secret", "keywatch-web-tls")
+    assert tls_volume["secret"]["secretName"] == tls_secret["metadata"]["name"]
+    assert {"tls.crt", "tls.key", "ca.crt"} <= set(tls_secret["stringData"])
+    (endpoint,) = resource("protected", "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["ca"]["secret"] == {"name": "keywatch-web-tls", "key": "ca.crt"}
+    assert (
+        endpoint["tlsConfig"]["serverName"] == resource("protected", "Service")["metadata"]["name"]
+    )
+    assert endpoint["basicAuth"]["username"] == {"name": "keywatch-scrape", "key": "username"}
+    assert endpoint["basicAuth"]["password"] == {"name": "keywatch-scrape", "key": "password"}
+    (open_endpoint,) = resource("single", "ServiceMonitor")["spec"]["endpoints"]
+    assert "basicAuth" not in open_endpoint and "scheme" not in open_endpoint
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -30,7 +30,7 @@ from monitor.daemon import Daemon, build_daemon
 from monitor.errors import StoreError
 from monitor.leader import LeaderLease
 from monitor.metrics import Telemetry, build_registry
-from monitor.model import EventType, KeyState, Snapshot
+from monitor.model import EventType, KeyState, Snapshot, event_id
 from monitor.simulator import Simulator, SimulatorServer
 from monitor.store.base import Store
 from monitor.store.sqlite import SQLiteStore
@@ -541,3 +541,30 @@ async def test_a_leader_whose_lease_was_taken_over_is_fenced_out_and_steps_down(
 def store_rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
     with store._session("test", write=False) as session:  # type: ignore[attr-defined]
         return session.query(sql)
+
+
+@pytest.mark.postgres
+async def test_a_new_leader_recovers_the_publication_episode_the_last_one_opened(
+    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres_url: str
+) -> None:
+    tenant = server.simulator.tenant("tenant-1")
+    tenant.publication.jwks_max_age = 0  # fetched on every poll
+    tenant.malform_next(None, kind="no_next", target="jwks")
+
+    def of_type(daemon: Daemon, kind: EventType) -> list[str]:
+        return [event.id for event in daemon.store.recent_events() if event.type is kind]
+
+    async with replicas(replica_settings(server, receiver, tmp_path, postgres_url)) as group:
+        leader, standby = await group.start(), await group.start()
+        await eventually(lambda: of_type(leader, EventType.JWKS_MISMATCH) != [], what="mismatch")
+        [mismatch] = of_type(leader, EventType.JWKS_MISMATCH)
+        await group.stop(leader)
+        tenant.clear_faults()  # the episode ends during the change of leader
+        await eventually(lambda: standby.leading, what="the takeover")
+        await eventually(
+            lambda: of_type(standby, EventType.JWKS_CONSISTENT) != [], what="the recovery"
+        )
+        assert of_type(standby, EventType.JWKS_CONSISTENT) == [
+            event_id("tenant-1", EventType.JWKS_CONSISTENT, mismatch)
+        ]
+        assert of_type(standby, EventType.JWKS_MISMATCH) == [mismatch]

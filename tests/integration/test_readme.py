@@ -30,7 +30,7 @@ EVENTS_PAGE = DOCS / "events.md"
 README_MAX_LINES = 250
 
 ROW = re.compile(r"^\| `((?:auth0|keywatch)_[a-z0-9_]+)` \|", re.MULTILINE)
-EVENT_ROW = re.compile(r"^\| `((?:key|tenant)\.[a-z_]+)` \|", re.MULTILINE)
+EVENT_ROW = re.compile(r"^\| `((?:key|tenant|jwks|mirror)\.[a-z_]+)` \|", re.MULTILINE)
 TYPE_LINE = re.compile(r"^# TYPE (\S+) (\S+)$", re.MULTILINE)
 COMMAND_ROW = re.compile(r"^\| `keywatch ([a-z-]+)[^`]*` \|.*$", re.MULTILINE)
 DOCS_LINK = re.compile(r"\]\(docs/([\w-]+\.md)(?:#[\w-]+)?\)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -47,6 +48,17 @@ def seed(store: SQLiteStore, *, delivered: int, pending: int = 0) -> None:
         store.mark_delivered(e.id, "chat", T0 + DAY)
 
 
+@dataclass
+class Lease:
+    """The leader lease as the pruner sees it: its fence, and a count of refusals."""
+
+    fence: Fence | None
+    refused: int = 0
+
+    def fenced_out(self) -> None:
+        self.refused += 1
+
+
 class Run:
     def __init__(
         self,
@@ -58,7 +70,7 @@ class Run:
     ):
         self.telemetry = Telemetry()
         self.leading = leading
-        self.fenced = 0
+        self.lease = Lease(fence)
         self.sleeps: list[float] = []
 
         async def record_sleep(seconds: float) -> None:
@@ -69,15 +81,10 @@ class Run:
             telemetry=self.telemetry,
             policy=RetentionConfig,
             leading=lambda: self.leading,
-            fence=lambda: fence,
-            fenced_out=self.count_fenced,
+            lease=lambda: self.lease,
             clock=Clock(now=lambda: NOW, sleep=sleep or record_sleep),
             batch=2,
         )
-
-    def count_fenced(self) -> None:
-        self.fenced += 1
-        self.leading = False
 
     def sample(self, name: str, **labels: str) -> float | None:
         return build_registry(self.telemetry, version="t").get_sample_value(name, labels)
@@ -111,7 +118,7 @@ async def test_a_refused_batch_ends_the_run_and_the_leadership(store: SQLiteStor
     store.acquire_lease("leader", "b", now=NOW, ttl=30)
     run = Run(store, fence=Fence("leader", stale or 0))
     assert await run.pruner.prune() == Pruned()
-    assert run.fenced == 1
+    assert run.lease.refused == 1
     assert store.delivery_counts() == {("chat", "delivered"): 3}
 
 

@@ -22,14 +22,17 @@ import pytest
 
 from monitor.errors import FencedOut, StoreError
 from monitor.model import (
+    EpisodeState,
     Event,
     EventType,
     KeyState,
+    Severity,
     Snapshot,
     TenantState,
     event_to_json,
     make_event,
 )
+from monitor.reachability import Reachability, after_failure, after_success
 from monitor.store import migrations, open_store, redact_url
 from monitor.store.base import Fence, LeaseInfo, OutboxStats, Pruned, Store
 from monitor.store.sqlite import SQLiteStore
@@ -312,6 +315,77 @@ def test_a_snapshot_saved_before_confirmation_existed_loads_as_believed(
     assert store.load_states() == {
         "prod": TenantState(snapshot("prod", T0, key("k1", current=True)), last_current=("k1",))
     }
+
+
+def test_the_hygiene_findings_raised_survive_a_reopen(backend: Backend) -> None:
+    state = TenantState(snapshot("prod"), last_current=("prod-current",), alerted=frozenset("ab"))
+    backend.open().save_poll(state, [])
+    assert backend.open().load_states() == {"prod": state}
+
+
+def test_the_publication_episodes_survive_a_reopen(backend: Backend) -> None:
+    episode = EpisodeState(2, "open-id", Severity.CRITICAL, T0, 1, T0 + timedelta(minutes=1))
+    state = TenantState(snapshot("prod"), publication={"jwks https://prod/jwks": episode})
+    backend.open().save_poll(state, [])
+    assert backend.open().load_states() == {"prod": state}
+
+
+# --- reachability ----------------------------------------------------------------------------
+
+
+def outage(failures: int) -> tuple[Reachability, list[Event]]:
+    state, raised = Reachability("prod"), []
+    for minute in range(failures):
+        state, events = after_failure(
+            state,
+            reason="timeout",
+            error="timed out",
+            at=T0 + timedelta(minutes=minute),
+            threshold=2,
+        )
+        raised += events
+    return state, raised
+
+
+def test_a_reachable_tenant_has_no_stored_run(store: Store) -> None:
+    assert store.load_reachability("prod") == Reachability("prod")
+
+
+def test_a_run_of_failures_survives_a_reopen_and_a_success_clears_it(backend: Backend) -> None:
+    counting, _ = outage(1)
+    assert backend.open().save_reachability(counting, []) == []
+    down, [unreachable] = outage(2)
+    assert backend.open().save_reachability(down, [unreachable], [(unreachable.id, "ops")]) == [
+        unreachable
+    ]
+    reopened = backend.open()
+    assert reopened.load_reachability("prod") == down
+    assert reopened.load_reachability("staging") == Reachability("staging")
+    assert reopened.delivery_counts() == {("ops", "pending"): 1}
+    [delivery] = reopened.pending_deliveries("ops", T0 + timedelta(hours=1), limit=10)
+    assert delivery.event == unreachable and delivery.created_at == unreachable.detected_at
+    healthy, [recovered] = after_success(down, at=T0 + timedelta(minutes=5))
+    assert reopened.save_reachability(healthy, [recovered]) == [recovered]
+    assert reopened.load_reachability("prod") == Reachability("prod")
+    assert [e.type for e in all_events(reopened)] == [
+        EventType.TENANT_RECOVERED,
+        EventType.TENANT_UNREACHABLE,
+    ]
+
+
+def test_the_same_outage_saved_twice_is_one_event(store: Store) -> None:
+    down, [unreachable] = outage(2)
+    store.save_reachability(down, [unreachable], [(unreachable.id, "ops")])
+    assert store.save_reachability(down, [unreachable], [(unreachable.id, "ops")]) == []
+    assert store.delivery_counts() == {("ops", "pending"): 1}
+
+
+def test_an_unreadable_stored_run_is_a_store_error(backend: Backend) -> None:
+    store = backend.open()
+    store.save_reachability(outage(1)[0], [])
+    store_query(backend, "UPDATE reachability SET body = '{}' RETURNING tenant")
+    with pytest.raises(StoreError, match="reachability of tenant 'prod' is unreadable"):
+        store.load_reachability("prod")
 
 
 # --- save_poll -------------------------------------------------------------------------------

@@ -51,9 +51,10 @@ def daemon_settings(server: SimulatorServer, state_dir: Path, **options: Any) ->
 
 
 @asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Daemon]:
-    """A started daemon that has polled every tenant once; shut down on exit."""
-    daemon = build_daemon(settings)
+async def running(settings: Settings, **options: Any) -> AsyncIterator[Daemon]:
+    """A started daemon that has polled every tenant once; shut down on exit. ``options`` go
+    to ``build_daemon`` (``now``: a clock shared with the simulator)."""
+    daemon = build_daemon(settings, **options)
     await daemon.start()
     try:
         await asyncio.wait_for(daemon.wait_ready(), DEADLINE_SECONDS)

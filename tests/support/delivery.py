@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import time
 from collections import defaultdict, deque
@@ -70,8 +71,8 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class Receiver:
-    """``ThreadingHTTPServer`` on 127.0.0.1:0. Each path answers its scripted answers in
-    order, then its default (``defaults``, else ``default``)."""
+    """``ThreadingHTTPServer`` on 127.0.0.1:0 (HTTPS with ``tls``). Each path answers its
+    scripted answers in order, then its default (``defaults``, else ``default``)."""
 
     def __init__(
         self,
@@ -79,8 +80,10 @@ class Receiver:
         default: Answer = Answer(),
         defaults: dict[str, Answer] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.default = default
+        self.scheme = "https" if tls is not None else "http"
         self.defaults = dict(defaults or {})
         self.clock = clock
         self._scripts: dict[str, deque[Answer]] = defaultdict(deque)
@@ -89,6 +92,8 @@ class Receiver:
         self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._server.block_on_close = False
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
@@ -98,7 +103,7 @@ class Receiver:
         return int(self._server.server_address[1])
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def script(self, path: str, *answers: Answer) -> None:
         with self._lock:

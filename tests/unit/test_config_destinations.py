@@ -146,7 +146,9 @@ BROKEN: list[tuple[str, str, list[str]]] = [
             "destinations[0].events[2]: unknown event type 'cert.expired' (expected one of "
             "key.rotated, key.revoked, key.added, key.removed, key.state_changed, "
             "key.certificate_changed, key.thumbprint_mismatch, tenant.no_current_key, "
-            "tenant.no_next_key, tenant.current_key_restored) (line 8)",
+            "tenant.no_next_key, tenant.current_key_restored, jwks.mismatch, jwks.consistent, "
+            "mirror.stale, mirror.synced, key.expiring, key.previous_unrevoked, "
+            "tenant.rotation_overdue, tenant.unreachable, tenant.recovered) (line 8)",
             "destinations[0].tenants[1]: unknown tenant 'production' "
             "(tenants are: prod, staging) (line 9)",
         ],

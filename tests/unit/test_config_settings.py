@@ -168,6 +168,56 @@ def test_confirm_polls_must_be_a_small_positive_integer(confirm: str, problem: s
     assert problems_of(text) == [f"{problem} (line 1)"]
 
 
+def test_hygiene_and_reachability_have_defaults_a_tenant_may_override() -> None:
+    settings = load(
+        """
+        defaults: {expiry_warnings: [7d, 30d, 1h], rotation_overdue_after: 90d,
+                   previous_unrevoked_after: 2d, unreachable_after: 5}
+        tenants:
+          - {name: a, domain: a.auth0.com, token: abc}
+          - {name: b, domain: b.auth0.com, token: abc, expiry_warnings: [], unreachable_after: 1,
+             rotation_overdue_after: off, previous_unrevoked_after: "off"}
+          - {name: c, domain: c.auth0.com, token: abc, expiry_warnings: , rotation_overdue_after: }
+        """
+    )
+    day = 86400.0
+    resolved = [
+        (
+            t.expiry_warnings,
+            t.previous_unrevoked_after,
+            t.rotation_overdue_after,
+            t.unreachable_after,
+        )
+        for t in settings.tenants
+    ]
+    inherited = ((30 * day, 7 * day, 3600.0), 2 * day, 90 * day, 5)
+    assert resolved == [inherited, ((), None, None, 1), inherited]
+    plain = load("tenants: [{name: a, domain: a.auth0.com, token: abc}]").tenants[0]
+    assert (plain.expiry_warnings, plain.previous_unrevoked_after) == ((30 * day, 7 * day), None)
+    assert (plain.rotation_overdue_after, plain.unreachable_after) == (None, 3)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (
+            "expiry_warnings: 30d",
+            "expiry_warnings: expected a list of durations (e.g. [30d, 7d]), got '30d'",
+        ),
+        ("expiry_warnings: [30d, soon]", "expiry_warnings: item 1: not a duration: 'soon'"),
+        ("expiry_warnings: [7d, 168h]", "expiry_warnings: item 1: duplicate window '168h'"),
+        ("expiry_warnings: [0s]", "expiry_warnings: item 0: must be a positive duration, got '0s'"),
+        ("previous_unrevoked_after: never", "previous_unrevoked_after: not a duration: 'never'"),
+        ("rotation_overdue_after: -1d", "rotation_overdue_after: not a duration: '-1d'"),
+        ("unreachable_after: 0", "unreachable_after: Input should be greater than or equal to 1"),
+        ("unreachable_after: 3x", "unreachable_after: Input should be a valid integer"),
+    ],
+)
+def test_hygiene_and_reachability_values_are_checked(line: str, problem: str) -> None:
+    text = f"tenants:\n  - name: a\n    domain: a.auth0.com\n    token: x\n    {line}\n"
+    assert problems_of(text) == [f"tenants[0].{problem} (line 5)"]
+
+
 def test_empty_values_fall_back_to_defaults() -> None:
     settings = load(
         """

@@ -55,7 +55,13 @@ def snapshot(tenant: str, *keys: KeyState) -> Snapshot:
 
 def typical_keys() -> tuple[KeyState, ...]:
     return (
-        make_key("cur", current=True, current_since=NOW - timedelta(days=10)),
+        make_key(
+            "cur",
+            current=True,
+            current_since=NOW - timedelta(days=10),
+            key_type="RSA",
+            key_size=2048,
+        ),
         make_key("nxt", next=True),
         make_key(
             "old",
@@ -97,9 +103,10 @@ def test_every_key_gets_info_state_dates_and_thumbprint_check(
     telemetry.set_snapshot(snapshot("prod", *typical_keys()))
     value = registry.get_sample_value
 
-    assert (
-        value("auth0_signing_key_info", {"tenant": "prod", "kid": "cur", "thumbprint": SHA1}) == 1
-    )
+    info = {"tenant": "prod", "kid": "cur", "thumbprint": SHA1, "key_type": "RSA"}
+    assert value("auth0_signing_key_info", {**info, "key_bits": "2048"}) == 1
+    unknown = {"thumbprint": SHA1, "key_type": "unknown", "key_bits": "unknown"}
+    assert value("auth0_signing_key_info", {"tenant": "prod", "kid": "nxt", **unknown}) == 1
     expected_flags = {"cur": "current", "nxt": "next", "old": "previous", "gone": "revoked"}
     for kid, flag in expected_flags.items():
         for state in KEY_STATES:

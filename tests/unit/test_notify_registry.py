@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 
 import pytest
 from hypothesis import given
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from monitor.config import DestinationConfig, Settings, TenantConfig
 from monitor.detect import diff
+from monitor.hygiene import HygienePolicy, findings
 from monitor.model import Event, EventType
 from monitor.notify import NOTIFIER_CLASSES, build_notifier
 from monitor.notify.base import (
@@ -21,6 +23,8 @@ from monitor.notify.base import (
     with_query,
 )
 from monitor.notify.routing import matches
+from monitor.publication import Target, TargetKind, Watch, check_mirror, judge
+from monitor.reachability import Reachability, after_failure, after_success
 from monitor.templates import (
     escape_slack,
     event_facts,
@@ -43,7 +47,7 @@ from tests.support.notify import (
     rotation,
     tenant_event,
 )
-from tests.support.snapshots import STEADY, key, snap
+from tests.support.snapshots import STEADY, T0, TENANT, key, snap
 
 # --- the registry --------------------------------------------------------------------------
 
@@ -244,6 +248,26 @@ def test_service_error_text_is_redacted() -> None:
 # --- no placeholder where a kid belongs (issue 8) ------------------------------------------
 
 
+def publication_events() -> list[Event]:
+    """A JWKS and a mirror that disagree with STEADY, then agree, as ``judge`` makes them."""
+    events: list[Event] = []
+    for kind in (TargetKind.JWKS, TargetKind.MIRROR):
+        target = Target(kind, f"https://example.test/{kind.value}")
+        watch = Watch()
+        for fetched in (check_mirror(STEADY, ()), frozenset()):
+            watch, found = judge(
+                watch,
+                fetched,
+                tenant=STEADY.tenant,
+                target=target,
+                anchor=STEADY.taken_at,
+                observed_at=STEADY.taken_at,
+                polls=1,
+            )
+            events += found
+    return events
+
+
 def detected_events() -> list[Event]:
     """At least one event of every type, as detection makes them (not hand-built)."""
     rotated = snap(
@@ -263,8 +287,27 @@ def detected_events() -> list[Event]:
         (gap, rotated, ("B",)),
     ]
     events = [e for old, new, last in changes for e in diff(old, new, last_current=last)]
+    events += publication_events()
+    events += hygiene_and_reachability_events()
     assert {e.type for e in events} == set(EventType)
     return events
+
+
+def hygiene_and_reachability_events() -> list[Event]:
+    """key.expiring, key.previous_unrevoked, tenant.rotation_overdue, tenant.unreachable and
+    tenant.recovered, as monitor.hygiene and monitor.reachability make them."""
+    aging = snap(
+        key("A", "previous", current_until=T0 - timedelta(days=9)),
+        key("B", current_since=T0 - timedelta(days=90), not_after=T0 + timedelta(days=3)),
+        key("C", "next"),
+    )
+    policy = HygienePolicy(previous_unrevoked_after=86400.0, rotation_overdue_after=86400.0)
+    events = findings(aging, now=T0, policy=policy)
+    down, [unreachable] = after_failure(
+        Reachability(TENANT), reason="http_5xx", error="HTTP 503", at=T0, threshold=1
+    )
+    _, [recovered] = after_success(down, at=T0 + timedelta(minutes=5))
+    return [*events, unreachable, recovered]
 
 
 @pytest.mark.parametrize("kind", sorted(NOTIFIER_CLASSES))

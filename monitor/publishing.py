@@ -1,0 +1,188 @@
+"""One tenant's publication checks within a poll: fetch, compare, judge; apply after commit.
+
+``PublicationCheck.observe(confirmed, now=...)`` runs after the Management API poll: the
+``PublicationReader`` fetches what is due (``monitor.sources.publication``), the pure checks
+compare each fresh answer with the tenant's confirmed snapshot and ``judge`` turns the
+findings into events (``monitor.publication``). Nothing moves until the poller has committed
+those events with the poll, and with them the watches' stored part (``Outcome.episodes``, in
+``TenantState.publication``): ``apply(outcome)`` then keeps the new watches and updates the
+metrics. If the commit fails, the next fresh fetch judges the same disagreement again. After a
+restart, a reload or a change of leader, ``restore`` goes on from the stored episodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from monitor.clock import utc_now
+from monitor.metrics import PublicationView, Telemetry
+from monitor.model import EpisodeState, Event, Snapshot
+from monitor.publication import (
+    Finding,
+    Target,
+    TargetKind,
+    Watch,
+    check_certificate,
+    check_jwks,
+    check_mirror,
+    expected_publication,
+    judge,
+    kept,
+    resumed,
+    target_key,
+)
+from monitor.sources.publication import PublicationReader, Reading
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one poll's publication checks found; nothing is kept until ``apply``."""
+
+    events: list[Event]
+    watches: dict[Target, Watch]
+    published: dict[Target, frozenset[str]]
+    errors: list[str]
+    checked: Snapshot
+    changed_at: datetime | None
+    first_published: dict[str, datetime] = field(default_factory=dict)
+
+    @property
+    def episodes(self) -> dict[str, EpisodeState]:
+        """What the poll's commit stores of the watches (``TenantState.publication``); a
+        target with nothing to remember is left out."""
+        stored = {target_key(target): kept(watch) for target, watch in self.watches.items()}
+        return {key: episode for key, episode in stored.items() if episode != EpisodeState()}
+
+
+class PublicationCheck:
+    """What keywatch keeps of one tenant's publication between polls (in memory)."""
+
+    def __init__(
+        self,
+        reader: PublicationReader,
+        *,
+        tenant: str,
+        allow_extra_kids: Iterable[str] = (),
+        polls: int = 2,
+        telemetry: Telemetry,
+    ) -> None:
+        self.reader = reader
+        self._tenant = tenant
+        self._allow = frozenset(allow_extra_kids)
+        self._polls = polls
+        self._telemetry = telemetry
+        self._watches: dict[Target, Watch] = {target: Watch() for target in reader.targets}
+        self._published: dict[Target, frozenset[str]] = {}
+        self._checked: Snapshot | None = None
+        self._changed_at: datetime | None = None
+        self._first_published: dict[str, datetime] = {}
+        self._lead: dict[str, float] = {}
+        telemetry.publication.add_tenant(tenant)
+
+    @property
+    def watches(self) -> Mapping[Target, Watch]:
+        return dict(self._watches)
+
+    def restore(self, episodes: Mapping[str, EpisodeState]) -> None:
+        """Go on from the stored episodes (``TenantState.publication``); a watch that agrees
+        with its stored part keeps what this process knows beyond it."""
+        for target, watch in self._watches.items():
+            stored = episodes.get(target_key(target), EpisodeState())
+            if kept(watch) != stored:
+                self._watches[target] = resumed(stored)
+
+    async def observe(
+        self, confirmed: Snapshot, *, now: Callable[[], datetime] = utc_now
+    ) -> Outcome:
+        changed = not confirmed.same_keys(self._checked)
+        changed_at = self._changed_at
+        if self._checked is None or expected_publication(confirmed) != expected_publication(
+            self._checked
+        ):
+            changed_at = confirmed.taken_at if self._checked is not None else None
+        readings = await self.reader.read(changed=changed, now=now)
+        observed_at = now()
+        events: list[Event] = []
+        watches = dict(self._watches)
+        published = dict(self._published)
+        first_published = dict(self._first_published)
+        for reading in readings:
+            if not reading.fresh:
+                continue
+            findings, kids = self._compare(confirmed, reading)
+            published[reading.target] = kids
+            if reading.target.kind is TargetKind.JWKS:
+                for kid in kids & set(confirmed.next_kids):
+                    first_published.setdefault(kid, observed_at)
+            watches[reading.target], found = judge(
+                watches.get(reading.target, Watch()),
+                findings,
+                tenant=self._tenant,
+                target=reading.target,
+                anchor=confirmed.taken_at,
+                observed_at=observed_at,
+                changed_at=changed_at,
+                polls=self._polls,
+            )
+            events += found
+        return Outcome(
+            events=events,
+            watches=watches,
+            published=published,
+            errors=[reading.error for reading in readings if reading.error],
+            checked=confirmed,
+            changed_at=changed_at,
+            first_published=first_published,
+        )
+
+    def _compare(
+        self, confirmed: Snapshot, reading: Reading
+    ) -> tuple[frozenset[Finding], frozenset[str]]:
+        target = reading.target
+        if reading.cert_sha1 is not None:
+            kids = frozenset(
+                kid for kid, key in confirmed.keys.items() if key.cert_sha1 == reading.cert_sha1
+            )
+            return check_certificate(confirmed, reading.cert_sha1), kids
+        keys = reading.keys or ()
+        kids = frozenset(key.kid for key in keys)
+        if target.is_mirror:
+            return check_mirror(confirmed, keys), kids
+        return check_jwks(confirmed, keys, allow_extra_kids=self._allow), kids
+
+    def record_errors(self, outcome: Outcome) -> None:
+        """Count the failed fetches (whether or not the poll's commit succeeds)."""
+        for reason in outcome.errors:
+            self._telemetry.publication.record_fetch_error(self._tenant, reason)
+
+    def apply(self, outcome: Outcome) -> None:
+        """Keep what ``outcome`` found, once its events are committed; update the metrics."""
+        previous_current = set(self._checked.current_kids) if self._checked else set()
+        self._watches = outcome.watches
+        self._published = outcome.published
+        self._checked = outcome.checked
+        self._changed_at = outcome.changed_at
+        self._first_published = outcome.first_published
+        confirmed = outcome.checked
+        if previous_current:
+            for kid in set(confirmed.current_kids) - previous_current:
+                seen = self._first_published.get(kid)
+                if seen is not None:
+                    self._lead[kid] = max(0.0, (confirmed.taken_at - seen).total_seconds())
+        self._lead = {kid: s for kid, s in self._lead.items() if kid in confirmed.current_kids}
+        self._telemetry.publication.set_view(self._tenant, self._view(confirmed))
+
+    def _view(self, confirmed: Snapshot) -> PublicationView:
+        published: dict[tuple[str, str], bool] = {}
+        mirrors: dict[str, tuple[bool, float | None]] = {}
+        for target, kids in self._published.items():
+            if target.is_mirror:
+                watch = self._watches.get(target, Watch())
+                if watch.in_sync is not None:
+                    mirrors[target.label] = (watch.in_sync, watch.lag)
+                continue
+            for kid in set(confirmed.keys) | kids:
+                published[(kid, target.label)] = kid in kids
+        return PublicationView(published=published, mirrors=mirrors, lead=dict(self._lead))

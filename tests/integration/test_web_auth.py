@@ -1,0 +1,138 @@
+"""The daemon's listener over TLS and behind basic auth (``web:``), with a real TLS client
+trusting a CA made for the test, and wrong or missing credentials."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from monitor.config import parse_config
+from monitor.httpclient import tls_context
+from monitor.simulator import Simulator, SimulatorServer
+from monitor.web import BasicAuth, build_app
+from tests.support.daemon import daemon_config, running
+from tests.support.tls import Pki, make_pki
+
+PASSWORD = "correct horse battery staple"
+HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+@pytest.fixture
+def server() -> Iterator[SimulatorServer]:
+    with SimulatorServer(Simulator(tenants=1)) as running_server:
+        yield running_server
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return make_pki(tmp_path / "pki")
+
+
+def web_config(server: SimulatorServer, tmp_path: Path, web: str) -> str:
+    return daemon_config(server, tmp_path) + f"web: {web}\n"
+
+
+async def test_tls_and_basic_auth_protect_every_page_but_the_exempt_probe(
+    server: SimulatorServer, tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    web = (
+        f"{{tls_cert_file: '{pki.cert_file}', tls_key_file: '{pki.key_file}', "
+        f"basic_auth_users: {{prometheus: '{HASH}'}}, auth_exempt: [/healthz]}}"
+    )
+    async with running(parse_config(web_config(server, tmp_path, web))) as daemon:
+        base = f"https://127.0.0.1:{daemon.port}"
+        async with httpx.AsyncClient(verify=tls_context(str(pki.ca_file))) as client:
+            good = await client.get(f"{base}/metrics", auth=("prometheus", PASSWORD))
+            wrong = await client.get(f"{base}/metrics", auth=("prometheus", "nope"))
+            unknown = await client.get(f"{base}/metrics", auth=("admin", PASSWORD))
+            missing = await client.get(f"{base}/metrics")
+            garbled = await client.get(f"{base}/metrics", headers={"Authorization": "Basic %%"})
+            ready = await client.get(f"{base}/readyz")
+            probe = await client.get(f"{base}/healthz")
+            again = await client.get(f"{base}/readyz", auth=("prometheus", PASSWORD))
+        async with httpx.AsyncClient() as public_cas_only:
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await public_cas_only.get(f"{base}/healthz")
+        async with httpx.AsyncClient() as plain:
+            with pytest.raises(httpx.HTTPError):
+                await plain.get(f"http://127.0.0.1:{daemon.port}/healthz")
+    assert good.status_code == 200 and "keywatch_leader" in good.text
+    for refused in (wrong, unknown, missing, garbled, ready):
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"] == 'Basic realm="keywatch", charset="UTF-8"'
+        assert refused.text == "unauthorized\n"
+    assert (probe.status_code, probe.text) == (200, "ok\n")
+    assert again.status_code == 200
+    assert f"serving https://127.0.0.1:{daemon.port}/metrics (basic auth)" in caplog.text
+    for secret in (PASSWORD, HASH, HASH[7:]):
+        assert secret not in caplog.text
+        assert all(secret not in r.text for r in (good, wrong, unknown, missing))
+
+
+async def test_basic_auth_without_tls_and_without_exemptions(
+    server: SimulatorServer, tmp_path: Path
+) -> None:
+    web = f"{{basic_auth_users: {{prometheus: '{HASH}'}}}}"
+    async with running(parse_config(web_config(server, tmp_path, web))) as daemon:
+        base = f"http://127.0.0.1:{daemon.port}"
+        async with httpx.AsyncClient() as client:
+            probe = await client.get(f"{base}/healthz")
+            authorized = await client.get(f"{base}/healthz", auth=("prometheus", PASSWORD))
+    assert probe.status_code == 401
+    assert authorized.status_code == 200
+
+
+async def test_an_unknown_user_costs_one_bcrypt_check_like_a_wrong_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checks: list[bytes] = []
+    real_checkpw = bcrypt.checkpw
+
+    def counting_checkpw(password: bytes, hashed: bytes) -> bool:
+        checks.append(hashed)
+        return real_checkpw(password, hashed)
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("not reached")
+
+    auth = BasicAuth(app, users={"prometheus": HASH}, exempt=())
+    monkeypatch.setattr(bcrypt, "checkpw", counting_checkpw)
+    header = b"Basic " + base64.b64encode(b"admin:" + PASSWORD.encode())
+    assert not await auth._allowed(header)
+    header = b"Basic " + base64.b64encode(b"prometheus:wrong")
+    assert not await auth._allowed(header)
+    long_password = b"prometheus:" + PASSWORD.encode() + b"x" * 100
+    assert not await auth._allowed(b"Basic " + base64.b64encode(long_password))
+    assert len(checks) == 3
+    assert checks[0] != HASH.encode() and checks[0].startswith(b"$2b$04$")  # the dummy
+
+
+async def test_the_probes_answer_503_when_the_store_does_not_answer_in_time() -> None:
+    release = threading.Event()
+    app = build_app(
+        registry=CollectorRegistry(),
+        ping_store=lambda: release.wait(10),
+        polled_all=lambda: True,
+        store_timeout=0.2,
+    )
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://kw") as client:
+            health = await client.get("/healthz")
+            ready = await client.get("/readyz")
+    finally:
+        release.set()
+    for answer in (health, ready):
+        assert (answer.status_code, answer.text) == (
+            503,
+            "store unavailable: no answer within 0.2s",
+        )
