@@ -688,9 +688,13 @@ def test_a_leader_writes_under_its_token_until_a_newer_leader_takes_the_lease(
     )
     assert new.token == old.token + 1
     before = (store.load_states(), all_events(store), store.delivery_counts())
+    down, [unreachable] = outage(2)
+    healthy, _ = after_success(down, at=T0 + timedelta(minutes=5))
     for refused in (
         lambda: fenced_poll(store, "prod", "k1", old),  # even a repeat of known rows
         lambda: fenced_poll(store, "dev", "k2", old),  # a new tenant, a new event
+        lambda: store.save_reachability(down, [unreachable], [(unreachable.id, "ops")], fence=old),
+        lambda: store.save_reachability(healthy, [], fence=old),
         lambda: store.claim_delivery(first.id, "chat", fence=old),
         lambda: store.mark_delivered(first.id, "chat", T0, fence=old),
         lambda: store.mark_failed(first.id, "chat", error="x", retry_at=None, fence=old),
@@ -700,6 +704,10 @@ def test_a_leader_writes_under_its_token_until_a_newer_leader_takes_the_lease(
         ):
             refused()
     assert (store.load_states(), all_events(store), store.delivery_counts()) == before
+    assert store.load_reachability("prod") == Reachability("prod")
+    assert store.save_reachability(down, [unreachable], fence=new) == [unreachable]
+    store.save_reachability(healthy, [], fence=new)
+    assert store.load_reachability("prod") == Reachability("prod")
 
     assert store.claim_delivery(first.id, "chat", fence=new)
     store.mark_delivered(first.id, "chat", T0 + timedelta(minutes=2), fence=new)
