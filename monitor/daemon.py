@@ -45,6 +45,7 @@ from monitor.notify.base import Notifier
 from monitor.notify.dispatcher import Dispatcher
 from monitor.poll import Poller, PollSchedule
 from monitor.redact import url_secrets
+from monitor.retention import Pruner
 from monitor.store import open_store
 from monitor.store.base import Store
 from monitor.web import EmbeddedServer, bind, build_app, build_server
@@ -52,6 +53,8 @@ from monitor.web import EmbeddedServer, bind, build_app, build_server
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 10.0
+RESTART_ONLY = ("listen", "state", "lease", "web", "metrics")
+"""Settings a reload does not apply (it warns)."""
 
 
 def secrets_of(settings: Settings) -> list[str]:
@@ -111,6 +114,7 @@ class Daemon:
             telemetry=self.telemetry,
             wake=self.dispatcher.wake,
             leading=lambda: self.leading,
+            lease=lambda: self.lease,
             now=self.now,
         )
 
@@ -185,6 +189,7 @@ class Daemon:
                 self._spawn(roles.follow_shared_state(), name="shared-state"),
             ]
         await roles.start()
+        self._lease_tasks.append(self._spawn(pruner_of(self).run(), name="retention"))
 
     def _spawn(self, coro: Any, *, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -223,8 +228,7 @@ class Daemon:
     def _apply(self, settings: Settings) -> None:
         assert self._schedule is not None
         previous, self.settings = self.settings, settings  # the new routes are read from here
-        restart_only = ("listen", "state", "lease", "web", "metrics")
-        if any(getattr(settings, key) != getattr(previous, key) for key in restart_only):
+        if any(getattr(settings, key) != getattr(previous, key) for key in RESTART_ONLY):
             log.warning("listen, web, state, lease and metrics changes take effect after a restart")
         tenants = self.poller.tenants
         wanted = {tenant.name: tenant for tenant in settings.tenants}
@@ -320,6 +324,18 @@ class Daemon:
                 for signum, handler in previous.items():
                     loop.remove_signal_handler(signum)
                     signal.signal(signum, handler)
+
+
+def pruner_of(daemon: Daemon) -> Pruner:
+    """The leader's retention task, on the daemon's current settings and lease; a background
+    loop like the lease's (``Daemon._lease_tasks``), cancelled with them at shutdown."""
+    return Pruner(
+        store=daemon.store,
+        telemetry=daemon.telemetry,
+        policy=lambda: daemon.settings.retention,
+        leading=lambda: daemon.leading,
+        lease=lambda: daemon.lease,
+    )
 
 
 def ignore_stop_signals() -> None:

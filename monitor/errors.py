@@ -15,6 +15,7 @@
     │   │   └── UnexpectedStatus        any other status              reason=unexpected_status
     │   └── MalformedResponse       the answer is not what the API documents    reason=malformed
     └── StoreError                  the state store failed; nothing was half-written
+        └── FencedOut               a newer leader holds the lease: step down, do not retry
 
 Third-party exceptions (httpx, sqlite3, psycopg, yaml, pydantic) are translated where they are
 caught, with ``raise ... from exc``. Messages never contain secrets: no tokens, client secrets,
@@ -113,3 +114,8 @@ class MalformedResponse(SourceError):
 
 class StoreError(KeywatchError):
     """The state store failed; the transaction was rolled back."""
+
+
+class FencedOut(StoreError):
+    """A leader's write was refused: the lease it was made under has a newer token, so
+    another replica leads now. Not an outage: the writer must stop leading at once."""

@@ -15,6 +15,11 @@ The leader must stop before its lease can lapse, or two replicas would send at o
   renewal was sent (so the store's expiry, ``now + ttl``, is never earlier) and
   ``margin = ttl / 6`` absorbs the difference between the replicas' wall clocks.
 
+The lease's token grows whenever its holder changes; ``fence`` is what every write of this
+leader carries, and the store refuses a write whose token is not the lease's any more
+(``FencedOut``), after which ``fenced_out`` ends the leadership at once: a process frozen past
+its lease (SIGSTOP, a paused VM) writes and sends nothing when it wakes up.
+
 ``leading`` is checked against the clock each time it is read, so it turns False at that
 instant even while a renewal hangs; ``changed`` is set whenever it flips (the run loop wakes at
 the deadline for that). ``grace()`` says how long work already under way may still finish
@@ -45,11 +50,11 @@ from monitor.metrics import Telemetry
 from monitor.model import TenantState
 from monitor.notify.base import Notifier
 from monitor.notify.dispatcher import RESUME_WAIT, Dispatcher
-from monitor.store.base import Store
+from monitor.store.base import LEADER_LEASE, Fence, Store
 
 log = logging.getLogger(__name__)
 
-LEASE_NAME = "leader"
+LEASE_NAME = LEADER_LEASE
 SHARED_REFRESH_SECONDS = 5.0
 """How often a standby reloads the shared snapshots and outbox gauges into its metrics."""
 STEP_DOWN_GRACE_SECONDS = 10.0
@@ -87,7 +92,8 @@ class LeaderLease:
         self._lead_until = 0.0  # monotonic: stop leading here (ttl - margin after the renewal)
         self._expires_at: float | None = None  # monotonic: the store's expiry of our lease
         self._next_attempt: float | None = None
-        self._call: asyncio.Future[bool] | None = None  # the store call in flight
+        self._call: asyncio.Future[int | None] | None = None  # the store call in flight
+        self.token: int | None = None  # the lease's token, as last taken or renewed
         self._announced = False
         self._failing = False
 
@@ -102,6 +108,18 @@ class LeaderLease:
         """Seconds of leadership left (0 when the lease was lost to another holder): how long
         work already under way may take while stepping down."""
         return max(0.0, self._lead_until - self._clock.monotonic())
+
+    @property
+    def fence(self) -> Fence | None:
+        """What this process's writes carry while it leads: the store refuses them once another
+        replica took the lease (a newer token)."""
+        return None if self.token is None else Fence(self.name, self.token)
+
+    def fenced_out(self) -> None:
+        """A write was refused for a newer token: another replica leads. Stop leading now."""
+        self._holding = False
+        self._lead_until = min(self._lead_until, self._clock.monotonic())
+        self._publish("a newer leader took the lease (a write was fenced out)")
 
     @property
     def expires_at(self) -> float | None:
@@ -130,14 +148,15 @@ class LeaderLease:
             started = -float("inf")  # an older call still runs: its answer counts for nothing
         await self._answer_or_deadline(call)
         try:
-            held = call.result()
+            token = call.result()
         except Exception as exc:  # a store error, or a bug: either way the lease is not held
             self._holding = False
             self._report_failure(exc)
             self._publish("the lease could not be renewed")
             return False
         self._report_recovery()
-        if held:
+        if token is not None:
+            self.token = token
             expires_at = started + self.ttl
             if self._expires_at is None or expires_at > self._expires_at:
                 self._expires_at = expires_at
@@ -150,7 +169,7 @@ class LeaderLease:
             self._publish("another replica holds the lease")
         return self.leading
 
-    async def _answer_or_deadline(self, call: asyncio.Future[bool]) -> None:
+    async def _answer_or_deadline(self, call: asyncio.Future[int | None]) -> None:
         """Wait for the store's answer; while leading, wake at the deadline to step down."""
         while not call.done():
             self._publish("the lease renewal did not answer in time")
@@ -183,7 +202,7 @@ class LeaderLease:
             await self._clock.sleep(max(left, 0.0))
             self._publish("the lease ran out before it was renewed")
 
-    async def _race(self, call: asyncio.Future[bool], seconds: float) -> None:
+    async def _race(self, call: asyncio.Future[int | None], seconds: float) -> None:
         timer: asyncio.Future[None] = asyncio.ensure_future(self._clock.sleep(max(seconds, 0.0)))
         waiters: set[asyncio.Future[Any]] = {call, timer}
         try:
@@ -358,7 +377,9 @@ class RoleFollower:
         # Before polling: deliveries left pending (by the last run, or the last leader) go
         # out first.
         notifiers = list(self._notifiers())
-        await self._dispatcher.start(notifiers, resume_wait=self.bounded(RESUME_WAIT))
+        await self._dispatcher.start(
+            notifiers, resume_wait=self.bounded(RESUME_WAIT), lease=self.lease
+        )
         if not self.leading:
             return  # lost meanwhile: the lease has set ``changed``, and _stand_by follows
         self._polling.resume()

@@ -39,7 +39,7 @@ from monitor.clock import utc_now
 from monitor.config import TenantConfig
 from monitor.confirm import confirm
 from monitor.detect import anomalies
-from monitor.errors import SourceError, StoreError
+from monitor.errors import FencedOut, SourceError, StoreError
 from monitor.hygiene import HygienePolicy, check
 from monitor.metrics import Telemetry
 from monitor.model import Event, Severity, Snapshot, TenantState
@@ -49,7 +49,7 @@ from monitor.reachability import Reachability, after_failure, after_success
 from monitor.sources.auth0 import Auth0Client, Credentials
 from monitor.sources.base import SnapshotSource
 from monitor.sources.publication import PublicationReader, publication_targets
-from monitor.store.base import Store
+from monitor.store.base import Fence, Fencing, Store
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,46 @@ class TenantRuntime:
     publication: PublicationCheck | None = None
 
 
+class _Reachabilities:
+    """Each tenant's run of failed polls as last committed (``monitor.reachability``), loaded
+    from the store when first needed, and what a poll's outcome makes of it."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._known: dict[str, Reachability] = {}
+
+    def forget(self, name: str | None = None) -> None:
+        """Read the tenant's (or every tenant's) run from the store again when next needed."""
+        if name is None:
+            self._known.clear()
+        else:
+            self._known.pop(name, None)
+
+    def remember(self, state: Reachability) -> None:
+        self._known[state.tenant] = state
+
+    async def after_failure(
+        self, config: TenantConfig, error: SourceError, *, at: datetime
+    ) -> tuple[Reachability, list[Event]]:
+        known = await self._of(config.name)
+        reason, threshold = error.reason, config.unreachable_after
+        return after_failure(known, reason=reason, error=str(error), at=at, threshold=threshold)
+
+    async def after_success(
+        self, name: str, *, at: datetime
+    ) -> tuple[Reachability, list[Event]] | None:
+        """None in the steady state (reachable before, and now): nothing to write."""
+        known = await self._of(name)
+        return None if known.healthy else after_success(known, at=at)
+
+    async def _of(self, name: str) -> Reachability:
+        known = self._known.get(name)
+        if known is None:
+            known = await asyncio.to_thread(self._store.load_reachability, name)
+            self._known[name] = known
+        return known
+
+
 class Poller:
     """Polls a tenant when asked and commits what it finds; see the module docstring."""
 
@@ -157,18 +197,21 @@ class Poller:
         telemetry: Telemetry,
         wake: Callable[[set[str]], None],
         leading: Callable[[], bool],
+        lease: Callable[[], Fencing | None] = lambda: None,
         now: Callable[[], datetime] = utc_now,
         max_concurrent: int = MAX_CONCURRENT_POLLS,
     ) -> None:
+        """``lease``: the leader lease whose fence every commit carries, if any."""
         self.tenants: dict[str, TenantRuntime] = {}
         self._store = store
         self._client_of = client_of
         self._telemetry = telemetry
         self._wake = wake
         self._leading = leading
+        self._lease = lease
         self._now = now
         self._destinations: tuple[Notifier, ...] = ()
-        self._reachability: dict[str, Reachability] = {}  # loaded from the store when needed
+        self._reachability = _Reachabilities(store)
         self._slots = asyncio.Semaphore(max_concurrent)
         self._inflight: set[asyncio.Task[Any]] = set()
         self._ready = asyncio.Event()
@@ -195,7 +238,7 @@ class Poller:
 
     def remove_tenant(self, name: str) -> None:
         del self.tenants[name]
-        self._reachability.pop(name, None)
+        self._reachability.forget(name)
         self._telemetry.remove_tenant(name)
 
     def route_to(self, destinations: Iterable[Notifier]) -> None:
@@ -204,7 +247,7 @@ class Poller:
 
     def show_stored(self, stored: Mapping[str, TenantState]) -> None:
         """Take the states another replica committed (a standby, or a takeover)."""
-        self._reachability.clear()  # another replica may have counted failures since
+        self._reachability.forget()  # another replica may have counted failures since
         for name, runtime in self.tenants.items():
             state = stored.get(name)
             if state is not None and state != runtime.state:
@@ -244,20 +287,35 @@ class Poller:
                 task.cancel()
 
     async def _poll_once(self, runtime: TenantRuntime) -> list[Event]:
+        lease = self._lease()  # every commit of this poll carries its fence as of now
+        try:
+            return await self._poll_counted(runtime, fence=lease.fence if lease else None)
+        except FencedOut as exc:  # not an outage: another replica leads, this one steps down
+            name = runtime.config.name
+            log.warning("poll result refused, stepping down: %s", exc, extra={"tenant": name})
+            if lease is not None:
+                lease.fenced_out()
+            return []
+
+    async def _poll_counted(self, runtime: TenantRuntime, *, fence: Fence | None) -> list[Event]:
         name = runtime.config.name
         started, started_at = time.perf_counter(), self._now()
         try:
-            return await self._poll(runtime, started=started, started_at=started_at)
+            return await self._poll(runtime, started=started, started_at=started_at, fence=fence)
         except SourceError as exc:
             self._telemetry.record_poll_failure(
                 name, reason=exc.reason, duration=time.perf_counter() - started
             )
             log.warning("poll failed: %s", exc, extra={"tenant": name, "reason": exc.reason})
             try:
-                return await self._count_failure(runtime, exc, at=started_at)
+                return await self._count_failure(runtime, exc, at=started_at, fence=fence)
+            except FencedOut:
+                raise
             except StoreError as store_error:  # the run stays as stored: this one is uncounted
                 log.error("could not save the failed poll: %s", store_error, extra={"tenant": name})
                 return []
+        except FencedOut:
+            raise
         except StoreError as exc:
             self._telemetry.record_poll_failure(
                 name, reason="store", duration=time.perf_counter() - started
@@ -266,7 +324,7 @@ class Poller:
             return []
 
     async def _poll(
-        self, runtime: TenantRuntime, *, started: float, started_at: datetime
+        self, runtime: TenantRuntime, *, started: float, started_at: datetime, fence: Fence | None
     ) -> list[Event]:
         name = runtime.config.name
         previous = runtime.state
@@ -278,7 +336,7 @@ class Poller:
             watched_kids=runtime.config.kids,
             now=self._now,
         )
-        recovered = await self._count_success(runtime, at=started_at)
+        recovered = await self._count_success(runtime, at=started_at, fence=fence)
         state, events = confirm(
             previous, observed, polls=runtime.config.confirm.polls, kids=runtime.config.kids
         )
@@ -305,7 +363,9 @@ class Poller:
         if state != previous or (outcome is not None and outcome.events):
             # An unchanged state is not written (unless publication events come with it): in
             # memory and on disk agree on what "old" is.
-            committed = await asyncio.to_thread(self._store.save_poll, state, events, deliveries)
+            committed = await asyncio.to_thread(
+                self._store.save_poll, state, events, deliveries, fence=fence
+            )
             if deliveries:
                 self._wake({destination for _, destination in deliveries})
         if self.tenants.get(name) is runtime:  # not removed by a reload meanwhile
@@ -321,42 +381,28 @@ class Poller:
     # --- reachability -----------------------------------------------------------------------
 
     async def _count_failure(
-        self, runtime: TenantRuntime, error: SourceError, *, at: datetime
+        self, runtime: TenantRuntime, error: SourceError, *, at: datetime, fence: Fence | None
     ) -> list[Event]:
-        name = runtime.config.name
-        known = await self._reachability_of(name)
-        state, events = after_failure(
-            known,
-            reason=error.reason,
-            error=str(error),
-            at=at,
-            threshold=runtime.config.unreachable_after,
-        )
-        return await self._save_reachability(state, events)
+        state, events = await self._reachability.after_failure(runtime.config, error, at=at)
+        return await self._save_reachability(state, events, fence)
 
-    async def _count_success(self, runtime: TenantRuntime, *, at: datetime) -> list[Event]:
-        known = await self._reachability_of(runtime.config.name)
-        if known.healthy:  # the steady state: nothing to read or write
-            return []
-        state, events = after_success(known, at=at)
-        return await self._save_reachability(state, events)
+    async def _count_success(
+        self, runtime: TenantRuntime, *, at: datetime, fence: Fence | None
+    ) -> list[Event]:
+        change = await self._reachability.after_success(runtime.config.name, at=at)
+        return [] if change is None else await self._save_reachability(*change, fence)
 
-    async def _reachability_of(self, name: str) -> Reachability:
-        known = self._reachability.get(name)
-        if known is None:
-            known = await asyncio.to_thread(self._store.load_reachability, name)
-            self._reachability[name] = known
-        return known
-
-    async def _save_reachability(self, state: Reachability, events: list[Event]) -> list[Event]:
+    async def _save_reachability(
+        self, state: Reachability, events: list[Event], fence: Fence | None
+    ) -> list[Event]:
         """Commit the run of failed polls with its events and their deliveries, then tell."""
         if not self._leading():
             return []
         deliveries = self._deliveries_of(events)
         committed = await asyncio.to_thread(
-            self._store.save_reachability, state, events, deliveries
+            self._store.save_reachability, state, events, deliveries, fence=fence
         )
-        self._reachability[state.tenant] = state
+        self._reachability.remember(state)
         if deliveries:
             self._wake({destination for _, destination in deliveries})
         self._telemetry.record_events(committed)

@@ -16,6 +16,7 @@ from monitor.config import Settings
 from monitor.errors import StoreError
 from monitor.model import KeyState, Snapshot
 from monitor.store import Delivery, OutboxStats, Store, open_store, probe_store
+from monitor.store.base import LEADER_LEASE, LeaseInfo
 
 # --- check ----------------------------------------------------------------------------------
 
@@ -121,6 +122,7 @@ class StatusReport:
     counts: dict[tuple[str, str], int]
     dead: list[Delivery]
     now: datetime
+    lease: LeaseInfo | None = None
 
 
 def read_status(store: Store) -> StatusReport:
@@ -130,6 +132,7 @@ def read_status(store: Store) -> StatusReport:
         counts=store.delivery_counts(),
         dead=store.dead_deliveries(limit=DEAD_SHOWN),
         now=datetime.now(UTC),
+        lease=store.lease_info(LEADER_LEASE),
     )
 
 
@@ -158,6 +161,19 @@ def status_document(settings: Settings, report: StatusReport) -> dict[str, Any]:
             for name in [*kinds, *sorted(stored - kinds.keys())]
         ],
         "dead": [_dead_status(delivery) for delivery in report.dead],
+        "leader": _leader_status(report.lease, report.now),
+    }
+
+
+def _leader_status(lease: LeaseInfo | None, now: datetime) -> dict[str, Any] | None:
+    """The leader lease of replicas; None when none was ever taken (SQLite: one process)."""
+    if lease is None:
+        return None
+    return {
+        "holder": lease.holder,
+        "token": lease.token,
+        "expires_at": _date(lease.expires_at) if lease.holder else None,
+        "lapsed": lease.holder is None or lease.expires_at <= now,
     }
 
 
@@ -246,3 +262,17 @@ def print_status(document: dict[str, Any], out: TextIO) -> None:
                 ]
             )
         _print_rows(dead_rows, out)
+    print(file=out)
+    print(_leader_line(document["leader"]), file=out)
+
+
+def _leader_line(leader: dict[str, Any] | None) -> str:
+    if leader is None:
+        return "leader lease: none taken (a SQLite store has one process, which always leads)"
+    if leader["holder"] is None:
+        return f"leader lease: released, nobody leads (token {leader['token']})"
+    lapsed = ", LAPSED: nobody leads until a replica takes it" if leader["lapsed"] else ""
+    return (
+        f"leader lease: held by {leader['holder']} with token {leader['token']}, "
+        f"until {leader['expires_at']}{lapsed}"
+    )

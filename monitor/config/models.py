@@ -30,6 +30,8 @@ from monitor.config.destinations import DestinationConfig
 from monitor.config.publication import PublicationConfig
 from monitor.config.values import (
     DEFAULT_CONFIRM_POLLS,
+    DEFAULT_DELIVERIES_RETENTION,
+    DEFAULT_EVENTS_RETENTION,
     DEFAULT_EXPIRY_WARNINGS,
     DEFAULT_INTERVAL,
     DEFAULT_JITTER,
@@ -60,6 +62,7 @@ from monitor.config.values import (
     OptionalAge,
     ProxyUrl,
     ReadableFile,
+    RetentionAge,
     Secret,
     StateUrl,
     TenantName,
@@ -141,6 +144,16 @@ class LeaseConfig(BaseModel):
 
     ttl: LeaseTtl = DEFAULT_LEASE_TTL
     """Seconds a lease lasts unless renewed; the leader renews it every ttl/3."""
+
+
+class RetentionConfig(BaseModel):
+    """How long the store keeps events and delivered deliveries (pending and dead deliveries,
+    and the events they belong to, are kept until they are delivered)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    events: RetentionAge = DEFAULT_EVENTS_RETENTION
+    deliveries: RetentionAge = DEFAULT_DELIVERIES_RETENTION
 
 
 class WebConfig(BaseModel):
@@ -260,6 +273,7 @@ class Settings(BaseModel):
     state: StateUrl
     lease: Annotated[LeaseConfig, none_as({})] = Field(default_factory=LeaseConfig)
     metrics: Annotated[MetricsConfig, none_as({})] = Field(default_factory=MetricsConfig)
+    retention: Annotated[RetentionConfig, none_as({})] = Field(default_factory=RetentionConfig)
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
     defaults: Annotated[Defaults, none_as({})] = Field(default_factory=Defaults)

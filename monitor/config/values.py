@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, SecretStr, StrictStr
 
+from monitor.clock import span
 from monitor.config.problems import yaml_spelling
 
 DEFAULT_LISTEN = "0.0.0.0:9464"
@@ -22,6 +23,11 @@ DEFAULT_CONFIRM_POLLS = 2
 MAX_CONFIRM_POLLS = 10
 DEFAULT_LEASE_TTL = 15.0
 MIN_LEASE_TTL = 1.0
+DAY = 86400.0
+DEFAULT_EVENTS_RETENTION = 90 * DAY
+DEFAULT_DELIVERIES_RETENTION = 30 * DAY
+MIN_RETENTION = DAY
+"""Seconds; kept shorter, a change detected again (same event id) could be notified again."""
 DEFAULT_EXPIRY_WARNINGS = (30 * 86400.0, 7 * 86400.0)
 MAX_EXPIRY_WARNINGS = 10
 DEFAULT_UNREACHABLE_AFTER = 3
@@ -251,6 +257,12 @@ def _check_lease_ttl(seconds: float) -> float:
     return seconds
 
 
+def _check_retention(seconds: float) -> float:
+    if seconds < MIN_RETENTION:
+        raise ValueError(f"must be at least 1d, got {span(seconds)}")
+    return seconds
+
+
 def check_interval(seconds: float) -> float:
     if seconds < MIN_INTERVAL:
         raise ValueError(
@@ -333,5 +345,6 @@ StateUrl = Annotated[StrictStr, AfterValidator(_check_state)]
 DataDir = Annotated[StrictStr, AfterValidator(check_not_empty)]
 Interval = Annotated[float, BeforeValidator(parse_duration), AfterValidator(check_interval)]
 LeaseTtl = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_check_lease_ttl)]
+RetentionAge = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_check_retention)]
 LogFormat = Annotated[Literal["text", "json"], BeforeValidator(lowercase)]
 LogLevel = Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(lowercase)]

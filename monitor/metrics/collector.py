@@ -61,6 +61,12 @@ def process_families(scrape: ScrapeCopy, *, version: str) -> dict[str, Metric]:
     families["keywatch_leader"].samples.append(
         Sample("keywatch_leader", {}, 1 if scrape.leader else 0)
     )
+    for table, rows in scrape.pruned.items():
+        name = "keywatch_store_pruned_rows_total"
+        families[name].samples.append(Sample(name, {"table": table}, rows))
+    if scrape.store_size is not None:
+        name = "keywatch_store_size_bytes"
+        families[name].samples.append(Sample(name, {}, scrape.store_size))
     families["keywatch_build_info"].samples.append(
         Sample("keywatch_build_info", {"version": version}, 1)
     )

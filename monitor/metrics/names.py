@@ -35,6 +35,9 @@ API_ERROR_REASONS: tuple[str, ...] = (
     "malformed",
 )
 
+# The tables retention prunes (keywatch_store_pruned_rows_total), exported at 0.
+PRUNED_TABLES: tuple[str, ...] = ("events", "deliveries")
+
 # The APScheduler events the daemon reports through record_job_error.
 JOB_ERROR_KINDS: tuple[str, ...] = ("error", "missed", "max_instances")
 
@@ -209,6 +212,19 @@ _SPECS: tuple[MetricSpec, ...] = (
         (),
         "1 while this process is the leader (it polls and sends notifications; always 1 with a "
         "SQLite store), 0 while it stands by.",
+    ),
+    MetricSpec(
+        "keywatch_store_pruned_rows_total",
+        "counter",
+        ("table",),
+        "Rows the retention policy deleted from the store (events, deliveries) since start.",
+    ),
+    MetricSpec(
+        "keywatch_store_size_bytes",
+        "gauge",
+        (),
+        "Space the state store's tables take (SQLite: the database file without its WAL), "
+        "read at start and after each retention run; absent until read.",
     ),
     MetricSpec(
         "auth0_signing_key_published",

@@ -25,6 +25,7 @@ from monitor.metrics.names import (
     NOTIFICATION_LATENCY_BUCKETS,
     NOTIFICATION_OUTCOMES,
     POLL_DURATION_BUCKETS,
+    PRUNED_TABLES,
     SPECS,
 )
 from monitor.metrics.publication import PublicationTelemetry
@@ -158,6 +159,8 @@ class ScrapeCopy:
     buckets: list[tuple[str, float]]
     duration_sum: float
     destinations: list[DestinationCopy]
+    pruned: dict[str, int] = field(default_factory=dict)
+    store_size: int | None = None
 
 
 class Telemetry:
@@ -178,6 +181,17 @@ class Telemetry:
         self._polled = 0  # tenants with polled set
         self.publication = PublicationTelemetry(zero_counters=zero_counters)
         """The metrics of what tenants publish (JWKS, certificate endpoints, mirrors)."""
+        self._pruned = dict.fromkeys(PRUNED_TABLES, 0)
+        self._store_size: int | None = None
+
+    def record_pruned(self, *, events: int, deliveries: int) -> None:
+        with self._lock:
+            self._pruned["events"] += events
+            self._pruned["deliveries"] += deliveries
+
+    def set_store_size(self, size: int) -> None:
+        with self._lock:
+            self._store_size = size
 
     def add_tenant(self, tenant: str) -> None:
         """Start exporting a tenant: counters at 0, tenant_up 0 until polled. Idempotent."""
@@ -375,20 +389,24 @@ class Telemetry:
             buckets=self._durations.cumulative_buckets(),
             duration_sum=self._durations.total,
             destinations=[
-                DestinationCopy(
-                    name=name,
-                    outcomes=dict(state.outcomes),
-                    latency_buckets=state.latency.cumulative_buckets(),
-                    latency_sum=state.latency.total,
-                    pending=state.pending,
-                    dead=state.dead,
-                    oldest_pending_age=0.0
-                    if state.oldest_pending_at is None
-                    else max(0.0, now - state.oldest_pending_at),
-                )
-                for name, state in self._destinations.items()
+                _destination_copy(name, state, now) for name, state in self._destinations.items()
             ],
+            pruned=dict(self._pruned),
+            store_size=self._store_size,
         )
+
+
+def _destination_copy(name: str, state: _DestinationState, now: float) -> DestinationCopy:
+    oldest = state.oldest_pending_at
+    return DestinationCopy(
+        name=name,
+        outcomes=dict(state.outcomes),
+        latency_buckets=state.latency.cumulative_buckets(),
+        latency_sum=state.latency.total,
+        pending=state.pending,
+        dead=state.dead,
+        oldest_pending_age=0.0 if oldest is None else max(0.0, now - oldest),
+    )
 
 
 def _le(bound: float) -> str:

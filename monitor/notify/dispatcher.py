@@ -3,9 +3,13 @@
 One asyncio task per destination (named ``notify:<name>``) works through that destination's
 queue in the store, oldest event first, one request in flight:
 
-- a delivery is sent when it is due and the destination's token bucket has a token;
+- a delivery is sent when it is due and the destination's token bucket has a token; with a
+  leader lease it is first claimed under the lease's token (``Store.claim_delivery``), so a
+  leader that lost the lease sends nothing (``FencedOut``: it steps down instead);
 - ``DELIVERED`` is marked in its own commit right after the answer, so a crash can repeat only
-  the one request whose answer arrived but whose mark did not (at-least-once delivery);
+  the one request whose answer arrived but whose mark did not (at-least-once delivery); a
+  mark the store refuses (down, full, read-only) is committed again every ``STORE_RETRY``
+  seconds, never replaced by a second send;
 - ``RETRY`` sets the next attempt at ``now + max(retry_after, backoff)``; 429 answers are
   retried after their ``Retry-After`` and do not advance the backoff; when the delivery's
   ``max_age`` has passed it becomes dead instead;
@@ -28,28 +32,24 @@ attempt came to (the mark, the counter, the log line, the next attempt).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
-import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from queue import SimpleQueue
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
 from monitor.clock import Clock, span
-from monitor.errors import StoreError
+from monitor.errors import FencedOut, StoreError
 from monitor.metrics import Telemetry
+from monitor.notify._storethread import StoreThread
 from monitor.notify.base import Notifier, Outcome, Verdict
 from monitor.notify.pacing import Backoff, TokenBucket
-from monitor.store.base import Delivery, Store
+from monitor.store.base import Delivery, Fence, Fencing, Store
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 BATCH_SIZE = 1000
 """Deliveries read from the store at a time (the head of one destination's queue). Each read
@@ -67,68 +67,9 @@ RESUME_WAIT = 1.0
 """How long ``start`` waits for the deliveries that were due at start to be attempted."""
 THROTTLE_FLOOR = 1.0
 """Shortest wait after a 429, whatever its ``Retry-After`` says."""
-STORE_CLOSE_WAIT = 10.0
-"""Longest wait in ``stop`` for a store call still running (a cancelled attempt's mark)."""
 
 
-_StoreCall = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
 _LaneLoop = Callable[["_Lane", Sequence["asyncio.Task[None]"]], Coroutine[Any, Any, None]]
-
-
-class _StoreThread:
-    """Runs the store's blocking calls, one at a time, on a thread of its own.
-
-    One call per delivery goes through here: a plain queue and ``call_soon_threadsafe`` cost
-    about half the CPU of ``asyncio.to_thread`` (executor bookkeeping, context copy, chained
-    futures). One thread loses no concurrency: both stores serialise their calls on a lock.
-    The thread starts on first use and ends at ``close``."""
-
-    def __init__(self) -> None:
-        self._calls: SimpleQueue[_StoreCall | None] = SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    async def run(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="notify-store", daemon=True)
-            self._thread.start()
-        self._calls.put((loop, future, functools.partial(function, *args, **kwargs)))
-        return await future
-
-    async def close(self) -> None:
-        """End the thread once the calls already queued have run."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._calls.put(None)
-            join = functools.partial(thread.join, timeout=STORE_CLOSE_WAIT)
-            await asyncio.get_running_loop().run_in_executor(None, join)
-
-    def _work(self) -> None:
-        while (call := self._calls.get()) is not None:
-            loop, future, function = call
-            try:
-                result = function()
-            except BaseException as exc:  # handed to the awaiting task, like to_thread
-                _settle(loop, future, future.set_exception, exc)
-            else:
-                _settle(loop, future, future.set_result, result)
-
-
-def _settle(
-    loop: asyncio.AbstractEventLoop,
-    future: asyncio.Future[Any],
-    setter: Callable[[Any], None],
-    value: object,
-) -> None:
-    def settle() -> None:
-        if not future.done():  # the awaiting task may have been cancelled meanwhile
-            setter(value)
-
-    try:
-        loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # the loop is closed: nobody waits for the answer any more
-        pass
 
 
 @dataclass(eq=False)
@@ -225,14 +166,15 @@ class _Lanes:
 
 
 class _Outcomes:
-    """Records what one attempt came to: the store's mark (in its own commit), the counter,
-    the log line; for a retry, when (or whether) to try again."""
+    """Records what one attempt came to: the claim before it (with a lease), the store's mark
+    (in its own commit), the counter, the log line; for a retry, when (or whether) to try
+    again. Every write carries ``fence``, the leader lease's token (None: no lease)."""
 
     def __init__(
         self,
         *,
         store: Store,
-        store_thread: _StoreThread,
+        store_thread: StoreThread,
         telemetry: Telemetry,
         rng: random.Random,
         backoff: Backoff,
@@ -242,6 +184,54 @@ class _Outcomes:
         self._telemetry = telemetry
         self._rng = rng
         self._backoff = backoff
+        self.lease: Fencing | None = None  # the leader lease, if any, as of the start
+        self.fence: Fence | None = None
+
+    async def claim(self, lane: _Lane, delivery: Delivery) -> bool:
+        """With a lease: whether this leader may send the delivery now (it is still pending
+        and no newer leader holds the lease). Without one, always."""
+        if self.fence is None:
+            return True
+        try:
+            return await self._store_thread.run(
+                self._store.claim_delivery, delivery.event.id, lane.name, fence=self.fence
+            )
+        except FencedOut as exc:
+            self.refused(lane, delivery, exc)
+        except StoreError as exc:
+            log.error("cannot claim a delivery: %s", exc, extra=_fields(lane, delivery))
+        return False
+
+    def refused(self, lane: _Lane, delivery: Delivery, exc: FencedOut) -> None:
+        """A newer leader holds the lease: nothing more is sent from here, the process steps
+        down (the new leader sends what is left)."""
+        log.warning("stepping down: %s", exc, extra=_fields(lane, delivery))
+        if self.lease is not None:
+            self.lease.fenced_out()
+
+    async def recorded(
+        self, lane: _Lane, delivery: Delivery, verdict: Verdict, finished: datetime, tries: int
+    ) -> bool:
+        """``record``, True when it was committed; a store failure is logged (at the first
+        of ``tries``) and answered False. ``FencedOut`` is raised."""
+        try:
+            await self.record(lane, delivery, verdict, finished)
+        except FencedOut:
+            raise
+        except StoreError as exc:
+            level = logging.ERROR if tries == 0 else logging.DEBUG
+            log.log(
+                level,
+                "cannot record the outcome (%s) of a delivery, trying again every %gs: %s",
+                verdict.outcome.value,
+                STORE_RETRY,
+                exc,
+                extra=_fields(lane, delivery),
+            )
+            return False
+        if tries:
+            log.info("outcome recorded after %d tries", tries + 1, extra=_fields(lane, delivery))
+        return True
 
     async def record(
         self, lane: _Lane, delivery: Delivery, verdict: Verdict, finished: datetime
@@ -258,7 +248,9 @@ class _Outcomes:
         self, lane: _Lane, delivery: Delivery, verdict: Verdict, finished: datetime
     ) -> None:
         event = delivery.event
-        await self._store_thread.run(self._store.mark_delivered, event.id, lane.name, finished)
+        await self._store_thread.run(
+            self._store.mark_delivered, event.id, lane.name, finished, fence=self.fence
+        )
         lane.throttled_streak = 0
         latency = (finished - event.detected_at).total_seconds()
         self._telemetry.record_notification(lane.name, "delivered", latency=latency)
@@ -300,6 +292,7 @@ class _Outcomes:
             error=verdict.detail,
             retry_at=retry_at,
             throttled=throttled,
+            fence=self.fence,
         )
         self._telemetry.record_notification(lane.name, "retry")
         log.warning(
@@ -312,7 +305,12 @@ class _Outcomes:
 
     async def _dead(self, lane: _Lane, delivery: Delivery, reason: str) -> None:
         await self._store_thread.run(
-            self._store.mark_failed, delivery.event.id, lane.name, error=reason, retry_at=None
+            self._store.mark_failed,
+            delivery.event.id,
+            lane.name,
+            error=reason,
+            retry_at=None,
+            fence=self.fence,
         )
         self._telemetry.record_notification(lane.name, "dead")
         log.warning(
@@ -354,7 +352,7 @@ class Dispatcher:
         self._lanes = _Lanes(clock=self._clock, run=self._run_lane)
         self._helpers: list[asyncio.Task[None]] = []
         self._stats_dirty = asyncio.Event()
-        self._store_thread = _StoreThread()
+        self._store_thread = StoreThread()
         self._outcomes = _Outcomes(
             store=store,
             store_thread=self._store_thread,
@@ -371,13 +369,19 @@ class Dispatcher:
         return list(self._lanes.live)
 
     async def start(
-        self, notifiers: Sequence[Notifier], *, resume_wait: float = RESUME_WAIT
+        self,
+        notifiers: Sequence[Notifier],
+        *,
+        resume_wait: float = RESUME_WAIT,
+        lease: Fencing | None = None,
     ) -> None:
-        """Start sending. Returns once each destination has attempted the deliveries that were
-        due (or after ``resume_wait`` seconds), so pending deliveries go before the first poll."""
+        """Start sending, every write under the fence ``lease`` (the leader's) holds now.
+        Returns once each destination has attempted the deliveries that were due (or after
+        ``resume_wait`` seconds), so pending deliveries go before the first poll."""
         if self._lanes.running:
             raise RuntimeError("dispatcher already started")
         self._lanes.running = True
+        self._outcomes.lease, self._outcomes.fence = lease, lease.fence if lease else None
         self._helpers = [
             _spawn(self._refresh_stats(), name="notify-stats"),
             _spawn(self._run_periodic(), name="notify-periodic"),
@@ -485,19 +489,22 @@ class Dispatcher:
     # --- one attempt --------------------------------------------------------------------------
 
     async def _attempt(self, lane: _Lane, delivery: Delivery) -> Verdict | None:
-        """Send once and commit the outcome; None when the outcome could not be committed."""
+        """Claim, send once and commit the outcome; None when nothing was sent or the outcome
+        could not be committed."""
+        if not await self._outcomes.claim(lane, delivery):
+            return None
         verdict = await self._send(lane.notifier, delivery)
         if verdict.pause_for:
             lane.bucket.pause(verdict.pause_for)
+        finished, tries = self._clock.now(), 0
         try:
-            await self._outcomes.record(lane, delivery, verdict, self._clock.now())
-        except StoreError as exc:
-            log.error(
-                "cannot record the outcome (%s) of a delivery: %s",
-                verdict.outcome.value,
-                exc,
-                extra=_fields(lane, delivery),
-            )
+            # Sent means sent: an outcome the store refused is committed again (the store is
+            # down, full or read-only), never sent again, until it works or the lane stops.
+            while not await self._outcomes.recorded(lane, delivery, verdict, finished, tries):
+                tries += 1
+                await self._clock.sleep(STORE_RETRY)
+        except FencedOut as exc:
+            self._outcomes.refused(lane, delivery, exc)
             return None
         finally:
             self._stats_dirty.set()

@@ -9,7 +9,7 @@ from typing import Any
 
 from monitor.errors import StoreError
 from monitor.store._sqlbase import Session, SQLBase
-from monitor.store.base import Delivery, OutboxStats
+from monitor.store.base import Delivery, Fence, OutboxStats
 
 LAST_ERROR_MAX_CHARS = 1000
 
@@ -68,17 +68,34 @@ class OutboxQueries(SQLBase):
             failures=int(failures),
         )
 
-    def mark_delivered(self, event_id: str, destination: str, at: datetime) -> None:
-        with self._session(
-            f"mark_delivered to {destination!r}", write=True, flush=False
-        ) as session:
+    def claim_delivery(self, event_id: str, destination: str, *, fence: Fence) -> bool:
+        operation = f"claim_delivery to {destination!r}"
+        guard, fenced = self._guard(fence)
+        with self._session(operation, write=True, flush=False) as session:
+            changed = session.execute(
+                "UPDATE deliveries SET claimed_token = ? WHERE event_id = ? "
+                f"AND destination = ? AND state = 'pending' AND {guard}",
+                (fence.token, event_id, destination, *fenced),
+            )
+            if not changed:
+                self._check_fence(session, fence, operation)
+                self._require_delivery(session, event_id, destination)
+        return changed == 1
+
+    def mark_delivered(
+        self, event_id: str, destination: str, at: datetime, *, fence: Fence | None = None
+    ) -> None:
+        operation = f"mark_delivered to {destination!r}"
+        guard, fenced = self._guard(fence)
+        with self._session(operation, write=True, flush=False) as session:
             changed = session.execute(
                 "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, "
                 "delivered_at = ? WHERE event_id = ? AND destination = ? "
-                "AND state <> 'delivered'",
-                (self._to_db_time(at), event_id, destination),
+                f"AND state <> 'delivered' AND {guard}",
+                (self._to_db_time(at), event_id, destination, *fenced),
             )
             if not changed:
+                self._check_fence(session, fence, operation)
                 self._require_delivery(session, event_id, destination)
 
     def mark_failed(
@@ -89,17 +106,20 @@ class OutboxQueries(SQLBase):
         error: str,
         retry_at: datetime | None,
         throttled: bool = False,
+        fence: Fence | None = None,
     ) -> None:
         """Count an attempt; ``retry_at=None`` moves the delivery to the dead state. A delivery
         that is no longer pending is left alone."""
         next_state = "dead" if retry_at is None else "pending"
         next_at = None if retry_at is None else self._to_db_time(retry_at)
-        with self._session(f"mark_failed to {destination!r}", write=True, flush=False) as session:
+        operation = f"mark_failed to {destination!r}"
+        guard, fenced = self._guard(fence)
+        with self._session(operation, write=True, flush=False) as session:
             changed = session.execute(
                 "UPDATE deliveries SET state = ?, attempts = attempts + 1, "
                 "failures = failures + ?, last_error = ?, "
                 "next_attempt_at = COALESCE(?, next_attempt_at) "
-                "WHERE event_id = ? AND destination = ? AND state = 'pending'",
+                f"WHERE event_id = ? AND destination = ? AND state = 'pending' AND {guard}",
                 (
                     next_state,
                     0 if throttled else 1,
@@ -107,9 +127,11 @@ class OutboxQueries(SQLBase):
                     next_at,
                     event_id,
                     destination,
+                    *fenced,
                 ),
             )
             if not changed:
+                self._check_fence(session, fence, operation)
                 self._require_delivery(session, event_id, destination)
 
     def _require_delivery(self, session: Session, event_id: str, destination: str) -> None:

@@ -17,6 +17,7 @@ from monitor.model import (
     tenant_state_from_json,
 )
 from monitor.store._sqlbase import Session, SQLBase
+from monitor.store.base import Fence
 
 
 class PollQueries(SQLBase):
@@ -64,32 +65,54 @@ class PollQueries(SQLBase):
         state: TenantState | Snapshot,
         events: Sequence[Event],
         deliveries: Sequence[tuple[str, str]] = (),
+        *,
+        fence: Fence | None = None,
     ) -> list[Event]:
         if isinstance(state, Snapshot):
             state = TenantState.confirmed(state)
         snapshot = state.snapshot
         snapshot_body, confirmation, event_bodies = self._serialise_poll(state, events)
         taken_at = self._to_db_time(snapshot.taken_at)
-        with self._session(f"save_poll of tenant {snapshot.tenant!r}", write=True) as session:
-            session.execute(
-                "INSERT INTO snapshots (tenant, taken_at, body, confirmation) VALUES (?, ?, ?, ?) "
+        operation = f"save_poll of tenant {snapshot.tenant!r}"
+        guard, fenced = self._guard(fence)
+        with self._session(operation, write=True) as session:
+            changed = session.execute(
+                "INSERT INTO snapshots (tenant, taken_at, body, confirmation) "
+                f"SELECT ?, ?, ?, ? WHERE {guard} "
                 "ON CONFLICT (tenant) DO UPDATE SET taken_at = excluded.taken_at, "
                 "body = excluded.body, confirmation = excluded.confirmation",
-                (snapshot.tenant, taken_at, snapshot_body, confirmation),
+                (snapshot.tenant, taken_at, snapshot_body, confirmation, *fenced),
             )
+            if not changed:
+                self._check_fence(session, fence, operation)
             new_events = [
                 event
                 for index, (event, body) in enumerate(zip(events, event_bodies, strict=True))
-                if self._insert_event(session, event, body, poll_index=index)
+                if self._insert_event(session, event, body, poll_index=index, fence=fence)
             ]
             for event_id, destination in deliveries:
-                session.execute(
-                    "INSERT INTO deliveries (event_id, destination, state, attempts, "
-                    "next_attempt_at, created_at) VALUES (?, ?, 'pending', 0, ?, ?) "
-                    "ON CONFLICT (event_id, destination) DO NOTHING",
-                    (event_id, destination, taken_at, taken_at),
-                )
+                self._insert_delivery(session, event_id, destination, taken_at, fence, operation)
         return new_events
+
+    def _insert_delivery(
+        self,
+        session: Session,
+        event_id: str,
+        destination: str,
+        created_at: object,
+        fence: Fence | None,
+        operation: str,
+    ) -> None:
+        """A pending delivery, due at once; a known one is left alone."""
+        guard, fenced = self._guard(fence)
+        inserted = session.execute(
+            "INSERT INTO deliveries (event_id, destination, state, attempts, next_attempt_at, "
+            f"created_at) SELECT ?, ?, 'pending', 0, ?, ? WHERE {guard} "
+            "ON CONFLICT (event_id, destination) DO NOTHING",
+            (event_id, destination, created_at, created_at, *fenced),
+        )
+        if not inserted:  # known, or refused
+            self._check_fence(session, fence, operation)
 
     def _serialise_poll(
         self, state: TenantState, events: Sequence[Event]
@@ -106,10 +129,13 @@ class PollQueries(SQLBase):
                 f"cannot serialise the poll: {exc}"
             ) from exc
 
-    def _insert_event(self, session: Session, event: Event, body: str, *, poll_index: int) -> bool:
+    def _insert_event(
+        self, session: Session, event: Event, body: str, *, poll_index: int, fence: Fence | None
+    ) -> bool:
+        guard, fenced = self._guard(fence)
         inserted = session.execute(
             "INSERT INTO events (id, tenant, type, severity, detected_at, body, poll_index) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            f"SELECT ?, ?, ?, ?, ?, ?, ? WHERE {guard} ON CONFLICT (id) DO NOTHING",
             (
                 event.id,
                 event.tenant,
@@ -118,8 +144,11 @@ class PollQueries(SQLBase):
                 self._to_db_time(event.detected_at),
                 body,
                 poll_index,
+                *fenced,
             ),
         )
+        if not inserted:  # known, or refused
+            self._check_fence(session, fence, f"save_poll of tenant {event.tenant!r}")
         return inserted == 1
 
     def recent_events(self, tenant: str | None = None, limit: int = 100) -> list[Event]:

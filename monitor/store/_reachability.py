@@ -9,6 +9,7 @@ from monitor.errors import StoreError
 from monitor.model import Event, event_to_json
 from monitor.reachability import Reachability, reachability_from_json, reachability_to_json
 from monitor.store._polls import PollQueries
+from monitor.store.base import Fence
 
 
 class ReachabilityQueries(PollQueries):
@@ -32,28 +33,36 @@ class ReachabilityQueries(PollQueries):
         state: Reachability,
         events: Sequence[Event],
         deliveries: Sequence[tuple[str, str]] = (),
+        *,
+        fence: Fence | None = None,
     ) -> list[Event]:
         bodies = [event_to_json(event) for event in events]
-        with self._session(f"save_reachability of tenant {state.tenant!r}", write=True) as session:
+        operation = f"save_reachability of tenant {state.tenant!r}"
+        guard, fenced = self._guard(fence)
+        with self._session(operation, write=True) as session:
             if state.healthy:
-                session.execute("DELETE FROM reachability WHERE tenant = ?", (state.tenant,))
-            else:
                 session.execute(
-                    "INSERT INTO reachability (tenant, body) VALUES (?, ?) "
-                    "ON CONFLICT (tenant) DO UPDATE SET body = excluded.body",
-                    (state.tenant, reachability_to_json(state)),
+                    f"DELETE FROM reachability WHERE tenant = ? AND {guard}",
+                    (state.tenant, *fenced),
                 )
+                self._check_fence(session, fence, operation)
+            else:
+                changed = session.execute(
+                    "INSERT INTO reachability (tenant, body) "
+                    f"SELECT ?, ? WHERE {guard} "
+                    "ON CONFLICT (tenant) DO UPDATE SET body = excluded.body",
+                    (state.tenant, reachability_to_json(state), *fenced),
+                )
+                if not changed:
+                    self._check_fence(session, fence, operation)
             new_events = [
                 event
                 for index, (event, body) in enumerate(zip(events, bodies, strict=True))
-                if self._insert_event(session, event, body, poll_index=index)
+                if self._insert_event(session, event, body, poll_index=index, fence=fence)
             ]
             detected_at = {event.id: self._to_db_time(event.detected_at) for event in events}
             for event_id, destination in deliveries:
-                session.execute(
-                    "INSERT INTO deliveries (event_id, destination, state, attempts, "
-                    "next_attempt_at, created_at) VALUES (?, ?, 'pending', 0, ?, ?) "
-                    "ON CONFLICT (event_id, destination) DO NOTHING",
-                    (event_id, destination, detected_at[event_id], detected_at[event_id]),
+                self._insert_delivery(
+                    session, event_id, destination, detected_at[event_id], fence, operation
                 )
         return new_events

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from monitor.errors import StoreError
 from monitor.store import migrations
 from monitor.store._sqlbase import Session, SQLBase
 
@@ -40,3 +41,6 @@ class SchemaQueries(SQLBase):
     def ping(self) -> None:
         with self._session("ping", write=False) as session:
             session.query("SELECT 1")
+        failure = self._write_failure
+        if failure is not None:  # it reads, but a full disk or a read-only file refuses writes
+            raise StoreError(f"{self.where}: the last write failed: {failure}")

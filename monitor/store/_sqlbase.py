@@ -14,9 +14,10 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from monitor.errors import StoreError
+from monitor.errors import FencedOut, StoreError
 from monitor.model import Event, event_from_json
 from monitor.store import migrations
+from monitor.store.base import Fence
 
 
 class Session(Protocol):
@@ -38,6 +39,7 @@ class SQLBase(ABC):
     _lock: threading.Lock  # one session at a time on the one connection
     _closed: bool
     _connection: _Closable  # the driver's connection, narrowed by each backend
+    _write_failure: str | None = None  # the driver's error of the last write, until one works
 
     # --- backend hooks --------------------------------------------------------------------
 
@@ -71,6 +73,29 @@ class SQLBase(ABC):
             self._closed = True
             with self._translated("close"):
                 self._connection.close()
+
+    # --- fencing ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _guard(fence: Fence | None) -> tuple[str, tuple[object, ...]]:
+        """The condition (and its parameters) that admits a write made under ``fence``: the
+        lease's token is still the fence's. Every write is admitted without a fence."""
+        if fence is None:
+            return "1 = 1", ()
+        return "(SELECT token FROM leases WHERE name = ?) = ?", (fence.lease, fence.token)
+
+    def _check_fence(self, session: Session, fence: Fence | None, operation: str) -> None:
+        """After a guarded write changed nothing: raise ``FencedOut`` (rolling the transaction
+        back) unless the fence still holds, in which case the write had nothing to change."""
+        if fence is None:
+            return
+        rows = session.query("SELECT token FROM leases WHERE name = ?", (fence.lease,))
+        current = rows[0][0] if rows else None
+        if current != fence.token:
+            raise FencedOut(
+                f"{self.where}: {operation} refused: it was made under token {fence.token} of "
+                f"lease {fence.lease!r}, which now has token {current}: another replica leads"
+            )
 
     def _decode_event(self, body: str) -> Event:
         try:

@@ -40,12 +40,53 @@ class OutboxStats:
     oldest_pending_at: datetime | None = None  # ``created_at`` of the oldest pending delivery
 
 
+LEADER_LEASE = "leader"
+"""The name of the lease row the replicas of one store compete for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The lease a leader writes under: its name and the token the leader took it with. The
+    store refuses the write (``FencedOut``) once the lease's token is another, newer one."""
+
+    lease: str
+    token: int
+
+
+class Fencing(Protocol):
+    """What a leader's writes carry (``leader.LeaderLease``): the fence of the lease it holds,
+    and what to do when the store refused one (``FencedOut``): stop leading."""
+
+    @property
+    def fence(self) -> Fence | None: ...
+
+    def fenced_out(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """One lease row as stored (``keywatch status``)."""
+
+    holder: str | None  # None once released
+    token: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """Rows one ``Store.prune`` call deleted."""
+
+    events: int = 0
+    deliveries: int = 0
+
+
 class Store(Protocol):
     def migrate(self) -> None:
         """Create or upgrade the schema (numbered migrations, each applied once)."""
 
     def ping(self) -> None:
-        """Raise ``StoreError`` unless the store answers."""
+        """Raise ``StoreError`` unless the store answers and its last write, if any, worked
+        (a full disk or a read-only file still answers reads)."""
 
     def load_snapshot(self, tenant: str) -> Snapshot | None:
         """The tenant's last confirmed snapshot."""
@@ -60,10 +101,15 @@ class Store(Protocol):
         state: TenantState | Snapshot,
         events: Sequence[Event],
         deliveries: Sequence[tuple[str, str]] = (),
+        *,
+        fence: Fence | None = None,
     ) -> list[Event]:
         """In ONE transaction: replace the tenant's state (a bare ``Snapshot`` is one believed
         with nothing pending), insert the events (a known id is a no-op) and one pending
-        delivery per (event id, destination) pair. Returns the events that were new."""
+        delivery per (event id, destination) pair. Returns the events that were new.
+
+        Every write below that takes a ``fence`` raises ``FencedOut``, writing nothing, when
+        the fence's lease has a newer token; the check is part of each guarded statement."""
 
     def load_reachability(self, tenant: str) -> Reachability:
         """The tenant's run of failed polls; a healthy ``Reachability`` when there is none."""
@@ -73,6 +119,8 @@ class Store(Protocol):
         state: Reachability,
         events: Sequence[Event],
         deliveries: Sequence[tuple[str, str]] = (),
+        *,
+        fence: Fence | None = None,
     ) -> list[Event]:
         """In ONE transaction: replace the tenant's reachability (a healthy one deletes it),
         insert the events (a known id is a no-op) and one pending delivery per (event id,
@@ -89,7 +137,13 @@ class Store(Protocol):
         they must be sent (detection time, then the order of the events within one poll, then
         event id)."""
 
-    def mark_delivered(self, event_id: str, destination: str, at: datetime) -> None: ...
+    def claim_delivery(self, event_id: str, destination: str, *, fence: Fence) -> bool:
+        """Record, under ``fence``, that its leader sends this delivery now. False when the
+        delivery is no longer pending (send nothing)."""
+
+    def mark_delivered(
+        self, event_id: str, destination: str, at: datetime, *, fence: Fence | None = None
+    ) -> None: ...
 
     def mark_failed(
         self,
@@ -99,6 +153,7 @@ class Store(Protocol):
         error: str,
         retry_at: datetime | None,
         throttled: bool = False,
+        fence: Fence | None = None,
     ) -> None:
         """Count an attempt; ``retry_at=None`` moves the delivery to the dead state. A
         ``throttled`` attempt (a 429 answer) does not count as a failure for the backoff."""
@@ -125,12 +180,32 @@ class Store(Protocol):
     def oldest_pending_at(self) -> datetime | None:
         """When the oldest pending delivery was created; None when nothing is pending."""
 
-    def acquire_lease(self, name: str, holder: str, *, now: datetime, ttl: float) -> bool:
-        """Take or renew the lease ``name`` for ``holder`` until ``now + ttl`` seconds. False
-        while another holder's lease has not expired. Holders' clocks must agree to well
-        within ``ttl``."""
+    def acquire_lease(self, name: str, holder: str, *, now: datetime, ttl: float) -> int | None:
+        """Take or renew the lease ``name`` for ``holder`` until ``now + ttl`` seconds; returns
+        its token, or None while another holder's lease has not expired. The token grows by
+        one whenever the holder changes (a renewal keeps it). Holders' clocks must agree to
+        well within ``ttl``."""
 
     def release_lease(self, name: str, holder: str) -> None:
-        """Give the lease up (on shutdown) if ``holder`` still holds it."""
+        """Give the lease up (on shutdown) if ``holder`` still holds it; the token stays."""
+
+    def lease_info(self, name: str) -> LeaseInfo | None:
+        """The lease row ``name``; None when it was never taken."""
+
+    def prune(
+        self,
+        *,
+        events_before: datetime,
+        deliveries_before: datetime,
+        limit: int,
+        fence: Fence | None = None,
+    ) -> Pruned:
+        """In one transaction, delete at most ``limit`` delivered deliveries delivered before
+        ``deliveries_before`` and at most ``limit`` events detected before ``events_before``
+        that no delivery refers to any more. Pending and dead deliveries, and their events,
+        are never deleted."""
+
+    def size_bytes(self) -> int:
+        """The space the store's tables take (SQLite: the database file without its WAL)."""
 
     def close(self) -> None: ...

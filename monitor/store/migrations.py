@@ -93,6 +93,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             body {json} NOT NULL
         )""",
     ),
+    # 5: fencing (monitor.leader): the lease's token grows by one whenever its holder changes,
+    # and every write of a leader is refused once the token it was made under is not current;
+    # ``claimed_token`` is the token of the leader that last set out to send a delivery.
+    (
+        "ALTER TABLE leases ADD COLUMN token INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE deliveries ADD COLUMN claimed_token INTEGER",
+    ),
 )
 
 

@@ -94,10 +94,15 @@ class PostgresStore(SQLStore):
             if not write:
                 yield session
                 return
-            with connection.transaction():
-                if not flush:
-                    session.execute("SET LOCAL synchronous_commit TO off")
-                yield session
+            try:
+                with connection.transaction():
+                    if not flush:
+                        session.execute("SET LOCAL synchronous_commit TO off")
+                    yield session
+            except psycopg.Error as exc:
+                self._write_failure = self._redact(_first_line(str(exc)) or type(exc).__name__)
+                raise
+            self._write_failure = None
 
     def _live_connection(self, operation: str) -> Connection:
         if self._closed:
@@ -109,6 +114,16 @@ class PostgresStore(SQLStore):
 
     def _serialise_migrations(self, session: Session) -> None:
         session.query("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
+
+    def size_bytes(self) -> int:
+        """The tables of the store's schema, with their indexes and TOAST data."""
+        with self._session("size_bytes", write=False) as session:
+            rows = session.query(
+                "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+            )
+        return int(rows[0][0])
 
     def _to_db_time(self, value: datetime) -> object:
         return utc(value)

@@ -142,16 +142,27 @@ class SQLiteStore(SQLStore):
                 # this commit, and the next FULL commit flushes it with its own.
                 self._connection.execute("PRAGMA synchronous=NORMAL")
             try:
-                self._connection.execute("BEGIN IMMEDIATE")
-                try:
+                with self._transaction():
                     yield self._session_object
-                    self._connection.execute("COMMIT")
-                except BaseException:
-                    self._roll_back()
-                    raise
             finally:
                 if not flush:
                     self._connection.execute("PRAGMA synchronous=FULL")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction; remembers whether the driver failed it (``ping``)."""
+        try:
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._connection.execute("COMMIT")
+            except BaseException:
+                self._roll_back()
+                raise
+        except sqlite3.Error as exc:
+            self._write_failure = str(exc)
+            raise
+        self._write_failure = None
 
     def _roll_back(self) -> None:
         try:
@@ -168,6 +179,13 @@ class SQLiteStore(SQLStore):
 
     def _from_db_time(self, value: object) -> datetime:
         return utc(datetime.fromisoformat(str(value)))
+
+    def size_bytes(self) -> int:
+        with self._session("size_bytes", write=False) as session:
+            [(pages, page_size)] = session.query(
+                "SELECT page_count, page_size FROM pragma_page_count(), pragma_page_size()"
+            )
+        return int(pages) * int(page_size)
 
     def pragma(self, name: str) -> object:
         """The value of one PRAGMA (for tests and ``keywatch status``)."""

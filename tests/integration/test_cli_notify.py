@@ -183,6 +183,32 @@ def test_status_prints_tables(
     assert TOKEN not in "\n".join(lines)
 
 
+def test_status_shows_the_leader_lease_holder_and_its_token(
+    tmp_path: Path, receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(tmp_path)
+    path = config(tmp_path, receiver)
+    assert main(["status", "--config", path, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["leader"] is None
+    assert main(["status", "--config", path]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("leader lease: none taken")
+
+    store = SQLiteStore(tmp_path / "state.db")
+    now = datetime.now(UTC)
+    try:
+        store.acquire_lease("leader", "host-a/1", now=now - timedelta(minutes=5), ttl=15)
+        assert store.acquire_lease("leader", "host-b/2", now=now, ttl=3600) == 2
+    finally:
+        store.close()
+    assert main(["status", "--config", path, "--json"]) == 0
+    leader = json.loads(capsys.readouterr().out)["leader"]
+    until = (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert leader == {"holder": "host-b/2", "token": 2, "expires_at": until, "lapsed": False}
+    assert main(["status", "--config", path]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == f"leader lease: held by host-b/2 with token 2, until {until}"
+
+
 def test_status_without_a_store_exits_2(
     tmp_path: Path, receiver: Receiver, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,6 +10,7 @@ postgresql://postgres@127.0.0.1:5432/test; skipped when unreachable, except unde
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -91,7 +92,7 @@ class FaultyLeases:
     entered: threading.Event = field(default_factory=threading.Event)
     release_hang: threading.Event = field(default_factory=threading.Event)
 
-    def acquire_lease(self, name: str, holder: str, *, now: datetime, ttl: float) -> bool:
+    def acquire_lease(self, name: str, holder: str, *, now: datetime, ttl: float) -> int | None:
         if self.hanging:
             self.entered.set()
             self.release_hang.wait(DEADLINE_SECONDS)
@@ -308,13 +309,21 @@ class Replicas:
     daemons: list[Daemon] = field(default_factory=list)
     stopped: set[int] = field(default_factory=set)
 
-    async def start(self, *, lease_store: Callable[[Store], Any] | None = None) -> Daemon:
+    async def start(
+        self,
+        *,
+        lease_store: Callable[[Store], Any] | None = None,
+        lease_clock: Clock | None = None,
+    ) -> Daemon:
         daemon = build_daemon(self.settings)
         daemon.shared_refresh_interval = 0.05
-        if lease_store is not None:
+        if lease_store is not None or lease_clock is not None:
             assert daemon.lease is not None
             daemon.lease = LeaderLease(
-                lease_store(daemon.store), holder=daemon.lease.holder, ttl=daemon.lease.ttl
+                (lease_store or (lambda store: store))(daemon.store),
+                holder=daemon.lease.holder,
+                ttl=daemon.lease.ttl,
+                clock=lease_clock,
             )
         self.daemons.append(daemon)
         await daemon.start()
@@ -483,6 +492,55 @@ async def test_a_leader_that_cannot_renew_stops_polling_and_sending_before_its_l
         polled = polls(leader)
         await eventually(lambda: polls(standby) >= 2, what="the new leader's polls")
         assert polls(leader) == polled
+
+
+def stepped_down(daemon: Daemon) -> bool:
+    scheduler = daemon._scheduler
+    return (
+        not daemon.leading
+        and daemon.dispatcher.destinations == []
+        and scheduler is not None
+        and scheduler.state == STATE_PAUSED
+    )
+
+
+@pytest.mark.postgres
+async def test_a_leader_whose_lease_was_taken_over_is_fenced_out_and_steps_down(
+    server: SimulatorServer,
+    receiver: Receiver,
+    tmp_path: Path,
+    postgres_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The old leader's clock stands still (as in a process frozen past its lease): it never
+    notices the lapse itself and still polls and sends. The store refuses its writes for the
+    newer token; it steps down, and the rotation is sent once, by the new leader."""
+    caplog.set_level(logging.WARNING)  # an earlier test may have configured the root logger
+    tenant = server.simulator.tenant("tenant-1")
+    async with replicas(replica_settings(server, receiver, tmp_path, postgres_url)) as group:
+        old = await group.start(lease_clock=ManualClock().clock)  # its lease lapsed in 2025
+        await asyncio.wait_for(old.wait_ready(), DEADLINE_SECONDS)
+        assert old.lease is not None and old.lease.fence is not None
+        new = await group.start()
+        assert new.lease is not None and new.lease.fence is not None
+        assert new.leading and old.leading  # both believe it: only the token tells them apart
+        assert new.lease.fence.token == old.lease.fence.token + 1
+        tenant.rotate()
+        await eventually(lambda: stepped_down(old), what="the old leader to step down")
+        rotated = await the_one_rotation(new, receiver)
+        assert sample(old, "keywatch_leader") == 0
+        assert sample(old, "keywatch_api_errors_total", tenant="tenant-1", reason="store") is None
+        refusals = [r for r in caplog.records if "which now has token" in r.getMessage()]
+        assert refusals and all(r.levelname == "WARNING" for r in refusals)
+        claims = await asyncio.to_thread(
+            store_rows, new.store, "SELECT DISTINCT claimed_token FROM deliveries"
+        )
+        assert claims == [(new.lease.fence.token,)], f"claims of {rotated}: {claims}"
+
+
+def store_rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
+    with store._session("test", write=False) as session:  # type: ignore[attr-defined]
+        return session.query(sql)
 
 
 @pytest.mark.postgres

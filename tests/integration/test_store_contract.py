@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from monitor.errors import StoreError
+from monitor.errors import FencedOut, StoreError
 from monitor.model import (
     EpisodeState,
     Event,
@@ -34,7 +34,7 @@ from monitor.model import (
 )
 from monitor.reachability import Reachability, after_failure, after_success
 from monitor.store import migrations, open_store, redact_url
-from monitor.store.base import OutboxStats, Store
+from monitor.store.base import Fence, LeaseInfo, OutboxStats, Pruned, Store
 from monitor.store.sqlite import SQLiteStore
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -227,6 +227,31 @@ def test_ping_answers_and_a_closed_store_does_not(store: Store) -> None:
     with pytest.raises(StoreError, match="closed"):
         store.ping()
     store.close()  # twice is fine
+
+
+def refuse_writes(store: Store, refuse: bool) -> None:
+    """Make the store's own connection read-only, as SQLite and PostgreSQL do themselves (the
+    real errors: "attempt to write a readonly database", "read-only transaction")."""
+    with store._session("test", write=False) as session:  # type: ignore[attr-defined]
+        if isinstance(store, SQLiteStore):
+            session.execute(f"PRAGMA query_only = {'ON' if refuse else 'OFF'}")
+        else:
+            session.execute(f"SET default_transaction_read_only = {'on' if refuse else 'off'}")
+
+
+def test_ping_fails_after_a_failed_write_until_a_write_works(store: Store) -> None:
+    store.save_poll(snapshot("prod"), [])
+    refuse_writes(store, True)
+    with pytest.raises(StoreError, match=r"save_poll of tenant 'dev' failed.*read"):
+        store.save_poll(snapshot("dev"), [])
+    with pytest.raises(StoreError, match=r"the last write failed: .*read"):
+        store.ping()
+    assert store.load_snapshots() == {"prod": snapshot("prod")}  # reads still work
+    refuse_writes(store, False)
+    with pytest.raises(StoreError, match="the last write failed"):
+        store.ping()  # not until a write shows it
+    store.save_poll(snapshot("dev"), [])
+    store.ping()
 
 
 # --- snapshots -------------------------------------------------------------------------------
@@ -628,6 +653,132 @@ def test_a_lease_has_one_holder_until_it_expires(store: Store) -> None:
     store.release_lease("leader", "b")
     assert store.acquire_lease("leader", "a", now=T0 + timedelta(seconds=60), ttl=30)
     assert store.acquire_lease("other", "b", now=T0, ttl=30)
+
+
+def test_the_token_grows_when_the_holder_changes_and_survives_a_release(store: Store) -> None:
+    assert store.lease_info("leader") is None
+    assert store.acquire_lease("leader", "a", now=T0, ttl=30) == 1
+    assert store.acquire_lease("leader", "a", now=T0 + timedelta(seconds=20), ttl=30) == 1
+    assert store.acquire_lease("leader", "a", now=T0 + timedelta(seconds=90), ttl=30) == 1
+    assert store.acquire_lease("leader", "b", now=T0 + timedelta(seconds=120), ttl=30) == 2
+    assert store.lease_info("leader") == LeaseInfo("b", 2, T0 + timedelta(seconds=150))
+    store.release_lease("leader", "b")
+    released = store.lease_info("leader")
+    assert released is not None and (released.holder, released.token) == (None, 2)
+    assert store.acquire_lease("leader", "b", now=T0 + timedelta(seconds=121), ttl=30) == 3
+
+
+def fenced_poll(store: Store, tenant: str, kid: str, fence: Fence) -> list[Event]:
+    revoked = event(tenant, kid)
+    return store.save_poll(snapshot(tenant), [revoked], [(revoked.id, "chat")], fence=fence)
+
+
+def test_a_leader_writes_under_its_token_until_a_newer_leader_takes_the_lease(
+    store: Store,
+) -> None:
+    old = Fence("leader", store.acquire_lease("leader", "a", now=T0, ttl=30) or 0)
+    first = event("prod", "k1")
+    assert fenced_poll(store, "prod", "k1", old) == [first]
+    assert fenced_poll(store, "prod", "k1", old) == []  # known: nothing new, nothing refused
+    assert store.claim_delivery(first.id, "chat", fence=old)
+    store.mark_failed(first.id, "chat", error="HTTP 503", retry_at=T0, fence=old)
+
+    new = Fence(
+        "leader", store.acquire_lease("leader", "b", now=T0 + timedelta(minutes=1), ttl=30) or 0
+    )
+    assert new.token == old.token + 1
+    before = (store.load_states(), all_events(store), store.delivery_counts())
+    down, [unreachable] = outage(2)
+    healthy, _ = after_success(down, at=T0 + timedelta(minutes=5))
+    for refused in (
+        lambda: fenced_poll(store, "prod", "k1", old),  # even a repeat of known rows
+        lambda: fenced_poll(store, "dev", "k2", old),  # a new tenant, a new event
+        lambda: store.save_reachability(down, [unreachable], [(unreachable.id, "ops")], fence=old),
+        lambda: store.save_reachability(healthy, [], fence=old),
+        lambda: store.claim_delivery(first.id, "chat", fence=old),
+        lambda: store.mark_delivered(first.id, "chat", T0, fence=old),
+        lambda: store.mark_failed(first.id, "chat", error="x", retry_at=None, fence=old),
+    ):
+        with pytest.raises(
+            FencedOut, match="made under token 1 of lease 'leader', which now has token 2"
+        ):
+            refused()
+    assert (store.load_states(), all_events(store), store.delivery_counts()) == before
+    assert store.load_reachability("prod") == Reachability("prod")
+    assert store.save_reachability(down, [unreachable], fence=new) == [unreachable]
+    store.save_reachability(healthy, [], fence=new)
+    assert store.load_reachability("prod") == Reachability("prod")
+
+    assert store.claim_delivery(first.id, "chat", fence=new)
+    store.mark_delivered(first.id, "chat", T0 + timedelta(minutes=2), fence=new)
+    assert not store.claim_delivery(first.id, "chat", fence=new)  # no longer pending
+    assert store.delivery_counts() == {("chat", "delivered"): 1}
+    store.mark_delivered(first.id, "chat", T0, fence=new)  # already delivered: left alone
+
+
+def test_a_fence_on_a_lease_never_taken_refuses_and_no_fence_is_never_refused(
+    store: Store,
+) -> None:
+    with pytest.raises(FencedOut):
+        fenced_poll(store, "prod", "k1", Fence("leader", 1))
+    assert all_events(store) == []
+    store.acquire_lease("leader", "a", now=T0, ttl=30)
+    first = event("prod", "k1")
+    assert store.save_poll(snapshot("prod"), [first], [(first.id, "chat")]) == [first]
+    store.mark_delivered(first.id, "chat", T0)  # the CLI and SQLite write without a fence
+
+
+# --- retention -------------------------------------------------------------------------------
+
+
+def test_pruning_deletes_old_delivered_rows_then_their_events_never_pending_or_dead(
+    store: Store,
+) -> None:
+    day = timedelta(days=1)
+    old = [event("prod", f"old-{n}", T0 + n * timedelta(seconds=1)) for n in range(5)]
+    recent = event("prod", "recent", T0 + 50 * day)
+    store.save_poll(snapshot("prod"), [*old, recent], [(e.id, "chat") for e in [*old, recent]])
+    quiet = event("dev", "no-destination", T0)  # no destination wanted it
+    store.save_poll(snapshot("dev"), [quiet])
+    for e in old[:3]:
+        store.mark_delivered(e.id, "chat", T0 + day)
+    store.mark_failed(old[3].id, "chat", error="HTTP 404", retry_at=None)  # dead; old[4] pending
+    store.mark_delivered(recent.id, "chat", T0 + 50 * day)
+    cutoffs = {"events_before": T0 + 40 * day, "deliveries_before": T0 + 10 * day}
+
+    # The deliveries go first: their events can go in the same batch (quiet, old[0]).
+    assert store.prune(**cutoffs, limit=2) == Pruned(events=2, deliveries=2)
+    assert store.prune(**cutoffs, limit=2) == Pruned(events=2, deliveries=1)
+    assert store.prune(**cutoffs, limit=2) == Pruned()
+    assert {e.id for e in all_events(store)} == {old[3].id, old[4].id, recent.id}
+    assert store.delivery_counts() == {
+        ("chat", "dead"): 1,
+        ("chat", "pending"): 1,
+        ("chat", "delivered"): 1,
+    }
+    later = {"events_before": T0 + 400 * day, "deliveries_before": T0 + 400 * day}
+    assert store.prune(**later, limit=10) == Pruned(events=1, deliveries=1)  # only recent
+    assert {e.id for e in all_events(store)} == {old[3].id, old[4].id}
+
+
+def test_pruning_is_fenced_and_the_size_is_reported(store: Store) -> None:
+    first = event("prod", "k1")
+    store.save_poll(snapshot("prod"), [first], [(first.id, "chat")])
+    store.mark_delivered(first.id, "chat", T0)
+    empty = store.size_bytes()
+    assert empty > 0
+    stale = Fence("leader", store.acquire_lease("leader", "a", now=T0, ttl=30) or 0)
+    store.acquire_lease("leader", "b", now=T0 + timedelta(minutes=1), ttl=30)
+    later = T0 + timedelta(days=1)
+    with pytest.raises(FencedOut):
+        store.prune(events_before=later, deliveries_before=later, limit=10, fence=stale)
+    assert store.delivery_counts() == {("chat", "delivered"): 1}
+    current = Fence("leader", stale.token + 1)
+    pruned = store.prune(events_before=later, deliveries_before=later, limit=10, fence=current)
+    assert pruned == Pruned(events=1, deliveries=1)
+    bodies = [event("prod", f"k{n}", details={"pad": "x" * 2000}) for n in range(200)]
+    store.save_poll(snapshot("prod"), bodies)
+    assert store.size_bytes() > empty
 
 
 # --- durability ------------------------------------------------------------------------------

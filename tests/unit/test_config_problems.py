@@ -225,6 +225,22 @@ BROKEN: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        "retention too short, not a duration, and an unknown retention key",
+        """
+        retention:
+          events: 12h
+          deliveries: forever
+          dead: 1d
+        tenants:
+          - {name: prod, domain: a.auth0.com, token: abc}
+        """,
+        [
+            "retention.events: must be at least 1d, got 12h (line 2)",
+            "retention.deliveries: not a duration: 'forever' (line 3)",
+            "retention.dead: unknown key (line 4)",
+        ],
+    ),
+    (
         "listen port out of range, and a number instead of a string",
         """
         listen: 0.0.0.0:70000

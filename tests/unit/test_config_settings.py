@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from monitor.config import (
     Defaults,
     LeaseConfig,
+    RetentionConfig,
     Settings,
     TenantConfig,
     parse_duration,
@@ -120,6 +121,14 @@ def test_metrics_export_zero_counters_unless_told_not_to() -> None:
     assert load("metrics: {zero_counters: false}\n" + tenants).metrics.zero_counters is False
     problems = problems_of("metrics: {per_key: false}\n" + tenants)
     assert len(problems) == 1 and "metrics.per_key" in problems[0], problems
+
+
+def test_retention_defaults_to_90d_of_events_and_30d_of_deliveries() -> None:
+    tenants = "tenants:\n  - {name: prod, domain: acme.auth0.com, token: abc}\n"
+    assert load(tenants).retention == RetentionConfig(events=90 * 86400.0, deliveries=30 * 86400.0)
+    assert load("retention:\n" + tenants).retention == RetentionConfig()
+    settings = load("retention: {events: 365d, deliveries: 1d}\n" + tenants)
+    assert settings.retention == RetentionConfig(events=365 * 86400.0, deliveries=86400.0)
 
 
 def test_tenants_inherit_defaults_unless_they_set_their_own() -> None:
