@@ -134,7 +134,7 @@ class MetricsConfig(BaseModel):
 
     zero_counters: bool = True
     """Export every tenant's error and event counters at 0 (so ``increase()`` sees their
-    first change); false exports a counter once it moved: about half the series."""
+    first change); false exports a counter once it moved: half the series."""
 
 
 class LeaseConfig(BaseModel):
