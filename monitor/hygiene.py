@@ -117,21 +117,8 @@ def _previous_unrevoked(
 ) -> Event | None:
     if limit is None or key.state != "previous" or key.current_until is None:
         return None
-    age = _seconds_since(key.current_until, now)
-    if age < limit:
-        return None
-    return make_event(
-        tenant,
-        EventType.KEY_PREVIOUS_UNREVOKED,
-        now,
-        _material(kid=key.kid, until=_instant(key.current_until)),
-        kid=key.kid,
-        details={
-            "current_until": _display(key.current_until),
-            "age": span(age, tenths_below=0),
-            "limit": span(limit, tenths_below=0),
-            "thumbprint": key.thumbprint,
-        },
+    return _too_old(
+        tenant, key, now, limit, EventType.KEY_PREVIOUS_UNREVOKED, "until", key.current_until
     )
 
 
@@ -140,17 +127,33 @@ def _rotation_overdue(
 ) -> Event | None:
     if limit is None or key.current_since is None:
         return None
-    age = _seconds_since(key.current_since, now)
+    return _too_old(
+        tenant, key, now, limit, EventType.TENANT_ROTATION_OVERDUE, "since", key.current_since
+    )
+
+
+def _too_old(
+    tenant: str,
+    key: KeyState,
+    now: datetime,
+    limit: float,
+    event_type: EventType,
+    which: str,
+    moment: datetime,
+) -> Event | None:
+    """The event for ``key`` when ``moment`` (its ``current_until`` or ``current_since``, named
+    by ``which`` in the id and the details) lies ``limit`` seconds or more before ``now``."""
+    age = _seconds_since(moment, now)
     if age < limit:
         return None
     return make_event(
         tenant,
-        EventType.TENANT_ROTATION_OVERDUE,
+        event_type,
         now,
-        _material(kid=key.kid, since=_instant(key.current_since)),
+        _material(kid=key.kid, **{which: _instant(moment)}),
         kid=key.kid,
         details={
-            "current_since": _display(key.current_since),
+            f"current_{which}": _display(moment),
             "age": span(age, tenths_below=0),
             "limit": span(limit, tenths_below=0),
             "thumbprint": key.thumbprint,
