@@ -14,7 +14,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.samples import Sample
 
-from monitor.metrics.exposition import chunks, lines_by_name
+from monitor.metrics.exposition import gzip_chunks, lines_by_name, plain_chunks
 from monitor.metrics.names import SPECS, MetricSpec
 from monitor.metrics.telemetry import DestinationCopy, ScrapeCopy, Telemetry
 
@@ -101,26 +101,32 @@ def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
-def prepared_exposition(telemetry: Telemetry, *, version: str) -> Callable[[bool], Iterator[bytes]]:
-    """``prepared_chunks`` of ``telemetry`` as ``/metrics`` calls it: OpenMetrics or not."""
+def prepared_exposition(
+    telemetry: Telemetry, *, version: str
+) -> Callable[[bool, bool], Iterable[bytes]]:
+    """``prepared_chunks`` of ``telemetry`` as ``/metrics`` calls it: OpenMetrics or not,
+    gzipped or not."""
 
-    def exposition(openmetrics: bool) -> Iterator[bytes]:
-        return prepared_chunks(telemetry, version=version, openmetrics=openmetrics)
+    def exposition(openmetrics: bool, gzip: bool) -> Iterable[bytes]:
+        return prepared_chunks(telemetry, version=version, openmetrics=openmetrics, gzip=gzip)
 
     return exposition
 
 
 def prepared_chunks(
-    telemetry: Telemetry, *, version: str, openmetrics: bool = False
-) -> Iterator[bytes]:
-    """The exposition ``/metrics`` serves, a family at a time: every tenant's prepared lines
-    (the state as of this call), and the process-wide samples (a few per destination)
-    formatted now. Same samples as ``render``."""
-    blocks, scrape = telemetry.prepared_blocks()
+    telemetry: Telemetry, *, version: str, openmetrics: bool = False, gzip: bool = False
+) -> Iterable[bytes]:
+    """The exposition ``/metrics`` serves: every tenant's prepared lines (each family as of
+    when it is written), and the process-wide samples (a few per destination) formatted now.
+    Same samples as ``render``. Plain: a family at a time; ``gzip``: one gzip stream, whole
+    (its pieces, from ``exposition.gzip_chunks``)."""
     process = lines_by_name(
-        (name, family.samples) for name, family in process_families(scrape, version=version).items()
+        (name, family.samples)
+        for name, family in process_families(telemetry.process_copy(), version=version).items()
     )
-    return chunks([*blocks, process], openmetrics=openmetrics)
+    if gzip:
+        return gzip_chunks(telemetry.tables, process, openmetrics=openmetrics)
+    return plain_chunks(telemetry.tables, process, openmetrics=openmetrics)
 
 
 def render_prepared(telemetry: Telemetry, *, version: str, openmetrics: bool = False) -> bytes:

@@ -4,8 +4,9 @@ from prepared bytes.
 A fleet of 10,000 tenants exports over half a million samples, and formatting them costs
 seconds (``prometheus_client.generate_latest`` spends it in ``sample_line``), while a tenant's
 samples change once per poll at most. So ``Telemetry`` renders each tenant's samples to lines
-here when they change (``lines_by_name``), and a scrape only joins the prepared bytes of every
-tenant under one header per family (``write``). Both formats share the sample lines: they
+here when they change (``lines_by_name``) into ``FamilyTables``, and a scrape only joins the
+prepared bytes of every tenant under one header per family (``plain_chunks``), or the
+compressed copies of them it kept (``gzip_chunks``). Both formats share the sample lines: they
 differ in the ``# TYPE`` name of counters, the escaping of help texts and the final
 ``# EOF``. ``KeywatchCollector`` stays the reference: tests check that both agree.
 """
@@ -17,7 +18,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client.samples import Sample
 
+from monitor.metrics.deflate import Piece, compress, gzip_stream
 from monitor.metrics.names import SPECS, MetricSpec
+from monitor.metrics.tables import FamilyTables
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -72,32 +75,40 @@ _HEADERS = {
     openmetrics: {name: _header(spec, openmetrics=openmetrics) for name, spec in SPECS.items()}
     for openmetrics in (False, True)
 }
+_COMPRESSED_HEADERS = {
+    openmetrics: {name: compress(header) for name, header in headers.items()}
+    for openmetrics, headers in _HEADERS.items()
+}
+_EOF = b"# EOF\n"
+_COMPRESSED_EOF = compress(_EOF)
 
 
-def chunks(blocks: Iterable[Lines], *, openmetrics: bool) -> Iterator[bytes]:
-    """One exposition, a family at a time: every family of ``SPECS`` in order, its header,
-    then the lines each block holds for it (tenants' blocks, and the process-wide one). The
-    blocks are sorted out now; each family is joined when it is asked for, so a scrape never
-    holds more than one family's copy (a 10,000-tenant exposition is ~50 MB)."""
-    by_name: dict[str, list[bytes]] = {name: [] for name in SPECS}
-    for block in blocks:
-        for name, lines in block.items():
-            by_name[name].append(lines)
-    return _families(by_name, _HEADERS[openmetrics], openmetrics=openmetrics)
-
-
-def _families(
-    by_name: dict[str, list[bytes]], headers: dict[str, bytes], *, openmetrics: bool
-) -> Iterator[bytes]:
-    for name, family in by_name.items():
-        yield headers[name] + b"".join(family)
+def plain_chunks(tables: FamilyTables, process: Lines, *, openmetrics: bool) -> Iterator[bytes]:
+    """One exposition, a family at a time: every family of ``SPECS`` in order, its header, the
+    lines every tenant holds for it in ``tables``, then ``process``' (the process-wide lines).
+    Each family is joined when it is asked for, so a scrape never holds more than one
+    family's copy (a 10,000-tenant exposition is ~60 MB)."""
+    headers = _HEADERS[openmetrics]
+    for name in SPECS:
+        yield tables.plain(name, head=headers[name], tail=process.get(name, b""))
     if openmetrics:
-        yield b"# EOF\n"
+        yield _EOF
 
 
-def write(blocks: Iterable[Lines], *, openmetrics: bool) -> bytes:
-    """One exposition (``chunks``, joined)."""
-    return b"".join(chunks(blocks, openmetrics=openmetrics))
+def gzip_chunks(tables: FamilyTables, process: Lines, *, openmetrics: bool) -> list[bytes]:
+    """The exposition of ``plain_chunks`` as one gzip stream: the headers were compressed
+    once, each cell of tenants' lines when it last changed (``FamilyTables.compressed``), and
+    the process-wide lines now."""
+    headers = _COMPRESSED_HEADERS[openmetrics]
+    pieces: list[Piece] = []
+    for name in SPECS:
+        pieces.append(headers[name])
+        pieces.extend(tables.compressed(name))
+        if name in process:
+            pieces.append(compress(process[name]))
+    if openmetrics:
+        pieces.append(_COMPRESSED_EOF)
+    return gzip_stream(pieces)
 
 
 def wants_openmetrics(accept: str) -> bool:

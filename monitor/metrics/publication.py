@@ -1,6 +1,6 @@
 """``PublicationTelemetry``: the metrics of what tenants publish (JWKS, certificate endpoints,
-mirrors), rendered to sample lines when a poll updates them, like ``Telemetry``'s (the
-reference collector builds the samples from the same state)."""
+mirrors), rendered to sample lines in ``Telemetry.tables`` when a poll updates them, like
+``Telemetry``'s (the reference collector builds the samples from the same state)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client.samples import Sample
 
-from monitor.metrics.exposition import Lines, lines_by_name
+from monitor.metrics.exposition import lines_by_name
 from monitor.metrics.names import API_ERROR_REASONS
+from monitor.metrics.tables import FamilyTables
 
 Series = tuple[tuple[str, tuple[Sample, ...]], ...]
 
@@ -29,15 +30,16 @@ class PublicationView:
 class _Tenant:
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(API_ERROR_REASONS, 0))
     view: PublicationView = field(default_factory=PublicationView)
-    lines: Lines = field(default_factory=dict)
     zero_counters: bool = True
 
 
 class PublicationTelemetry:
     """Thread-safe; only tenants that check something they publish are exported."""
 
-    def __init__(self, *, zero_counters: bool = True) -> None:
+    def __init__(self, tables: FamilyTables, *, zero_counters: bool = True) -> None:
+        """``tables``: where each tenant's sample lines are kept (``Telemetry.tables``)."""
         self._lock = threading.Lock()
+        self._tables = tables
         self._zero_counters = zero_counters
         self._tenants: dict[str, _Tenant] = {}
 
@@ -46,26 +48,27 @@ class PublicationTelemetry:
             if tenant not in self._tenants:
                 state = _Tenant()
                 state.zero_counters = self._zero_counters
-                state.lines = lines_by_name(_series(tenant, state))
                 self._tenants[tenant] = state
+                self._show(tenant, state)
 
     def remove_tenant(self, tenant: str) -> None:
         with self._lock:
             self._tenants.pop(tenant, None)
+            self._tables.put(tenant, FAMILIES, {})
 
     def record_fetch_error(self, tenant: str, reason: str) -> None:
         with self._lock:
             state = self._tenants.get(tenant)
             if state is not None:
                 state.errors[reason] = state.errors.get(reason, 0) + 1
-                state.lines = lines_by_name(_series(tenant, state))
+                self._show(tenant, state)
 
     def set_view(self, tenant: str, view: PublicationView) -> None:
         with self._lock:
             state = self._tenants.get(tenant)
             if state is not None and state.view != view:
                 state.view = view
-                state.lines = lines_by_name(_series(tenant, state))
+                self._show(tenant, state)
 
     def view_of(self, tenant: str) -> PublicationView | None:
         with self._lock:
@@ -77,10 +80,19 @@ class PublicationTelemetry:
         with self._lock:
             return [_series(tenant, state) for tenant, state in self._tenants.items()]
 
-    def blocks(self) -> list[Lines]:
-        """Every tenant's prepared sample lines (for ``render_prepared``)."""
-        with self._lock:
-            return [state.lines for state in self._tenants.values()]
+    def _show(self, tenant: str, state: _Tenant) -> None:
+        """Render the tenant's lines again; call with the lock held, after a change."""
+        self._tables.put(tenant, FAMILIES, lines_by_name(_series(tenant, state)))
+
+
+FAMILIES = (
+    "keywatch_jwks_fetch_errors_total",
+    "auth0_signing_key_published",
+    "keywatch_mirror_in_sync",
+    "keywatch_mirror_lag_seconds",
+    "keywatch_next_key_lead_seconds",
+)
+"""The families of ``_series``."""
 
 
 def _series(tenant: str, state: _Tenant) -> Series:

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from prometheus_client.samples import Sample
 
-from monitor.metrics.exposition import Lines, lines_by_name
+from monitor.metrics.exposition import lines_by_name
 from monitor.metrics.names import (
     API_ERROR_REASONS,
     JOB_ERROR_KINDS,
@@ -29,6 +29,7 @@ from monitor.metrics.names import (
     SPECS,
 )
 from monitor.metrics.publication import PublicationTelemetry
+from monitor.metrics.tables import FamilyTables
 from monitor.model import KEY_STATES, Event, EventType, KeyState, Snapshot
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,11 @@ Series = tuple[tuple[str, tuple[Sample, ...]], ...]
 #
 # A scrape of 10,000 tenants exports over 600,000 samples. Formatting them all at every scrape
 # costs seconds, and most of them have not changed since the last scrape (a tenant changes
-# once per poll). So each tenant keeps its sample lines ready (``monitor.metrics.exposition``):
-# the per-key ones are rendered when its snapshot is set, its poll status after each poll and
-# its counters when one of them moves. Only the bytes are kept (a ``Sample`` with its labels
-# dict costs ~10 times the memory of its line); the reference collector builds its samples
-# from the same state with the same functions at collection time.
+# once per poll). So each tenant's sample lines are kept ready (``monitor.metrics.exposition``)
+# in ``tables``, by family: the per-key ones are rendered when its snapshot is set, its poll
+# status after each poll and its counters when one of them moves. Only the bytes are kept (a
+# ``Sample`` with its labels dict costs ~10 times the memory of its line); the reference
+# collector builds its samples from the same state with the same functions at collection time.
 
 
 @dataclass(slots=True)
@@ -63,29 +64,11 @@ class _TenantState:
     api_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(API_ERROR_REASONS, 0))
     events: dict[str, int] = field(default_factory=lambda: {kind.value: 0 for kind in EventType})
     job_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_ERROR_KINDS, 0))
-    key_lines: Lines = field(default_factory=dict)
-    status_lines: Lines = field(default_factory=dict)
-    counter_lines: Lines = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.render_status()
-        self.render_counters()
-
-    def render_status(self) -> None:
-        """Render the poll status again; call after changing a flag or the last success."""
-        self.status_lines = lines_by_name(_status_series(self))
-
-    def render_counters(self) -> None:
-        """Render the counters again; call after changing one."""
-        self.counter_lines = lines_by_name(_counter_series(self))
 
     def series(self) -> Series:
         """Every sample of the tenant (for the reference collector)."""
         keys = _key_series(self.snapshot) if self.snapshot is not None else ()
         return (*_status_series(self), *_counter_series(self), *keys)
-
-    def blocks(self) -> tuple[Lines, Lines, Lines]:
-        return self.status_lines, self.counter_lines, self.key_lines
 
 
 @dataclass(slots=True)
@@ -179,7 +162,9 @@ class Telemetry:
         self._destinations: dict[str, _DestinationState] = {}
         self._leader = True
         self._polled = 0  # tenants with polled set
-        self.publication = PublicationTelemetry(zero_counters=zero_counters)
+        self.tables = FamilyTables(SPECS)
+        """Every tenant's prepared sample lines, by family (what ``/metrics`` serves)."""
+        self.publication = PublicationTelemetry(self.tables, zero_counters=zero_counters)
         """The metrics of what tenants publish (JWKS, certificate endpoints, mirrors)."""
         self._pruned = dict.fromkeys(PRUNED_TABLES, 0)
         self._store_size: int | None = None
@@ -197,9 +182,12 @@ class Telemetry:
         """Start exporting a tenant: counters at 0, tenant_up 0 until polled. Idempotent."""
         with self._lock:
             if tenant not in self._tenants:
-                self._tenants[tenant] = _TenantState(
+                state = _TenantState(
                     tenant, polling=self._leader, zero_counters=self._zero_counters
                 )
+                self._tenants[tenant] = state
+                self._show_status(state)
+                self._show_counters(state)
 
     def set_leader(self, leader: bool) -> None:
         """Whether this process leads (polls). Standing by drops every tenant's poll status:
@@ -215,7 +203,7 @@ class Telemetry:
                     self._polled -= 1
                 state.polled = state.up = False
                 state.last_success = None
-                state.render_status()
+                self._show_status(state)
 
     def remove_tenant(self, tenant: str) -> None:
         """Forget a tenant: every series labelled with it disappears."""
@@ -223,6 +211,7 @@ class Telemetry:
             state = self._tenants.pop(tenant, None)
             if state is not None and state.polled:
                 self._polled -= 1
+            self.tables.put(tenant, TENANT_FAMILIES, {})
         self.publication.remove_tenant(tenant)
 
     def set_snapshot(self, snapshot: Snapshot) -> None:
@@ -232,7 +221,7 @@ class Telemetry:
             state = self._tenants.get(snapshot.tenant)
             if state is not None:
                 state.snapshot = snapshot
-                state.key_lines = key_lines
+                self.tables.put(snapshot.tenant, KEY_FAMILIES, key_lines)
         if state is None:
             _log_unknown(snapshot.tenant, "snapshot")
 
@@ -242,7 +231,7 @@ class Telemetry:
             state = self._tenants.get(tenant)
             if state is not None and state.unconfirmed != pending:
                 state.unconfirmed = pending
-                state.render_status()
+                self._show_status(state)
         if state is None:
             _log_unknown(tenant, "confirmation")
 
@@ -255,7 +244,7 @@ class Telemetry:
                 self._mark_polled(state)
                 state.up = True
                 state.last_success = self._clock()
-                state.render_status()
+                self._show_status(state)
         if state is None:
             _log_unknown(tenant, "poll success")
 
@@ -269,8 +258,8 @@ class Telemetry:
                 self._mark_polled(state)
                 state.up = False
                 state.api_errors[reason] = state.api_errors.get(reason, 0) + 1
-                state.render_status()
-                state.render_counters()
+                self._show_status(state)
+                self._show_counters(state)
         if state is None:
             _log_unknown(tenant, "poll failure")
 
@@ -292,7 +281,7 @@ class Telemetry:
                     state.revocations += 1
                 changed[event.tenant] = state
             for state in changed.values():
-                state.render_counters()
+                self._show_counters(state)
         for tenant in dropped:
             _log_unknown(tenant, "events")
 
@@ -302,7 +291,7 @@ class Telemetry:
             state = self._tenants.get(tenant)
             if state is not None:
                 state.job_errors[kind] = state.job_errors.get(kind, 0) + 1
-                state.render_counters()
+                self._show_counters(state)
         if state is None:
             _log_unknown(tenant, "job error")
 
@@ -342,6 +331,15 @@ class Telemetry:
                 state.dead = view.dead if view is not None else 0
                 state.oldest_pending_at = oldest.timestamp() if oldest is not None else None
 
+    def _show_status(self, state: _TenantState) -> None:
+        """Render the poll status again; call with the lock held, after changing a flag or the
+        last success."""
+        self.tables.put(state.tenant, STATUS_FAMILIES, lines_by_name(_status_series(state)))
+
+    def _show_counters(self, state: _TenantState) -> None:
+        """Render the counters again; call with the lock held, after changing one."""
+        self.tables.put(state.tenant, COUNTER_FAMILIES, lines_by_name(_counter_series(state)))
+
     def _mark_polled(self, state: _TenantState) -> None:
         if not state.polled:
             state.polled = True
@@ -370,14 +368,11 @@ class Telemetry:
             series.extend(self.publication.series())
             return self._copy(series)
 
-    def prepared_blocks(self) -> tuple[list[Lines], ScrapeCopy]:
-        """The prepared sample lines of every tenant (three blocks each, and one of what it
-        publishes), and the copy of the process-wide state (its tenant series are empty),
-        taken under the lock."""
+    def process_copy(self) -> ScrapeCopy:
+        """The copy of the process-wide state (its tenant series are empty: the tenants' are
+        in ``tables``), taken under the lock."""
         with self._lock:
-            blocks = [block for state in self._tenants.values() for block in state.blocks()]
-            blocks.extend(self.publication.blocks())
-            return blocks, self._copy([])
+            return self._copy([])
 
     def _copy(self, series: list[Series]) -> ScrapeCopy:
         """Call with the lock held."""
@@ -423,6 +418,33 @@ def _log_unknown(tenant: str, what: str) -> None:
 
 
 # --- samples -----------------------------------------------------------------------------------
+
+
+STATUS_FAMILIES = (
+    "keywatch_tenant_up",
+    "keywatch_last_successful_poll_timestamp_seconds",
+    "keywatch_unconfirmed_changes",
+)
+COUNTER_FAMILIES = (
+    "auth0_signing_key_rotations_total",
+    "auth0_signing_key_revocations_total",
+    "keywatch_api_errors_total",
+    "keywatch_events_total",
+    "keywatch_scheduler_job_errors_total",
+)
+KEY_FAMILIES = (
+    "auth0_signing_key_info",
+    "auth0_signing_key_state",
+    "auth0_signing_key_thumbprint_valid",
+    "auth0_signing_key_current_since_timestamp_seconds",
+    "auth0_signing_key_current_until_timestamp_seconds",
+    "auth0_signing_key_revoked_timestamp_seconds",
+    "auth0_signing_key_cert_not_before_timestamp_seconds",
+    "auth0_signing_key_cert_not_after_timestamp_seconds",
+    "auth0_signing_keys",
+)
+TENANT_FAMILIES = STATUS_FAMILIES + COUNTER_FAMILIES + KEY_FAMILIES
+"""The families each block of a tenant's lines covers (``_status_series`` and so on)."""
 
 
 def _status_series(state: _TenantState) -> Series:

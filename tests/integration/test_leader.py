@@ -253,7 +253,7 @@ async def test_readyz_of_a_standby_needs_the_store_but_no_poll() -> None:
             raise StoreError("test store: ping failed")
 
     app = build_app(
-        exposition=lambda openmetrics: iter(()),
+        exposition=lambda openmetrics, gzip: iter(()),
         ping_store=ping,
         polled_all=lambda: False,
         standing_by=lambda: True,

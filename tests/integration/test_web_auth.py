@@ -118,7 +118,7 @@ async def test_an_unknown_user_costs_one_bcrypt_check_like_a_wrong_password(
 async def test_the_probes_answer_503_when_the_store_does_not_answer_in_time() -> None:
     release = threading.Event()
     app = build_app(
-        exposition=lambda openmetrics: iter(()),
+        exposition=lambda openmetrics, gzip: iter(()),
         ping_store=lambda: release.wait(10),
         polled_all=lambda: True,
         store_timeout=0.2,
