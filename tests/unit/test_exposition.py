@@ -1,9 +1,13 @@
-"""The prepared /metrics exposition (``render_prepared``) against the reference collector:
-the same samples for the same state, after any sequence of changes, in both formats."""
+"""The prepared /metrics exposition (``prepared_chunks``) against the reference collector:
+the same samples for the same state, after any sequence of changes, in both formats, plain
+or gzipped from the compressed pieces kept between scrapes."""
 
 from __future__ import annotations
 
+import gzip
+import threading
 from collections import Counter
+from collections.abc import Iterator
 from datetime import timedelta
 
 import httpx
@@ -20,10 +24,12 @@ from monitor.metrics import (
     PublicationView,
     Telemetry,
     build_registry,
+    prepared_chunks,
     prepared_exposition,
     render,
     render_prepared,
 )
+from monitor.metrics import tables
 from monitor.metrics.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from monitor.model import EventType, make_event
 from monitor.web import accepts_gzip, build_app
@@ -54,6 +60,26 @@ def reference(telemetry: Telemetry) -> Samples:
 def prepared(telemetry: Telemetry, *, openmetrics: bool = False) -> Samples:
     body = render_prepared(telemetry, version=VERSION, openmetrics=openmetrics).decode()
     return parsed(body, openmetrics=openmetrics)
+
+
+def gunzipped(telemetry: Telemetry, *, openmetrics: bool = False) -> bytes:
+    """The gzipped exposition, decompressed (``gzip`` checks the CRC-32 and the length)."""
+    chunks = prepared_chunks(telemetry, version=VERSION, openmetrics=openmetrics, gzip=True)
+    return gzip.decompress(b"".join(chunks))
+
+
+def every_exposition(telemetry: Telemetry) -> Iterator[tuple[str, bytes]]:
+    """(what, body) of the four expositions /metrics serves."""
+    for openmetrics in (False, True):
+        name = "OpenMetrics" if openmetrics else "text"
+        yield name, render_prepared(telemetry, version=VERSION, openmetrics=openmetrics)
+        yield f"{name}, gzip", gunzipped(telemetry, openmetrics=openmetrics)
+
+
+@pytest.fixture
+def small_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cells of 2 tenants: a few tenants span several cells, and free slots are reused."""
+    monkeypatch.setattr(tables, "CELL_TENANTS", 2)
 
 
 def busy_telemetry() -> Telemetry:
@@ -114,7 +140,7 @@ def test_start_up_progress_counts_tenants_polled_once() -> None:
 
 # --- the cache after any sequence of changes ---------------------------------------------------
 
-TENANTS = ("t1", "t2", "t3")
+TENANTS = ("t1", "t2", "t3", "t4", "t5")
 KEY_SETS = (
     (),
     (key("a"), key("b", "next")),
@@ -174,22 +200,77 @@ def apply(telemetry: Telemetry, change: tuple[object, ...], clock: list[float]) 
 def test_a_scrape_after_any_change_shows_exactly_the_reference_state(
     sequence: list[tuple[object, ...]], zero_counters: bool
 ) -> None:
+    """Plain and gzipped, in both formats: each scrape reuses the pieces the previous ones
+    compressed, so a piece kept after its lines changed would show here."""
     clock = [1_000.0]
-    telemetry = Telemetry(clock=lambda: clock[0], zero_counters=zero_counters)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tables, "CELL_TENANTS", 2)
+        telemetry = Telemetry(clock=lambda: clock[0], zero_counters=zero_counters)
     for change in sequence:
         apply(telemetry, change, clock)
-        assert prepared(telemetry) == reference(telemetry), f"after {change}"
+        expected = reference(telemetry)
+        for what, body in every_exposition(telemetry):
+            found = parsed(body.decode(), openmetrics=what.startswith("OpenMetrics"))
+            assert found == expected, f"{what}, after {change}"
 
 
-def test_a_kid_gone_and_a_tenant_removed_leave_no_series() -> None:
+@pytest.mark.usefixtures("small_cells")
+def test_a_kid_gone_and_a_tenant_removed_leave_no_series_in_any_exposition() -> None:
     telemetry = busy_telemetry()
+    for what, body in every_exposition(telemetry):  # every piece compressed and kept
+        assert b'kid="k1"' in body and b'tenant="staging"' in body, what
     telemetry.set_snapshot(snap(key("k2")))
     telemetry.publication.set_view("prod", PublicationView(published={("k2", "jwks"): True}))
     telemetry.remove_tenant("staging")
-    body = render_prepared(telemetry, version=VERSION).decode()
-    assert 'kid="k1"' not in body
-    assert 'tenant="staging"' not in body
-    assert 'kid="k2",state="current",tenant="prod"} 1.0' in body
+    for what, body in every_exposition(telemetry):
+        assert b'kid="k1"' not in body, what
+        assert b'tenant="staging"' not in body, what
+        assert b'kid="k2",state="current",tenant="prod"} 1' in body, what
+
+
+@pytest.mark.usefixtures("small_cells")
+def test_a_scrape_after_a_change_shows_it_in_every_exposition() -> None:
+    clock = [1_000.0]
+    telemetry = Telemetry(clock=lambda: clock[0])
+    for tenant in ("a", "b", "c", "d", "e"):
+        telemetry.add_tenant(tenant)
+        telemetry.record_poll_success(tenant, duration=0.1)
+    for what, body in every_exposition(telemetry):
+        assert b'keywatch_tenant_up{tenant="d"} 1' in body, what
+    clock[0] = 2_000.0
+    telemetry.record_poll_failure("d", reason="timeout", duration=10.0)
+    telemetry.record_poll_success("e", duration=0.1)
+    for what, body in every_exposition(telemetry):
+        assert b'keywatch_tenant_up{tenant="d"} 0' in body, what
+        assert b'keywatch_api_errors_total{reason="timeout",tenant="d"} 1' in body, what
+        assert b'keywatch_last_successful_poll_timestamp_seconds{tenant="e"} 2000' in body, what
+        assert b'keywatch_last_successful_poll_timestamp_seconds{tenant="a"} 1000' in body, what
+
+
+def test_scrapes_during_changes_end_on_the_reference_state(small_cells: None) -> None:
+    """Pieces compressed while other threads change lines are not kept past the change."""
+    clock = [1_000.0]
+    telemetry = Telemetry(clock=lambda: clock[0])
+    done = threading.Event()
+
+    def change() -> None:
+        for step in range(300):
+            tenant = TENANTS[step % len(TENANTS)]
+            apply(telemetry, ("add", tenant), clock)
+            apply(telemetry, ("keys", tenant, step % len(KEY_SETS)), clock)
+            apply(telemetry, ("success", tenant), clock)
+            if step % 7 == 0:
+                apply(telemetry, ("remove", TENANTS[step % 3]), clock)
+        done.set()
+
+    changer = threading.Thread(target=change)
+    changer.start()
+    scrapes = 0
+    while not done.is_set() or scrapes == 0:
+        gunzipped(telemetry)
+        scrapes += 1
+    changer.join()
+    assert parsed(gunzipped(telemetry).decode()) == reference(telemetry)
 
 
 # --- serving: format and encoding --------------------------------------------------------------
