@@ -28,8 +28,8 @@ from monitor.metrics import (
     prepared_exposition,
     render,
     render_prepared,
+    tables,
 )
-from monitor.metrics import tables
 from monitor.metrics.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from monitor.model import EventType, make_event
 from monitor.web import accepts_gzip, build_app
