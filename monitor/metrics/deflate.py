@@ -100,3 +100,8 @@ def gzip_stream(pieces: Iterable[Piece]) -> list[bytes]:
     out.append(_FINAL_EMPTY_BLOCK)
     out.append(struct.pack("<II", crc, size & 0xFFFFFFFF))
     return out
+
+
+def inflate(piece: Piece) -> bytes:
+    """The text of ``piece``."""
+    return zlib.decompressobj(-zlib.MAX_WBITS).decompress(piece.data)
