@@ -153,6 +153,15 @@ async def served_certificate(port: int, context: ssl.SSLContext) -> bytes:
     return der
 
 
+def renewal(directory: Path) -> tuple[Pki, Pki, Pki]:
+    """Two certificates, and the files served (``live``), holding the first for now."""
+    first, renewed = make_pki(directory / "first"), make_pki(directory / "renewed")
+    live = Pki(first.ca_file, directory / "live.pem", directory / "live.key")
+    shutil.copy(first.cert_file, live.cert_file)
+    shutil.copy(first.key_file, live.key_file)
+    return first, renewed, live
+
+
 def der_of(pki: Pki) -> bytes:
     return ssl.PEM_cert_to_DER_cert(pki.cert_file.read_text())
 
@@ -161,10 +170,7 @@ async def test_renewed_tls_files_are_served_to_new_connections_after_sighup(
     server: SimulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    first, renewed = make_pki(tmp_path / "first"), make_pki(tmp_path / "renewed")
-    live = Pki(first.ca_file, tmp_path / "live.pem", tmp_path / "live.key")
-    shutil.copy(first.cert_file, live.cert_file)
-    shutil.copy(first.key_file, live.key_file)
+    first, renewed, live = renewal(tmp_path)
     config = tmp_path / "keywatch.yaml"
     web = f"{{tls_cert_file: '{live.cert_file}', tls_key_file: '{live.key_file}'}}"
     config.write_text(web_config(server, tmp_path, web))
@@ -190,10 +196,7 @@ async def test_the_reloader_also_looks_on_its_own_timer(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    first, renewed = make_pki(tmp_path / "first"), make_pki(tmp_path / "renewed")
-    live = Pki(first.ca_file, tmp_path / "live.pem", tmp_path / "live.key")
-    shutil.copy(first.cert_file, live.cert_file)
-    shutil.copy(first.key_file, live.key_file)
+    _, renewed, live = renewal(tmp_path)
     context = live.server_context()
     reloader = CertificateReloader(context, str(live.cert_file), str(live.key_file))
     looking = asyncio.create_task(reloader.run(every=0.01))
