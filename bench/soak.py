@@ -359,9 +359,11 @@ def run(minutes: float, postgres: str, seed: int, workdir: Path, table: Report) 
             store = open_store(state)
             chaos = Chaos(server, receiver, replicas, store, rng)
             deadline = time.monotonic() + 60
-            while chaos.leader() is None:
+            # A rotation before the baseline is part of the baseline, never an event: the
+            # chaos starts once a leader has committed the tenant's first poll.
+            while chaos.leader() is None or TENANT not in store.load_states():
                 if time.monotonic() > deadline:
-                    raise SoakError(f"no leader after 60 s; see the logs in {workdir}")
+                    raise SoakError(f"no baseline after 60 s; see the logs in {workdir}")
                 time.sleep(0.2)
             end = time.monotonic() + minutes * 60
             while time.monotonic() < end:

@@ -190,6 +190,9 @@ class Daemon:
             ]
         await roles.start()
         self._lease_tasks.append(self._spawn(pruner_of(self).run(), name="retention"))
+        if self._server.certificates is not None:
+            reloading = self._server.certificates.run()
+            self._lease_tasks.append(self._spawn(reloading, name="tls-reload"))
 
     def _spawn(self, coro: Any, *, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -204,7 +207,10 @@ class Daemon:
         self._spawn(self.reload(), name="reload")
 
     async def reload(self) -> bool:
-        """Re-read the config file; on any problem keep running with the old settings."""
+        """Re-read the config file (and renewed TLS files); on any problem keep running with
+        the old settings."""
+        if self._server is not None and self._server.certificates is not None:
+            self._server.certificates.check()
         if self.config_path is None:
             log.warning("reload requested but the daemon was not started from a file")
             return False

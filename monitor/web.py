@@ -15,7 +15,9 @@ import binascii
 import contextlib
 import hashlib
 import logging
+import os
 import socket
+import ssl
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
@@ -210,8 +212,66 @@ def protect(app: ASGIApp, web: WebConfig) -> ASGIApp:
     return BasicAuth(app, users=users, exempt=web.auth_exempt)
 
 
+TLS_RELOAD_EVERY = 30.0
+"""Seconds between looks at the certificate and key files (and at every SIGHUP)."""
+
+
+class CertificateReloader:
+    """Serves renewed TLS files without a restart (cert-manager and certbot replace them in
+    place): when either file changed, both are loaded into the listener's context, so new
+    connections get the new certificate and open ones keep theirs. A pair that does not load
+    (half written, a key that does not match) is logged once and the previous pair kept."""
+
+    def __init__(self, context: ssl.SSLContext, cert_file: str, key_file: str) -> None:
+        self._context = context
+        self._files = (cert_file, key_file)
+        self._loaded = self._signature()
+        self._refused: tuple[tuple[int, int, int], ...] | None = None
+
+    def check(self) -> bool:
+        """Load the files if they changed since the last load; whether they were loaded."""
+        signature = self._signature()
+        if signature == self._loaded or signature == self._refused:
+            return False
+        cert_file, key_file = self._files
+        try:
+            # tried on a scratch context first: a failed load leaves a context half changed
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file)
+            self._context.load_cert_chain(cert_file, key_file)
+        except (OSError, ssl.SSLError) as exc:
+            self._refused = signature
+            reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+            log.error(
+                "web: renewed TLS files not loaded, still serving the previous certificate: %s",
+                reason,
+            )
+            return False
+        self._loaded, self._refused = signature, None
+        log.info("web: TLS certificate reloaded from %s", cert_file)
+        return True
+
+    async def run(self, every: float = TLS_RELOAD_EVERY) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self.check()
+
+    def _signature(self) -> tuple[tuple[int, int, int], ...]:
+        """(inode, size, mtime) of each file: a file replaced by a rename changes its inode."""
+        found = []
+        for path in self._files:
+            try:
+                stat = os.stat(path)
+            except OSError:
+                found.append((0, 0, 0))
+            else:
+                found.append((stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        return tuple(found)
+
+
 class EmbeddedServer(uvicorn.Server):
     """uvicorn without its own signal handlers: the daemon owns SIGTERM/SIGINT/SIGHUP."""
+
+    certificates: CertificateReloader | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -219,8 +279,8 @@ class EmbeddedServer(uvicorn.Server):
 
 
 def build_server(app: ASGIApp, web: WebConfig | None = None) -> EmbeddedServer:
-    """uvicorn serving ``app``; HTTPS only when ``web`` has a certificate and key (files read
-    here: a restart picks up renewed ones)."""
+    """uvicorn serving ``app``; HTTPS only when ``web`` has a certificate and key (read here,
+    and again by ``server.certificates`` when they are renewed)."""
     web = web or WebConfig()
     config = uvicorn.Config(
         protect(app, web),
@@ -230,7 +290,11 @@ def build_server(app: ASGIApp, web: WebConfig | None = None) -> EmbeddedServer:
         ssl_certfile=web.tls_cert_file,
         ssl_keyfile=web.tls_key_file,
     )
-    return EmbeddedServer(config)
+    config.load()  # builds the TLS context now: a bad file is an error before serving
+    server = EmbeddedServer(config)
+    if config.ssl is not None and web.tls_cert_file and web.tls_key_file:
+        server.certificates = CertificateReloader(config.ssl, web.tls_cert_file, web.tls_key_file)
+    return server
 
 
 def bind(host: str, port: int) -> socket.socket:

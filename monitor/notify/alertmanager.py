@@ -8,9 +8,10 @@ one early. So this notifier remembers the alerts it delivered:
 * an event's alert starts at ``detected_at`` and ends ``resolve_after`` later;
 * ``periodic`` (called by the dispatcher every minute) re-sends the still-active ones, and
   resolutions for five minutes after they were made, and forgets the expired ones;
-* ``tenant.no_current_key`` / ``tenant.no_next_key`` alerts end early when a ``key.rotated``
-  or ``key.added`` event of the same tenant is delivered (the tenant has keys again): the
-  resolution rides in the same POST.
+* an alert ends early when an event that shows its problem is over is delivered
+  (``monitor.notify.clearing``: a ``key.rotated`` ends ``tenant.no_next_key``, a
+  ``jwks.consistent`` ends the ``jwks.mismatch`` of the same URL, ...): the resolution rides in
+  the same POST.
 
 The memory is per process: after a restart it holds only alerts delivered since. An alert
 from before keeps firing in Alertmanager until its ``endsAt`` (at most ``resolve_after``).
@@ -38,6 +39,7 @@ from monitor.notify.base import (
     json_body,
     latest,
 )
+from monitor.notify.clearing import clears, where
 from monitor.templates import event_facts, iso_utc, limit
 
 logger = logging.getLogger(__name__)
@@ -45,18 +47,6 @@ logger = logging.getLogger(__name__)
 ALERTS_PATH = "/api/v2/alerts"
 RESOLVED_RESEND = timedelta(minutes=5)
 ANNOTATION_LIMIT = 4000
-# Which alerts a delivered event clears: the tenant has a current and a next key again, or
-# keywatch can read it again.
-CLEARED_BY: dict[EventType, frozenset[EventType]] = {
-    EventType.KEY_ROTATED: frozenset(
-        {EventType.TENANT_NO_CURRENT_KEY, EventType.TENANT_NO_NEXT_KEY}
-    ),
-    EventType.KEY_ADDED: frozenset({EventType.TENANT_NO_CURRENT_KEY, EventType.TENANT_NO_NEXT_KEY}),
-    EventType.TENANT_CURRENT_KEY_RESTORED: frozenset({EventType.TENANT_NO_CURRENT_KEY}),
-    EventType.JWKS_CONSISTENT: frozenset({EventType.JWKS_MISMATCH}),
-    EventType.MIRROR_SYNCED: frozenset({EventType.MIRROR_STALE}),
-    EventType.TENANT_RECOVERED: frozenset({EventType.TENANT_UNREACHABLE}),
-}
 _WORD = re.compile(r"[a-z0-9]+")
 _ALERTNAMES = {
     EventType.TENANT_NO_CURRENT_KEY: "Auth0TenantNoCurrentSigningKey",
@@ -137,6 +127,9 @@ class AlertmanagerNotifier(Notifier):
         subject = event.kid or event.new_kid
         if subject:
             labels["kid"] = subject
+        url = where(event)
+        if url:  # one alert per JWKS URL, cleared by that URL agreeing again
+            labels["url"] = url
         default = "\n".join(f"{label}: {value}" for label, value in event_facts(event))
         annotations = {
             "summary": limit(event.summary, ANNOTATION_LIMIT),
@@ -148,11 +141,12 @@ class AlertmanagerNotifier(Notifier):
 
     def cleared_by(self, event: Event) -> list[_Alert]:
         """The active alerts ``event`` shows are over."""
-        cleared = CLEARED_BY.get(event.type, frozenset())
         return [
             alert
             for alert in self._active.values()
-            if alert.tenant == event.tenant and alert.event_type in cleared
+            if clears(
+                event, tenant=alert.tenant, problem=alert.event_type, url=alert.labels.get("url")
+            )
         ]
 
     def render(self, event: Event, *, now: datetime) -> OutgoingRequest:

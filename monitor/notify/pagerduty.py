@@ -1,6 +1,9 @@
 """PagerDuty Events API v2: a ``trigger`` whose ``dedup_key`` is the tenant and kid, so a
 re-sent event (or another event about the same key) joins the open incident instead of opening
-a second one. Success is 202; 400 is permanent; 429 and 5xx are retried."""
+a second one. A problem with no kid of its own (no current key, unreachable, a JWKS URL that
+disagrees) is keyed by its type (and URL), and the event that says it is over
+(``monitor.notify.clearing.RECOVERIES``) is a ``resolve`` of that key, not a new incident.
+Success is 202; 400 is permanent; 429 and 5xx are retried."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from monitor.notify.base import (
     classify_status,
     json_body,
 )
+from monitor.notify.clearing import RECOVERIES, where
 from monitor.templates import iso_utc, limit
 
 SUMMARY_LIMIT = 1024
@@ -28,9 +32,23 @@ DEDUP_KEY_LIMIT = 255
 COMPONENT = "auth0-signing-keys"
 
 
+_PROBLEMS = frozenset(RECOVERIES.values())
+
+
 def dedup_key(event: Event) -> str:
-    subject = event.kid or event.new_kid or event.type.value
-    return bounded_key(f"keywatch:{event.tenant}:{subject}", DEDUP_KEY_LIMIT)
+    """The incident ``event`` joins (or, for a recovery, resolves)."""
+    problem = RECOVERIES.get(event.type, event.type)
+    if problem in _PROBLEMS:  # keyed by what went wrong, where: its recovery knows no kid
+        return _key(event.tenant, problem.value, where(event))
+    return _key(event.tenant, event.kid or event.new_kid or event.type.value)
+
+
+def _key(*parts: str | None) -> str:
+    return bounded_key(":".join(["keywatch", *(part for part in parts if part)]), DEDUP_KEY_LIMIT)
+
+
+def is_resolve(event: Event) -> bool:
+    return event.type in RECOVERIES
 
 
 class PagerDutyNotifier(Notifier):
@@ -46,6 +64,11 @@ class PagerDutyNotifier(Notifier):
         return self._destination
 
     def render(self, event: Event, *, now: datetime) -> OutgoingRequest:
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+        if is_resolve(event):
+            return OutgoingRequest(
+                url=self.config.target_url, body=json_body(self._resolve(event)), headers=headers
+            )
         routing_key = self.config.routing_key
         details: dict[str, object] = {
             "tenant": event.tenant,
@@ -73,8 +96,14 @@ class PagerDutyNotifier(Notifier):
             },
             "client": "keywatch",
         }
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         return OutgoingRequest(url=self.config.target_url, body=json_body(payload), headers=headers)
+
+    def _resolve(self, event: Event) -> dict[str, object]:
+        return {
+            "routing_key": self.config.routing_key.get_secret_value(),
+            "event_action": "resolve",
+            "dedup_key": dedup_key(event),
+        }
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
         verdict = classify_status(status, headers)

@@ -3,8 +3,11 @@ trusting a CA made for the test, and wrong or missing credentials."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import shutil
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +19,9 @@ import pytest
 from monitor.config import parse_config
 from monitor.httpclient import tls_context
 from monitor.simulator import Simulator, SimulatorServer
-from monitor.web import BasicAuth, build_app
+from monitor.web import BasicAuth, CertificateReloader, build_app
 from tests.support.daemon import daemon_config, running
+from tests.support.delivery import eventually
 from tests.support.tls import Pki, make_pki
 
 PASSWORD = "correct horse battery staple"
@@ -135,3 +139,70 @@ async def test_the_probes_answer_503_when_the_store_does_not_answer_in_time() ->
             503,
             "store unavailable: no answer within 0.2s",
         )
+
+
+async def served_certificate(port: int, context: ssl.SSLContext) -> bytes:
+    """The DER certificate a new TLS connection to the daemon is shown."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert isinstance(der, bytes)
+    return der
+
+
+def renewal(directory: Path) -> tuple[Pki, Pki, Pki]:
+    """Two certificates, and the files served (``live``), holding the first for now."""
+    first, renewed = make_pki(directory / "first"), make_pki(directory / "renewed")
+    live = Pki(first.ca_file, directory / "live.pem", directory / "live.key")
+    shutil.copy(first.cert_file, live.cert_file)
+    shutil.copy(first.key_file, live.key_file)
+    return first, renewed, live
+
+
+def der_of(pki: Pki) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(pki.cert_file.read_text())
+
+
+async def test_renewed_tls_files_are_served_to_new_connections_after_sighup(
+    server: SimulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    first, renewed, live = renewal(tmp_path)
+    config = tmp_path / "keywatch.yaml"
+    web = f"{{tls_cert_file: '{live.cert_file}', tls_key_file: '{live.key_file}'}}"
+    config.write_text(web_config(server, tmp_path, web))
+    trust_both = ssl.create_default_context(cafile=str(first.ca_file))
+    trust_both.load_verify_locations(cafile=str(renewed.ca_file))
+    async with running(parse_config(config.read_text()), config_path=config) as daemon:
+        assert await served_certificate(daemon.port, trust_both) == der_of(first)
+        # half renewed: the new certificate with the old key does not load; the old pair stays
+        shutil.copy(renewed.cert_file, live.cert_file)
+        await daemon.reload()
+        await daemon.reload()
+        assert await served_certificate(daemon.port, trust_both) == der_of(first)
+        shutil.copy(renewed.key_file, live.key_file)
+        await daemon.reload()
+        assert await served_certificate(daemon.port, trust_both) == der_of(renewed)
+    refusals = [r for r in caplog.records if "renewed TLS files not loaded" in r.getMessage()]
+    assert len(refusals) == 1  # once per pair of files, not once per look
+    assert "TLS certificate reloaded" in caplog.text
+    assert renewed.key_file.read_text() not in caplog.text
+
+
+async def test_the_reloader_also_looks_on_its_own_timer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    _, renewed, live = renewal(tmp_path)
+    context = live.server_context()
+    reloader = CertificateReloader(context, str(live.cert_file), str(live.key_file))
+    looking = asyncio.create_task(reloader.run(every=0.01))
+    try:
+        shutil.copy(renewed.cert_file, live.cert_file)
+        shutil.copy(renewed.key_file, live.key_file)
+        await eventually(lambda: "TLS certificate reloaded" in caplog.text, what="a reload")
+    finally:
+        looking.cancel()

@@ -148,6 +148,64 @@ def test_pagerduty_severity_and_dedup_key(event: Event, severity: str, dedup_key
     assert (body["payload"]["severity"], body["dedup_key"]) == (severity, dedup_key)
 
 
+def publication(event_type: EventType, url: str, kid: str | None = None) -> Event:
+    return make_event(
+        "prod", event_type, DETECTED, [url], kid=kid, details={"source": "jwks", "url": url}
+    )
+
+
+JWKS_A = "https://prod.example/.well-known/jwks.json"
+JWKS_B = "https://login.prod.example/.well-known/jwks.json"
+
+
+@pytest.mark.parametrize(
+    ("problem", "recovery"),
+    [
+        (
+            tenant_event(EventType.TENANT_NO_CURRENT_KEY),
+            tenant_event(EventType.TENANT_CURRENT_KEY_RESTORED),
+        ),
+        (tenant_event(EventType.TENANT_UNREACHABLE), tenant_event(EventType.TENANT_RECOVERED)),
+        (
+            publication(EventType.JWKS_MISMATCH, JWKS_A, kid="kid-new"),
+            publication(EventType.JWKS_CONSISTENT, JWKS_A),
+        ),
+        (
+            publication(EventType.MIRROR_STALE, JWKS_B),
+            publication(EventType.MIRROR_SYNCED, JWKS_B),
+        ),
+    ],
+)
+def test_pagerduty_recovery_resolves_the_incident_of_its_problem(
+    problem: Event, recovery: Event
+) -> None:
+    built = notifier("pagerduty")
+    opened = payload(built.render(problem, now=NOW))
+    ended = payload(built.render(recovery, now=NOW))
+    assert opened["event_action"] == "trigger"
+    assert ended == {
+        "routing_key": ROUTING_KEY,
+        "event_action": "resolve",
+        "dedup_key": opened["dedup_key"],
+    }
+
+
+def test_pagerduty_keys_publication_problems_by_url() -> None:
+    built = notifier("pagerduty")
+    keys = {
+        payload(built.render(publication(EventType.JWKS_MISMATCH, url, kid="k"), now=NOW))[
+            "dedup_key"
+        ]
+        for url in (JWKS_A, JWKS_B)
+    }
+    assert keys == {
+        f"keywatch:prod:jwks.mismatch:{JWKS_A}",
+        f"keywatch:prod:jwks.mismatch:{JWKS_B}",
+    }
+    resolved = payload(built.render(publication(EventType.JWKS_CONSISTENT, JWKS_B), now=NOW))
+    assert resolved["dedup_key"] == f"keywatch:prod:jwks.mismatch:{JWKS_B}"
+
+
 def test_pagerduty_limits() -> None:
     built = notifier("pagerduty", url="https://events.eu.pagerduty.com/v2/enqueue")
     request = built.render(long_event(), now=NOW)
@@ -316,3 +374,18 @@ async def test_alertmanager_remembers_only_delivered_alerts() -> None:
     base = notifier("slack")
     async with httpx.AsyncClient(transport=httpx.MockTransport(AlertmanagerDouble({}))) as http:
         assert await base.periodic(http, NOW) is None
+
+
+async def test_alertmanager_clears_a_jwks_mismatch_only_for_the_url_that_agrees_again() -> None:
+    built = notifier("alertmanager", urls=["http://am-1.internal:9093"], resolve_after="1h")
+    assert isinstance(built, AlertmanagerNotifier)
+    ok = {"am-1.internal": 200}
+    await am_deliver(ok, publication(EventType.JWKS_MISMATCH, JWKS_A, kid="k"), built)
+    await am_deliver(ok, publication(EventType.JWKS_MISMATCH, JWKS_B, kid="k"), built)
+    firing = built.active_alerts(NOW)
+    assert sorted(alert["labels"]["url"] for alert in firing) == sorted([JWKS_A, JWKS_B])
+    _, double = await am_deliver(ok, publication(EventType.JWKS_CONSISTENT, JWKS_A), built)
+    ended = [a for a in double.posts[-1][1] if a["labels"]["alertname"] == "Auth0JwksMismatch"]
+    assert [a["labels"]["url"] for a in ended] == [JWKS_A]
+    still = [a for a in built.active_alerts(NOW) if a["labels"]["alertname"] == "Auth0JwksMismatch"]
+    assert [a["labels"]["url"] for a in still] == [JWKS_B]
