@@ -277,6 +277,23 @@ class EmbeddedServer(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve until ``should_exit``, looking at the TLS files on a timer meanwhile."""
+        if self.certificates is None:
+            await super().serve(sockets)
+            return
+        reloading = asyncio.create_task(self.certificates.run(), name="tls-reload")
+        try:
+            await super().serve(sockets)
+        finally:
+            reloading.cancel()
+            await asyncio.gather(reloading, return_exceptions=True)
+
+    def reload_certificates(self) -> None:
+        """Look at the TLS files now (SIGHUP)."""
+        if self.certificates is not None:
+            self.certificates.check()
+
 
 def build_server(app: ASGIApp, web: WebConfig | None = None) -> EmbeddedServer:
     """uvicorn serving ``app``; HTTPS only when ``web`` has a certificate and key (read here,
