@@ -259,7 +259,7 @@ class Telemetry:
                 state.up = False
                 state.api_errors[reason] = state.api_errors.get(reason, 0) + 1
                 self._show_status(state)
-                self._show_counters(state)
+                self._show_counters(state, ("keywatch_api_errors_total",))
         if state is None:
             _log_unknown(tenant, "poll failure")
 
@@ -281,7 +281,7 @@ class Telemetry:
                     state.revocations += 1
                 changed[event.tenant] = state
             for state in changed.values():
-                self._show_counters(state)
+                self._show_counters(state, EVENT_FAMILIES)
         for tenant in dropped:
             _log_unknown(tenant, "events")
 
@@ -291,7 +291,7 @@ class Telemetry:
             state = self._tenants.get(tenant)
             if state is not None:
                 state.job_errors[kind] = state.job_errors.get(kind, 0) + 1
-                self._show_counters(state)
+                self._show_counters(state, ("keywatch_scheduler_job_errors_total",))
         if state is None:
             _log_unknown(tenant, "job error")
 
@@ -336,9 +336,13 @@ class Telemetry:
         last success."""
         self.tables.put(state.tenant, STATUS_FAMILIES, lines_by_name(_status_series(state)))
 
-    def _show_counters(self, state: _TenantState) -> None:
-        """Render the counters again; call with the lock held, after changing one."""
-        self.tables.put(state.tenant, COUNTER_FAMILIES, lines_by_name(_counter_series(state)))
+    def _show_counters(self, state: _TenantState, families: Sequence[str] = ()) -> None:
+        """Render the counters of ``families`` (default: all) again; call with the lock held,
+        after changing one of them. Only those: the tables would decompress the cells of the
+        others to find their lines unchanged."""
+        families = families or COUNTER_FAMILIES
+        series = (found for found in _counter_series(state) if found[0] in families)
+        self.tables.put(state.tenant, families, lines_by_name(series))
 
     def _mark_polled(self, state: _TenantState) -> None:
         if not state.polled:
@@ -431,6 +435,11 @@ COUNTER_FAMILIES = (
     "keywatch_api_errors_total",
     "keywatch_events_total",
     "keywatch_scheduler_job_errors_total",
+)
+EVENT_FAMILIES = (
+    "auth0_signing_key_rotations_total",
+    "auth0_signing_key_revocations_total",
+    "keywatch_events_total",
 )
 KEY_FAMILIES = (
     "auth0_signing_key_info",
