@@ -1,11 +1,18 @@
 """Every test in this directory is an integration test: it starts real servers on loopback,
-subprocesses or a PostgreSQL schema. ``make unit`` leaves them out; ``make test`` runs them."""
+subprocesses or a PostgreSQL schema. ``make unit`` leaves them out; ``make test`` runs them.
+
+The ``server`` and ``receiver`` fixtures most files use live here; a file that needs another
+fleet or another receiver defines its own fixture of the same name."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from monitor.simulator import Simulator, SimulatorServer
+from tests.support.delivery import Answer, Receiver
 
 HERE = Path(__file__).parent
 
@@ -14,3 +21,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def server() -> Iterator[SimulatorServer]:
+    """The simulator on loopback: one tenant, four keys."""
+    with SimulatorServer(Simulator(tenants=1, key_pool_size=4)) as running_server:
+        yield running_server
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A loopback receiver: ``/slack`` answers 200 "ok" as Slack does, other paths 204."""
+    with Receiver(defaults={"/slack": Answer(200, b"ok")}) as running_receiver:
+        yield running_receiver

@@ -135,12 +135,6 @@ async def test_one_suspicious_answer_is_fetched_again_not_believed(
 # --- confirmation: a brief inconsistent answer notifies nobody (issue 8) --------------------
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as running_receiver:
-        yield running_receiver
-
-
 def notifying_settings(server: SimulatorServer, receiver: Receiver, tmp_path: Path) -> Settings:
     destination = (
         f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', min_severity: info}}"

@@ -29,7 +29,7 @@ from monitor.notify import build_notifier
 from monitor.notify.base import Notifier
 from monitor.notify.dispatcher import Dispatcher
 from monitor.notify.pacing import Backoff, TokenBucket
-from monitor.simulator import Simulator, SimulatorServer
+from monitor.simulator import SimulatorServer
 from monitor.store.base import Store
 from monitor.store.sqlite import SQLiteStore
 from tests.support.daemon import daemon_config
@@ -414,12 +414,6 @@ async def test_shutdown_lets_the_request_in_flight_finish_and_commits_it(
 
 
 # --- the daemon: deliveries with the poll, resume before the first poll --------------------------
-
-
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=1, key_pool_size=4)) as running_server:
-        yield running_server
 
 
 def destinations_yaml(receiver: Receiver) -> str:

@@ -36,12 +36,6 @@ def server() -> Iterator[SimulatorServer]:
         yield running_server
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as running_receiver:
-        yield running_receiver
-
-
 def of_type(events: list[Event], event_type: EventType) -> list[Event]:
     return [event for event in events if event.type is event_type]
 

@@ -36,7 +36,7 @@ from monitor.store.base import Store
 from monitor.store.sqlite import SQLiteStore
 from monitor.web import build_app
 from tests.support.daemon import daemon_config, daemon_settings, running, sample
-from tests.support.delivery import Answer, Receiver, eventually
+from tests.support.delivery import Receiver, eventually
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DEADLINE_SECONDS = 15.0
@@ -274,18 +274,6 @@ async def test_with_sqlite_the_one_process_always_leads(tmp_path: Path) -> None:
 
 
 # --- replicas on PostgreSQL ------------------------------------------------------------------
-
-
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=1, key_pool_size=4)) as running_server:
-        yield running_server
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver(defaults={"/slack": Answer(200, b"ok")}) as running_receiver:
-        yield running_receiver
 
 
 def replica_settings(

@@ -47,12 +47,6 @@ def server() -> Iterator[SimulatorServer]:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver(defaults={"/slack": Answer(200, b"ok")}) as running_receiver:
-        yield running_receiver
-
-
-@pytest.fixture
 def postgres() -> Iterator[PrivatePostgres]:
     server = PrivatePostgres()
     try:
