@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import httpx
@@ -109,6 +110,38 @@ def assert_none_sent_twice(receiver: Receiver) -> None:
         assert set(posted.values()) <= {1}, f"{path}: {posted}"
 
 
+@contextmanager
+def healthy_daemon(
+    server: SimulatorServer,
+    receiver: Receiver,
+    tmp_path: Path,
+    *,
+    state: str,
+    extra_lines: str = "",
+) -> Iterator[DaemonProcess]:
+    """``keywatch run`` on the store ``state``, once /healthz and /readyz answer 200."""
+    daemon = DaemonProcess(
+        "daemon", server, receiver, tmp_path, state=state, extra_lines=extra_lines
+    )
+    with daemon:
+        wait_for(
+            lambda: healthy(daemon), timeout=DEADLINE, what="start", diagnostics=daemon.log_tail
+        )
+        yield daemon
+
+
+def wait_until_recovered(
+    daemon: DaemonProcess, store: Store, receiver: Receiver, rotated: int, *, what: str
+) -> None:
+    """Wait until the daemon is healthy again and ``settled`` holds for ``rotated``."""
+    wait_for(
+        lambda: settled(store, receiver, rotated) and healthy(daemon),
+        timeout=DEADLINE,
+        what=what,
+        diagnostics=daemon.log_tail,
+    )
+
+
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 
@@ -116,30 +149,17 @@ def test_postgres_restarted_mid_run(
     server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres: PrivatePostgres
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    daemon = DaemonProcess(
-        "daemon", server, receiver, tmp_path, state=postgres.url, extra_lines="lease: {ttl: 3s}"
-    )
-    with daemon:
-        wait_for(
-            lambda: healthy(daemon), timeout=DEADLINE, what="start", diagnostics=daemon.log_tail
-        )
+    with healthy_daemon(
+        server, receiver, tmp_path, state=postgres.url, extra_lines="lease: {ttl: 3s}"
+    ) as daemon:
         tenant.rotate()  # committed before, during or after the restart: never lost
         postgres.restart()
-        store = open_store(postgres.url)
-        try:
-            for expected in (1, 2):  # the second rotation on the recovered store
-                wait_for(
-                    lambda: settled(store, receiver, expected) and healthy(daemon),  # noqa: B023
-                    timeout=DEADLINE,
-                    what=f"rotation {expected} stored and sent",
-                    diagnostics=daemon.log_tail,
-                )
-                if expected == 1:
-                    tenant.rotate()
+        with closing(open_store(postgres.url)) as store:
+            wait_until_recovered(daemon, store, receiver, 1, what="rotation 1 stored and sent")
+            tenant.rotate()  # the second rotation on the recovered store
+            wait_until_recovered(daemon, store, receiver, 2, what="rotation 2 stored and sent")
             assert daemon.running()
             assert_none_sent_twice(receiver)
-        finally:
-            store.close()
 
 
 @pytest.mark.timeout(OUTAGE_SECONDS + 3 * DEADLINE)
@@ -147,13 +167,9 @@ def test_postgres_unreachable_for_30_seconds(
     server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres: PrivatePostgres
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    daemon = DaemonProcess(
-        "daemon", server, receiver, tmp_path, state=postgres.url, extra_lines="lease: {ttl: 3s}"
-    )
-    with daemon:
-        wait_for(
-            lambda: healthy(daemon), timeout=DEADLINE, what="start", diagnostics=daemon.log_tail
-        )
+    with healthy_daemon(
+        server, receiver, tmp_path, state=postgres.url, extra_lines="lease: {ttl: 3s}"
+    ) as daemon:
         postgres.stop()
         outage_ends = time.monotonic() + OUTAGE_SECONDS
         tenant.rotate()  # made while nothing can be committed
@@ -172,18 +188,12 @@ def test_postgres_unreachable_for_30_seconds(
             assert reports_store_problem(daemon, "ping failed"), daemon.log_tail()
             paced.wait(1.0)
         postgres.start()
-        store = open_store(postgres.url)
-        try:
-            wait_for(
-                lambda: settled(store, receiver, 1) and healthy(daemon),
-                timeout=DEADLINE,
-                what="the recovery, and the rotation stored and sent",
-                diagnostics=daemon.log_tail,
+        with closing(open_store(postgres.url)) as store:
+            wait_until_recovered(
+                daemon, store, receiver, 1, what="the recovery, and the rotation stored and sent"
             )
             assert daemon.metric("keywatch_leader") == 1.0
             assert_none_sent_twice(receiver)
-        finally:
-            store.close()
 
 
 # --- SQLite -----------------------------------------------------------------------------------
@@ -193,11 +203,7 @@ def test_sqlite_disk_full(server: SimulatorServer, receiver: Receiver, tmp_path:
     tenant = server.simulator.tenant("tenant-1")
     with small_filesystem(tmp_path / "disk") as disk:
         state = disk / "state.db"
-        daemon = DaemonProcess("daemon", server, receiver, tmp_path, state=f"sqlite:///{state}")
-        with daemon:
-            wait_for(
-                lambda: healthy(daemon), timeout=DEADLINE, what="start", diagnostics=daemon.log_tail
-            )
+        with healthy_daemon(server, receiver, tmp_path, state=f"sqlite:///{state}") as daemon:
             filler = fill(disk)
             tenant.rotate()
             wait_for(
@@ -208,18 +214,16 @@ def test_sqlite_disk_full(server: SimulatorServer, receiver: Receiver, tmp_path:
             )
             assert receiver.received() == []  # nothing is sent before it is committed
             filler.unlink()
-            store = SQLiteStore(state)
-            try:
-                wait_for(
-                    lambda: settled(store, receiver, 1) and healthy(daemon),
-                    timeout=DEADLINE,
+            with closing(SQLiteStore(state)) as store:
+                wait_until_recovered(
+                    daemon,
+                    store,
+                    receiver,
+                    1,
                     what="the recovery, and the rotation stored and sent",
-                    diagnostics=daemon.log_tail,
                 )
                 assert daemon.running()
                 assert_none_sent_twice(receiver)
-            finally:
-                store.close()
 
 
 def refuse_writes(store: Store, refuse: bool) -> None:
