@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from monitor.cli import main
 from monitor.simulator import NOSCOPE_CLIENT_ID, NOSCOPE_CLIENT_SECRET, Simulator, SimulatorServer
 from tests.support import REPO
 from tests.support.daemon import daemon_config
+from tests.support.deploy import free_port
 
 DEADLINE_SECONDS = 20.0
 EXAMPLE_VARIABLES = ("AUTH0_PROD_CLIENT_ID", "AUTH0_PROD_CLIENT_SECRET", "AUTH0_STAGING_MGMT_TOKEN")
@@ -27,12 +27,6 @@ EXAMPLE_VARIABLES = ("AUTH0_PROD_CLIENT_ID", "AUTH0_PROD_CLIENT_SECRET", "AUTH0_
 def server() -> Iterator[SimulatorServer]:
     with SimulatorServer(Simulator(tenants=2, key_pool_size=4)) as running_server:
         yield running_server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write(path: Path, text: str) -> str:
@@ -202,20 +196,6 @@ def test_run_serves_reloads_on_sighup_and_stops_on_sigterm(
     assert code == 0, out
     assert "reload refused, keeping the running configuration" in out
     assert "keywatch-demo-secret" not in out
-
-
-def test_run_exits_2_with_one_line_when_the_port_is_taken(
-    server: SimulatorServer, tmp_path: Path
-) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        text = daemon_config(server, tmp_path).replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"')
-        process = keywatch("run", "--config", write(tmp_path / "k.yaml", text))
-        out, _ = process.communicate(timeout=DEADLINE_SECONDS)
-    assert process.returncode == 2
-    assert f"listen: cannot listen on 127.0.0.1:{port}" in out
 
 
 def test_run_exits_2_on_a_bad_config(tmp_path: Path) -> None:
