@@ -317,6 +317,12 @@ class Replicas:
         await daemon.start()
         return daemon
 
+    async def start_leader_and_standby(self) -> tuple[Daemon, Daemon]:
+        """Two replicas, started one after the other; returns once the first is ready."""
+        leader, standby = await self.start(), await self.start()
+        await asyncio.wait_for(leader.wait_ready(), DEADLINE_SECONDS)
+        return leader, standby
+
     async def stop(self, daemon: Daemon, *, release_lease: bool = True) -> None:
         self.stopped.add(id(daemon))
         await daemon.shutdown(release_lease=release_lease)
@@ -335,6 +341,14 @@ async def replicas(settings: Settings) -> AsyncIterator[Replicas]:
 
 def polls(daemon: Daemon) -> float:
     return sample(daemon, "keywatch_poll_duration_seconds_count") or 0.0
+
+
+async def one_rotation_detected(daemon: Daemon, *, what: str) -> None:
+    """Wait until ``daemon`` has counted exactly one rotation of tenant-1."""
+    await eventually(
+        lambda: sample(daemon, "auth0_signing_key_rotations_total", tenant="tenant-1") == 1,
+        what=what,
+    )
 
 
 async def all_delivered(daemon: Daemon) -> dict[tuple[str, str], int]:
@@ -370,15 +384,11 @@ async def test_one_replica_polls_and_sends_while_the_other_serves_its_snapshot(
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
     async with replicas(replica_settings(server, receiver, tmp_path, postgres_url)) as group:
-        leader, standby = await group.start(), await group.start()
+        leader, standby = await group.start_leader_and_standby()
         assert (leader.leading, standby.leading) == (True, False)
-        await asyncio.wait_for(leader.wait_ready(), DEADLINE_SECONDS)
         new_current = tenant.next_kid
         tenant.rotate()
-        await eventually(
-            lambda: sample(leader, "auth0_signing_key_rotations_total", tenant="tenant-1") == 1,
-            what="the leader to detect the rotation",
-        )
+        await one_rotation_detected(leader, what="the leader to detect the rotation")
         labels = {"tenant": "tenant-1", "kid": new_current, "state": "current"}
         await eventually(
             lambda: sample(standby, "auth0_signing_key_state", **labels) == 1,
@@ -406,8 +416,7 @@ async def test_after_a_crash_the_standby_takes_over_within_ttl_and_reports_a_cha
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
     async with replicas(replica_settings(server, receiver, tmp_path, postgres_url)) as group:
-        leader, standby = await group.start(), await group.start()
-        await asyncio.wait_for(leader.wait_ready(), DEADLINE_SECONDS)
+        leader, standby = await group.start_leader_and_standby()
         assert standby.lease is not None and leader.lease is not None
         await group.stop(leader, release_lease=False)  # as a crash: the lease stays taken
         crashed_at = time.monotonic()
@@ -417,10 +426,7 @@ async def test_after_a_crash_the_standby_takes_over_within_ttl_and_reports_a_cha
         assert took <= standby.lease.ttl + standby.lease.renew_every + 0.5
         assert leader.lease.expires_at is not None
         assert time.monotonic() >= leader.lease.expires_at - 0.05  # not before it lapsed
-        await eventually(
-            lambda: sample(standby, "auth0_signing_key_rotations_total", tenant="tenant-1") == 1,
-            what="the new leader to detect the rotation",
-        )
+        await one_rotation_detected(standby, what="the new leader to detect the rotation")
         await the_one_rotation(standby, receiver)
         assert sample(standby, "keywatch_leader") == 1
 
@@ -431,8 +437,7 @@ async def test_a_clean_shutdown_releases_the_lease_for_an_immediate_takeover(
 ) -> None:
     settings = replica_settings(server, receiver, tmp_path, postgres_url, ttl="3s")
     async with replicas(settings) as group:
-        leader, standby = await group.start(), await group.start()
-        await asyncio.wait_for(leader.wait_ready(), DEADLINE_SECONDS)
+        leader, standby = await group.start_leader_and_standby()
         await group.stop(leader)
         await eventually(lambda: standby.leading, what="the takeover")
         assert leader.lease is not None and leader.lease.expires_at is not None
