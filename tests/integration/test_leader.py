@@ -339,6 +339,18 @@ async def replicas(settings: Settings) -> AsyncIterator[Replicas]:
                 await daemon.shutdown()
 
 
+@pytest.fixture
+async def group(
+    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres_url: str
+) -> AsyncIterator[Replicas]:
+    """Replicas of one daemon sharing a PostgreSQL store (lease ttl 1 s), none started yet;
+    those still running at the end are shut down."""
+    async with replicas(
+        replica_settings(server, receiver, tmp_path, postgres_url)
+    ) as replica_group:
+        yield replica_group
+
+
 def polls(daemon: Daemon) -> float:
     return sample(daemon, "keywatch_poll_duration_seconds_count") or 0.0
 
@@ -380,55 +392,53 @@ async def the_one_rotation(daemon: Daemon, receiver: Receiver) -> str:
 
 @pytest.mark.postgres
 async def test_one_replica_polls_and_sends_while_the_other_serves_its_snapshot(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres_url: str
+    server: SimulatorServer, receiver: Receiver, group: Replicas
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    async with replicas(replica_settings(server, receiver, tmp_path, postgres_url)) as group:
-        leader, standby = await group.start_leader_and_standby()
-        assert (leader.leading, standby.leading) == (True, False)
-        new_current = tenant.next_kid
-        tenant.rotate()
-        await one_rotation_detected(leader, what="the leader to detect the rotation")
-        labels = {"tenant": "tenant-1", "kid": new_current, "state": "current"}
-        await eventually(
-            lambda: sample(standby, "auth0_signing_key_state", **labels) == 1,
-            what="the standby to load the shared snapshot",
-        )
-        await the_one_rotation(leader, receiver)
-        assert await standby.poll_tenant("tenant-1") == []  # a standby polls nothing
+    leader, standby = await group.start_leader_and_standby()
+    assert (leader.leading, standby.leading) == (True, False)
+    new_current = tenant.next_kid
+    tenant.rotate()
+    await one_rotation_detected(leader, what="the leader to detect the rotation")
+    labels = {"tenant": "tenant-1", "kid": new_current, "state": "current"}
+    await eventually(
+        lambda: sample(standby, "auth0_signing_key_state", **labels) == 1,
+        what="the standby to load the shared snapshot",
+    )
+    await the_one_rotation(leader, receiver)
+    assert await standby.poll_tenant("tenant-1") == []  # a standby polls nothing
 
-        async with httpx.AsyncClient() as http:
-            metrics = (await http.get(f"http://127.0.0.1:{standby.port}/metrics")).text
-            ready = await http.get(f"http://127.0.0.1:{standby.port}/readyz")
-        current = f'kid="{new_current}",state="current",tenant="tenant-1"'
-        assert f"auth0_signing_key_state{{{current}}} 1.0" in metrics
-        assert "\nkeywatch_leader 0.0\n" in metrics
-        assert "keywatch_tenant_up{" not in metrics
-        assert (ready.status_code, ready.text) == (200, "ready (standby)\n")
-        assert polls(standby) == 0 and polls(leader) >= 2
-        assert sample(leader, "keywatch_leader") == 1
-        assert sample(leader, "keywatch_tenant_up", tenant="tenant-1") == 1
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"http://127.0.0.1:{standby.port}/metrics")).text
+        ready = await http.get(f"http://127.0.0.1:{standby.port}/readyz")
+    current = f'kid="{new_current}",state="current",tenant="tenant-1"'
+    assert f"auth0_signing_key_state{{{current}}} 1.0" in metrics
+    assert "\nkeywatch_leader 0.0\n" in metrics
+    assert "keywatch_tenant_up{" not in metrics
+    assert (ready.status_code, ready.text) == (200, "ready (standby)\n")
+    assert polls(standby) == 0 and polls(leader) >= 2
+    assert sample(leader, "keywatch_leader") == 1
+    assert sample(leader, "keywatch_tenant_up", tenant="tenant-1") == 1
 
 
 @pytest.mark.postgres
 async def test_after_a_crash_the_standby_takes_over_within_ttl_and_reports_a_change_once(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres_url: str
+    server: SimulatorServer, receiver: Receiver, group: Replicas
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    async with replicas(replica_settings(server, receiver, tmp_path, postgres_url)) as group:
-        leader, standby = await group.start_leader_and_standby()
-        assert standby.lease is not None and leader.lease is not None
-        await group.stop(leader, release_lease=False)  # as a crash: the lease stays taken
-        crashed_at = time.monotonic()
-        tenant.rotate()
-        await eventually(lambda: standby.leading, what="the takeover")
-        took = time.monotonic() - crashed_at
-        assert took <= standby.lease.ttl + standby.lease.renew_every + 0.5
-        assert leader.lease.expires_at is not None
-        assert time.monotonic() >= leader.lease.expires_at - 0.05  # not before it lapsed
-        await one_rotation_detected(standby, what="the new leader to detect the rotation")
-        await the_one_rotation(standby, receiver)
-        assert sample(standby, "keywatch_leader") == 1
+    leader, standby = await group.start_leader_and_standby()
+    assert standby.lease is not None and leader.lease is not None
+    await group.stop(leader, release_lease=False)  # as a crash: the lease stays taken
+    crashed_at = time.monotonic()
+    tenant.rotate()
+    await eventually(lambda: standby.leading, what="the takeover")
+    took = time.monotonic() - crashed_at
+    assert took <= standby.lease.ttl + standby.lease.renew_every + 0.5
+    assert leader.lease.expires_at is not None
+    assert time.monotonic() >= leader.lease.expires_at - 0.05  # not before it lapsed
+    await one_rotation_detected(standby, what="the new leader to detect the rotation")
+    await the_one_rotation(standby, receiver)
+    assert sample(standby, "keywatch_leader") == 1
 
 
 @pytest.mark.postgres
@@ -447,7 +457,7 @@ async def test_a_clean_shutdown_releases_the_lease_for_an_immediate_takeover(
 
 @pytest.mark.postgres
 async def test_a_leader_that_cannot_renew_stops_polling_and_sending_before_its_lease_lapses(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres_url: str
+    group: Replicas,
 ) -> None:
     faulty: list[FaultyLeases] = []
 
@@ -455,36 +465,35 @@ async def test_a_leader_that_cannot_renew_stops_polling_and_sending_before_its_l
         faulty.append(FaultyLeases(store))
         return faulty[0]
 
-    async with replicas(replica_settings(server, receiver, tmp_path, postgres_url)) as group:
-        leader = await group.start(lease_store=faulty_store)
-        standby = await group.start()
-        await asyncio.wait_for(leader.wait_ready(), DEADLINE_SECONDS)
-        assert leader.dispatcher.destinations == ["hook", "chat"]
-        assert leader.lease is not None
-        both_led = False
+    leader = await group.start(lease_store=faulty_store)
+    standby = await group.start()
+    await asyncio.wait_for(leader.wait_ready(), DEADLINE_SECONDS)
+    assert leader.dispatcher.destinations == ["hook", "chat"]
+    assert leader.lease is not None
+    both_led = False
 
-        def stepped_down() -> bool:
-            nonlocal both_led
-            both_led = both_led or (leader.leading and standby.leading)
-            scheduler = leader._scheduler
-            return (
-                not leader.leading
-                and leader.dispatcher.destinations == []
-                and scheduler is not None
-                and scheduler.state == STATE_PAUSED
-            )
+    def stepped_down() -> bool:
+        nonlocal both_led
+        both_led = both_led or (leader.leading and standby.leading)
+        scheduler = leader._scheduler
+        return (
+            not leader.leading
+            and leader.dispatcher.destinations == []
+            and scheduler is not None
+            and scheduler.state == STATE_PAUSED
+        )
 
-        faulty[0].failing = True
-        await eventually(stepped_down, what="the leader to step down")
-        stepped_down_at = time.monotonic()
-        expires_at = leader.lease.expires_at
-        assert expires_at is not None and stepped_down_at < expires_at
-        assert sample(leader, "keywatch_leader") == 0
-        await eventually(lambda: stepped_down() and standby.leading, what="the takeover")
-        assert not both_led
-        polled = polls(leader)
-        await eventually(lambda: polls(standby) >= 2, what="the new leader's polls")
-        assert polls(leader) == polled
+    faulty[0].failing = True
+    await eventually(stepped_down, what="the leader to step down")
+    stepped_down_at = time.monotonic()
+    expires_at = leader.lease.expires_at
+    assert expires_at is not None and stepped_down_at < expires_at
+    assert sample(leader, "keywatch_leader") == 0
+    await eventually(lambda: stepped_down() and standby.leading, what="the takeover")
+    assert not both_led
+    polled = polls(leader)
+    await eventually(lambda: polls(standby) >= 2, what="the new leader's polls")
+    assert polls(leader) == polled
 
 
 def stepped_down(daemon: Daemon) -> bool:
@@ -501,8 +510,7 @@ def stepped_down(daemon: Daemon) -> bool:
 async def test_a_leader_whose_lease_was_taken_over_is_fenced_out_and_steps_down(
     server: SimulatorServer,
     receiver: Receiver,
-    tmp_path: Path,
-    postgres_url: str,
+    group: Replicas,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The old leader's clock stands still (as in a process frozen past its lease): it never
@@ -510,25 +518,24 @@ async def test_a_leader_whose_lease_was_taken_over_is_fenced_out_and_steps_down(
     newer token; it steps down, and the rotation is sent once, by the new leader."""
     caplog.set_level(logging.WARNING)  # an earlier test may have configured the root logger
     tenant = server.simulator.tenant("tenant-1")
-    async with replicas(replica_settings(server, receiver, tmp_path, postgres_url)) as group:
-        old = await group.start(lease_clock=ManualClock().clock)  # its lease lapsed in 2025
-        await asyncio.wait_for(old.wait_ready(), DEADLINE_SECONDS)
-        assert old.lease is not None and old.lease.fence is not None
-        new = await group.start()
-        assert new.lease is not None and new.lease.fence is not None
-        assert new.leading and old.leading  # both believe it: only the token tells them apart
-        assert new.lease.fence.token == old.lease.fence.token + 1
-        tenant.rotate()
-        await eventually(lambda: stepped_down(old), what="the old leader to step down")
-        rotated = await the_one_rotation(new, receiver)
-        assert sample(old, "keywatch_leader") == 0
-        assert sample(old, "keywatch_api_errors_total", tenant="tenant-1", reason="store") is None
-        refusals = [r for r in caplog.records if "which now has token" in r.getMessage()]
-        assert refusals and all(r.levelname == "WARNING" for r in refusals)
-        claims = await asyncio.to_thread(
-            store_rows, new.store, "SELECT DISTINCT claimed_token FROM deliveries"
-        )
-        assert claims == [(new.lease.fence.token,)], f"claims of {rotated}: {claims}"
+    old = await group.start(lease_clock=ManualClock().clock)  # its lease lapsed in 2025
+    await asyncio.wait_for(old.wait_ready(), DEADLINE_SECONDS)
+    assert old.lease is not None and old.lease.fence is not None
+    new = await group.start()
+    assert new.lease is not None and new.lease.fence is not None
+    assert new.leading and old.leading  # both believe it: only the token tells them apart
+    assert new.lease.fence.token == old.lease.fence.token + 1
+    tenant.rotate()
+    await eventually(lambda: stepped_down(old), what="the old leader to step down")
+    rotated = await the_one_rotation(new, receiver)
+    assert sample(old, "keywatch_leader") == 0
+    assert sample(old, "keywatch_api_errors_total", tenant="tenant-1", reason="store") is None
+    refusals = [r for r in caplog.records if "which now has token" in r.getMessage()]
+    assert refusals and all(r.levelname == "WARNING" for r in refusals)
+    claims = await asyncio.to_thread(
+        store_rows, new.store, "SELECT DISTINCT claimed_token FROM deliveries"
+    )
+    assert claims == [(new.lease.fence.token,)], f"claims of {rotated}: {claims}"
 
 
 def store_rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
@@ -538,7 +545,7 @@ def store_rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
 
 @pytest.mark.postgres
 async def test_a_new_leader_recovers_the_publication_episode_the_last_one_opened(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres_url: str
+    server: SimulatorServer, group: Replicas
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
     tenant.publication.jwks_max_age = 0  # fetched on every poll
@@ -547,17 +554,14 @@ async def test_a_new_leader_recovers_the_publication_episode_the_last_one_opened
     def of_type(daemon: Daemon, kind: EventType) -> list[str]:
         return [event.id for event in daemon.store.recent_events() if event.type is kind]
 
-    async with replicas(replica_settings(server, receiver, tmp_path, postgres_url)) as group:
-        leader, standby = await group.start(), await group.start()
-        await eventually(lambda: of_type(leader, EventType.JWKS_MISMATCH) != [], what="mismatch")
-        [mismatch] = of_type(leader, EventType.JWKS_MISMATCH)
-        await group.stop(leader)
-        tenant.clear_faults()  # the episode ends during the change of leader
-        await eventually(lambda: standby.leading, what="the takeover")
-        await eventually(
-            lambda: of_type(standby, EventType.JWKS_CONSISTENT) != [], what="the recovery"
-        )
-        assert of_type(standby, EventType.JWKS_CONSISTENT) == [
-            event_id("tenant-1", EventType.JWKS_CONSISTENT, mismatch)
-        ]
-        assert of_type(standby, EventType.JWKS_MISMATCH) == [mismatch]
+    leader, standby = await group.start(), await group.start()
+    await eventually(lambda: of_type(leader, EventType.JWKS_MISMATCH) != [], what="mismatch")
+    [mismatch] = of_type(leader, EventType.JWKS_MISMATCH)
+    await group.stop(leader)
+    tenant.clear_faults()  # the episode ends during the change of leader
+    await eventually(lambda: standby.leading, what="the takeover")
+    await eventually(lambda: of_type(standby, EventType.JWKS_CONSISTENT) != [], what="the recovery")
+    assert of_type(standby, EventType.JWKS_CONSISTENT) == [
+        event_id("tenant-1", EventType.JWKS_CONSISTENT, mismatch)
+    ]
+    assert of_type(standby, EventType.JWKS_MISMATCH) == [mismatch]
