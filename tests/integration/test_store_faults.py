@@ -130,6 +130,17 @@ def healthy_daemon(
         yield daemon
 
 
+@pytest.fixture
+def postgres_daemon(
+    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres: PrivatePostgres
+) -> Iterator[DaemonProcess]:
+    """A healthy daemon on the private PostgreSQL server, holding a 3 s lease."""
+    with healthy_daemon(
+        server, receiver, tmp_path, state=postgres.url, extra_lines="lease: {ttl: 3s}"
+    ) as daemon:
+        yield daemon
+
+
 def wait_until_recovered(
     daemon: DaemonProcess, store: Store, receiver: Receiver, rotated: int, *, what: str
 ) -> None:
@@ -146,54 +157,58 @@ def wait_until_recovered(
 
 
 def test_postgres_restarted_mid_run(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres: PrivatePostgres
+    server: SimulatorServer,
+    receiver: Receiver,
+    postgres: PrivatePostgres,
+    postgres_daemon: DaemonProcess,
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    with healthy_daemon(
-        server, receiver, tmp_path, state=postgres.url, extra_lines="lease: {ttl: 3s}"
-    ) as daemon:
-        tenant.rotate()  # committed before, during or after the restart: never lost
-        postgres.restart()
-        with closing(open_store(postgres.url)) as store:
-            wait_until_recovered(daemon, store, receiver, 1, what="rotation 1 stored and sent")
-            tenant.rotate()  # the second rotation on the recovered store
-            wait_until_recovered(daemon, store, receiver, 2, what="rotation 2 stored and sent")
-            assert daemon.running()
-            assert_none_sent_twice(receiver)
+    tenant.rotate()  # committed before, during or after the restart: never lost
+    postgres.restart()
+    with closing(open_store(postgres.url)) as store:
+        wait_until_recovered(postgres_daemon, store, receiver, 1, what="rotation 1 stored and sent")
+        tenant.rotate()  # the second rotation on the recovered store
+        wait_until_recovered(postgres_daemon, store, receiver, 2, what="rotation 2 stored and sent")
+        assert postgres_daemon.running()
+        assert_none_sent_twice(receiver)
 
 
 @pytest.mark.timeout(OUTAGE_SECONDS + 3 * DEADLINE)
 def test_postgres_unreachable_for_30_seconds(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres: PrivatePostgres
+    server: SimulatorServer,
+    receiver: Receiver,
+    postgres: PrivatePostgres,
+    postgres_daemon: DaemonProcess,
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    with healthy_daemon(
-        server, receiver, tmp_path, state=postgres.url, extra_lines="lease: {ttl: 3s}"
-    ) as daemon:
-        postgres.stop()
-        outage_ends = time.monotonic() + OUTAGE_SECONDS
-        tenant.rotate()  # made while nothing can be committed
-        wait_for(
-            lambda: (
-                reports_store_problem(daemon, "ping failed")
-                and daemon.metric("keywatch_leader") == 0.0
-            ),
-            timeout=DEADLINE,
-            what="/healthz and /readyz to report the store, and the daemon to stand by",
-            diagnostics=daemon.log_tail,
+    postgres.stop()
+    outage_ends = time.monotonic() + OUTAGE_SECONDS
+    tenant.rotate()  # made while nothing can be committed
+    wait_for(
+        lambda: (
+            reports_store_problem(postgres_daemon, "ping failed")
+            and postgres_daemon.metric("keywatch_leader") == 0.0
+        ),
+        timeout=DEADLINE,
+        what="/healthz and /readyz to report the store, and the daemon to stand by",
+        diagnostics=postgres_daemon.log_tail,
+    )
+    paced = threading.Event()  # never set: its wait paces the checks, once a second
+    while time.monotonic() < outage_ends:
+        assert postgres_daemon.running(), postgres_daemon.log_tail()
+        assert reports_store_problem(postgres_daemon, "ping failed"), postgres_daemon.log_tail()
+        paced.wait(1.0)
+    postgres.start()
+    with closing(open_store(postgres.url)) as store:
+        wait_until_recovered(
+            postgres_daemon,
+            store,
+            receiver,
+            1,
+            what="the recovery, and the rotation stored and sent",
         )
-        paced = threading.Event()  # never set: its wait paces the checks, once a second
-        while time.monotonic() < outage_ends:
-            assert daemon.running(), daemon.log_tail()
-            assert reports_store_problem(daemon, "ping failed"), daemon.log_tail()
-            paced.wait(1.0)
-        postgres.start()
-        with closing(open_store(postgres.url)) as store:
-            wait_until_recovered(
-                daemon, store, receiver, 1, what="the recovery, and the rotation stored and sent"
-            )
-            assert daemon.metric("keywatch_leader") == 1.0
-            assert_none_sent_twice(receiver)
+        assert postgres_daemon.metric("keywatch_leader") == 1.0
+        assert_none_sent_twice(receiver)
 
 
 # --- SQLite -----------------------------------------------------------------------------------
