@@ -1,8 +1,8 @@
 """Every test in this directory is an integration test: it starts real servers on loopback,
 subprocesses or a PostgreSQL schema. ``make unit`` leaves them out; ``make test`` runs them.
 
-The ``server`` and ``receiver`` fixtures most files use live here; a file that needs another
-fleet or another receiver defines its own fixture of the same name."""
+The ``server``, ``receiver`` and ``store`` fixtures most files use live here; a file that needs
+another fleet, receiver or store defines its own fixture of the same name."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from monitor.simulator import Simulator, SimulatorServer
+from monitor.store.sqlite import SQLiteStore
 from tests.support.delivery import Answer, Receiver
 
 HERE = Path(__file__).parent
@@ -35,3 +36,12 @@ def receiver() -> Iterator[Receiver]:
     """A loopback receiver: ``/slack`` answers 200 "ok" as Slack does, other paths 204."""
     with Receiver(defaults={"/slack": Answer(200, b"ok")}) as running_receiver:
         yield running_receiver
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    """A migrated SQLite store in the test's directory (state.db), closed at the end."""
+    opened = SQLiteStore(tmp_path / "state.db")
+    opened.migrate()
+    yield opened
+    opened.close()

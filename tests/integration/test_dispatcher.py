@@ -61,14 +61,6 @@ def receiver(clock: ScaledClock) -> Iterator[Receiver]:
         yield running
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "state.db")
-    opened.migrate()
-    yield opened
-    opened.close()
-
-
 @dataclass
 class Metrics:
     telemetry: Telemetry = field(default_factory=Telemetry)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -104,14 +104,6 @@ class FaultyLeases:
         return getattr(self.store, name)
 
 
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "state.db")
-    store.migrate()
-    yield store
-    store.close()
-
-
 def lease_on(store: Any, clock: ManualClock, holder: str, *, ttl: float = 3.0) -> LeaderLease:
     return LeaderLease(store, holder=holder, ttl=ttl, clock=clock.clock)
 
@@ -120,10 +112,10 @@ def lease_on(store: Any, clock: ManualClock, holder: str, *, ttl: float = 3.0) -
 
 
 async def test_a_leader_that_does_not_renew_stops_before_its_lease_lapses(
-    sqlite_store: SQLiteStore,
+    store: SQLiteStore,
 ) -> None:
     clock = ManualClock()
-    first, second = lease_on(sqlite_store, clock, "a"), lease_on(sqlite_store, clock, "b")
+    first, second = lease_on(store, clock, "a"), lease_on(store, clock, "b")
     assert (first.renew_every, first.margin) == (1.0, 0.5)
     assert await first.attempt()
     assert not await second.attempt()
@@ -139,9 +131,9 @@ async def test_a_leader_that_does_not_renew_stops_before_its_lease_lapses(
     assert first.grace() == 0.0
 
 
-async def test_renewing_in_time_keeps_the_lease(sqlite_store: SQLiteStore) -> None:
+async def test_renewing_in_time_keeps_the_lease(store: SQLiteStore) -> None:
     clock = ManualClock()
-    leader, standby = lease_on(sqlite_store, clock, "a"), lease_on(sqlite_store, clock, "b")
+    leader, standby = lease_on(store, clock, "a"), lease_on(store, clock, "b")
     for _ in range(10):
         assert await leader.attempt()
         assert not await standby.attempt()
@@ -150,39 +142,39 @@ async def test_renewing_in_time_keeps_the_lease(sqlite_store: SQLiteStore) -> No
 
 
 async def test_a_failing_renewal_steps_down_at_once_with_the_rest_of_the_lease_as_grace(
-    sqlite_store: SQLiteStore,
+    store: SQLiteStore,
 ) -> None:
     clock = ManualClock()
-    store = FaultyLeases(sqlite_store)
-    lease = lease_on(store, clock, "a")
+    faulty = FaultyLeases(store)
+    lease = lease_on(faulty, clock, "a")
     assert await lease.attempt()
     assert lease.changed.is_set()
     lease.changed.clear()
     clock.advance(1.0)
-    store.failing = True
+    faulty.failing = True
     assert not await lease.attempt()
     assert not lease.leading
     assert lease.changed.is_set()
     assert lease.grace() == pytest.approx(1.5)  # until ttl - margin after the last renewal
-    store.failing = False
+    faulty.failing = False
     assert await lease.attempt()  # still ours in the store: taken back
     assert lease.grace() == pytest.approx(2.5)
 
 
 async def test_a_hanging_renewal_steps_down_before_the_lease_lapses(
-    sqlite_store: SQLiteStore,
+    store: SQLiteStore,
 ) -> None:
     clock = ManualClock()
-    store = FaultyLeases(sqlite_store)
-    lease = lease_on(store, clock, "a")
+    faulty = FaultyLeases(store)
+    lease = lease_on(faulty, clock, "a")
     runner = asyncio.create_task(lease.run())
     try:
         await eventually(lambda: lease.leading, what="the first attempt")
         lease.changed.clear()
-        store.hanging = True
+        faulty.hanging = True
         await eventually(lambda: clock.sleepers == 1, what="the wait for the next renewal")
         clock.advance(1.0)
-        await eventually(store.entered.is_set, what="the renewal to hang")
+        await eventually(faulty.entered.is_set, what="the renewal to hang")
         await eventually(lambda: clock.sleepers == 1, what="the deadline timer")
         clock.advance(1.49)
         await asyncio.sleep(0)
@@ -192,16 +184,16 @@ async def test_a_hanging_renewal_steps_down_before_the_lease_lapses(
         assert not lease.leading
         assert lease.expires_at is not None and clock.seconds < lease.expires_at
     finally:
-        store.release_hang.set()
+        faulty.release_hang.set()
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
 
 
 async def test_release_lets_another_holder_take_the_lease_at_once(
-    sqlite_store: SQLiteStore,
+    store: SQLiteStore,
 ) -> None:
     clock = ManualClock()
-    leader, standby = lease_on(sqlite_store, clock, "a"), lease_on(sqlite_store, clock, "b")
+    leader, standby = lease_on(store, clock, "a"), lease_on(store, clock, "b")
     assert await leader.attempt()
     await leader.release()
     assert not leader.leading
