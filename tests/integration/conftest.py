@@ -1,8 +1,8 @@
 """Every test in this directory is an integration test: it starts real servers on loopback,
 subprocesses or a PostgreSQL schema. ``make unit`` leaves them out; ``make test`` runs them.
 
-The ``server``, ``receiver`` and ``store`` fixtures most files use live here; a file that needs
-another fleet, receiver or store defines its own fixture of the same name."""
+The fixtures several files use live here (``server``, ``receiver``, ``store``, ``pki``); a file
+that needs another fleet, receiver or store defines its own fixture of the same name."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from monitor.simulator import Simulator, SimulatorServer
 from monitor.store.sqlite import SQLiteStore
 from tests.support.delivery import Answer, Receiver
+from tests.support.tls import Pki, make_pki
 
 HERE = Path(__file__).parent
 
@@ -26,7 +27,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def server() -> Iterator[SimulatorServer]:
-    """The simulator on loopback: one tenant, four keys."""
+    """The simulator on loopback: one tenant, its RSA keys from a pool of four (fast to make)."""
     with SimulatorServer(Simulator(tenants=1, key_pool_size=4)) as running_server:
         yield running_server
 
@@ -45,3 +46,9 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
     opened.migrate()
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """A fresh test CA and a server certificate for 127.0.0.1 it signed, in tmp_path/pki."""
+    return make_pki(tmp_path / "pki")

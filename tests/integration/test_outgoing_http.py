@@ -12,7 +12,6 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from monitor.httpclient import TOTAL_TIMEOUT_FACTOR, HttpClients, Route, build_h
 from monitor.model import MAX_KEYS_PER_TENANT, parse_signing_keys
 from monitor.notify import build_notifier
 from monitor.notify.base import Outcome
-from monitor.simulator import Simulator, SimulatorServer
+from monitor.simulator import SimulatorServer
 from monitor.sources._retry import RetryPolicy
 from monitor.sources.auth0 import Auth0Client, Credentials
 from monitor.sources.publication import PublicationReader, publication_targets
@@ -34,18 +33,7 @@ from tests.support.daemon import daemon_config, running
 from tests.support.delivery import Receiver, eventually
 from tests.support.notify import rotation
 from tests.support.proxy import ForwardProxy
-from tests.support.tls import Pki, make_pki
-
-
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=1)) as running_server:
-        yield running_server
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return make_pki(tmp_path / "pki")
+from tests.support.tls import Pki
 
 
 def webhook(url: str, **options: object) -> object:
