@@ -15,7 +15,13 @@ from monitor.daemon import Daemon, build_daemon
 from monitor.model import Event, EventType, Severity
 from monitor.simulator import Simulator, SimulatorServer
 from monitor.simulator.tenant import SimulatedTenant
-from tests.support.daemon import daemon_settings, running, sample, stored_events
+from tests.support.daemon import (
+    daemon_settings,
+    hook_destination,
+    running,
+    sample,
+    stored_events,
+)
 from tests.support.delivery import Receiver, eventually
 
 
@@ -139,10 +145,8 @@ async def daemon(
     server: SimulatorServer, receiver: Receiver, tmp_path: Path
 ) -> AsyncIterator[Daemon]:
     """The running daemon, notifying ``receiver``'s /hook of every event type and severity."""
-    destination = (
-        f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', min_severity: info}}"
-    )
-    settings = daemon_settings(server, tmp_path, extra_lines=f"destinations:\n{destination}")
+    destinations = "destinations:\n" + hook_destination(receiver)
+    settings = daemon_settings(server, tmp_path, extra_lines=destinations)
     async with running(settings) as daemon:
         yield daemon
 

@@ -32,7 +32,7 @@ from monitor.notify.pacing import Backoff, TokenBucket
 from monitor.simulator import SimulatorServer
 from monitor.store.base import Store
 from monitor.store.sqlite import SQLiteStore
-from tests.support.daemon import daemon_config
+from tests.support.daemon import chat_destination, daemon_config, hook_destination
 from tests.support.delivery import (
     Answer,
     Receiver,
@@ -410,10 +410,7 @@ async def test_shutdown_lets_the_request_in_flight_finish_and_commits_it(
 
 def destinations_yaml(receiver: Receiver) -> str:
     return (
-        "destinations:\n"
-        f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', min_severity: info}}\n"
-        f"  - {{name: chat, kind: slack, url: '{receiver.url('/slack')}',"
-        " events: [key.revoked]}\n"
+        "destinations:\n" + hook_destination(receiver) + chat_destination(receiver, "key.revoked")
     )
 
 

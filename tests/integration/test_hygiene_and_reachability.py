@@ -13,7 +13,13 @@ import pytest
 from monitor.daemon import Daemon
 from monitor.model import Event, EventType
 from monitor.simulator import Simulator, SimulatorServer
-from tests.support.daemon import daemon_settings, running, sample, stored_events
+from tests.support.daemon import (
+    daemon_settings,
+    hook_destination,
+    running,
+    sample,
+    stored_events,
+)
 from tests.support.delivery import Receiver, eventually
 
 
@@ -158,10 +164,8 @@ async def test_an_outage_is_one_unreachable_and_one_recovered_notified(
     server: SimulatorServer, receiver: Receiver, tmp_path: Path
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    hook = f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', min_severity: info}}"
-    settings = daemon_settings(
-        server, tmp_path, tenants=["tenant-1"], extra_lines=f"destinations:\n{hook}"
-    )
+    destinations = "destinations:\n" + hook_destination(receiver)
+    settings = daemon_settings(server, tmp_path, tenants=["tenant-1"], extra_lines=destinations)
     async with running(settings) as daemon:
         tenant.fail_next(None, status=403)
         raised = [event for _ in range(6) for event in await daemon.poll_tenant("tenant-1")]

@@ -35,7 +35,7 @@ from monitor.simulator import Simulator, SimulatorServer
 from monitor.store.base import Store
 from monitor.store.sqlite import SQLiteStore
 from monitor.web import build_app
-from tests.support.daemon import daemon_config, daemon_settings, running, sample
+from tests.support.daemon import daemon_settings, replica_config, running, sample
 from tests.support.delivery import Receiver, eventually
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -271,16 +271,8 @@ async def test_with_sqlite_the_one_process_always_leads(tmp_path: Path) -> None:
 def replica_settings(
     server: SimulatorServer, receiver: Receiver, tmp_path: Path, state: str, *, ttl: str = "1s"
 ) -> Settings:
-    text = daemon_config(server, tmp_path, interval="200ms")
-    text = text.replace(f'state: "sqlite:///{tmp_path}/state.db"', f'state: "{state}"')
-    assert state in text
-    text += (
-        f"lease: {{ttl: {ttl}}}\n"
-        "destinations:\n"
-        f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', min_severity: info}}\n"
-        f"  - {{name: chat, kind: slack, url: '{receiver.url('/slack')}', events: [key.rotated]}}\n"
-    )
-    return parse_config(text)
+    lease = f"lease: {{ttl: {ttl}}}"
+    return parse_config(replica_config(server, receiver, tmp_path, state=state, extra_lines=lease))
 
 
 @dataclass

@@ -29,7 +29,7 @@ from monitor.simulator import SimulatorServer
 from monitor.sources._retry import RetryPolicy
 from monitor.sources.auth0 import Auth0Client, Credentials
 from monitor.sources.publication import PublicationReader, publication_targets
-from tests.support.daemon import daemon_config, running
+from tests.support.daemon import daemon_config, hook_destination, running
 from tests.support.delivery import Receiver, eventually
 from tests.support.notify import rotation
 from tests.support.proxy import ForwardProxy
@@ -47,10 +47,7 @@ async def test_tenant_and_destination_requests_go_through_the_configured_proxy_n
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
             monkeypatch.setenv(name, env_proxy.url)
         text = daemon_config(server, tmp_path, interval="200ms") + (
-            f"proxy: '{proxy.url}'\n"
-            "destinations:\n"
-            f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', "
-            "min_severity: info}\n"
+            f"proxy: '{proxy.url}'\n" + "destinations:\n" + hook_destination(receiver)
         )
         async with running(parse_config(text)) as daemon:
             server.simulator.tenant("tenant-1").rotate()
@@ -70,9 +67,8 @@ async def test_a_destination_may_go_direct_while_tenants_use_the_global_proxy(
     with ForwardProxy() as proxy, Receiver() as receiver:
         text = daemon_config(server, tmp_path, interval="200ms") + (
             f"proxy: '{proxy.url}'\n"
-            "destinations:\n"
-            f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', "
-            "min_severity: info, proxy: direct}\n"
+            + "destinations:\n"
+            + hook_destination(receiver, "proxy: direct")
         )
         async with running(parse_config(text)):
             server.simulator.tenant("tenant-1").rotate()
@@ -143,10 +139,7 @@ async def test_the_daemon_delivers_to_a_private_ca_destination_configured_global
 ) -> None:
     with Receiver(tls=pki.server_context()) as receiver:
         text = daemon_config(server, tmp_path, interval="200ms") + (
-            f"ca_file: '{pki.ca_file}'\n"
-            "destinations:\n"
-            f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', "
-            "min_severity: info}\n"
+            f"ca_file: '{pki.ca_file}'\n" + "destinations:\n" + hook_destination(receiver)
         )
         async with running(parse_config(text)) as daemon:
             server.simulator.tenant("tenant-1").rotate()

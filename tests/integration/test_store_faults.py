@@ -30,7 +30,7 @@ from monitor.model import Event, EventType
 from monitor.simulator import Simulator, SimulatorServer
 from monitor.store import Store, open_store
 from monitor.store.sqlite import SQLiteStore
-from tests.support.daemon import daemon_config, running
+from tests.support.daemon import daemon_config, hook_destination, running
 from tests.support.delivery import Answer, Receiver, eventually
 from tests.support.deploy import wait_for
 from tests.support.processes import DaemonProcess, PrivatePostgres, fill, small_filesystem
@@ -258,8 +258,7 @@ async def test_sqlite_read_only_while_a_notification_is_in_flight(
     tenant = server.simulator.tenant("tenant-1")
     receiver.script("/hook", Answer(204, delay=2.0))  # holds the first POST
     text = daemon_config(server, tmp_path, interval="200ms") + (
-        "destinations:\n"
-        f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', min_severity: info}}\n"
+        "destinations:\n" + hook_destination(receiver)
     )
     async with running(parse_config(text)) as daemon, httpx.AsyncClient() as http:
 
