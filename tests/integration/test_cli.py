@@ -34,6 +34,11 @@ def write(path: Path, text: str) -> str:
     return str(path)
 
 
+def watching(tenant: str, server: SimulatorServer, tmp_path: Path) -> str:
+    """The path of a configuration file that watches the simulated ``tenant`` only."""
+    return write(tmp_path / "c.yaml", daemon_config(server, tmp_path, tenants=(tenant,)))
+
+
 # --- validate -------------------------------------------------------------------------------
 
 
@@ -72,7 +77,7 @@ def test_check_prints_a_table_and_exits_0(
     server: SimulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    path = write(tmp_path / "c.yaml", daemon_config(server, tmp_path, tenants=("tenant-1",)))
+    path = watching("tenant-1", server, tmp_path)
     assert main(["check", "--config", path]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == [
@@ -87,7 +92,7 @@ def test_check_json_lists_every_key(
 ) -> None:
     tenant = server.simulator.tenant("tenant-2")
     tenant.rotate()
-    path = write(tmp_path / "c.yaml", daemon_config(server, tmp_path, tenants=("tenant-2",)))
+    path = watching("tenant-2", server, tmp_path)
     assert main(["check", "--config", path, "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["exit_code"] == 0
@@ -103,7 +108,7 @@ def test_check_exits_1_when_a_tenant_has_no_current_key(
     server: SimulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server.simulator.tenant("tenant-1").malform_next(2, kind="no_current")
-    path = write(tmp_path / "c.yaml", daemon_config(server, tmp_path, tenants=("tenant-1",)))
+    path = watching("tenant-1", server, tmp_path)
     assert main(["check", "--config", path]) == 1
     assert "tenant-1: PROBLEM: no current key" in capsys.readouterr().out
 
@@ -112,7 +117,7 @@ def test_check_exits_1_on_a_thumbprint_that_does_not_match_the_certificate(
     server: SimulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server.simulator.tenant("tenant-1").malform_next(1, kind="bad_thumbprint")
-    path = write(tmp_path / "c.yaml", daemon_config(server, tmp_path, tenants=("tenant-1",)))
+    path = watching("tenant-1", server, tmp_path)
     assert main(["check", "--config", path]) == 1
     out = capsys.readouterr().out
     assert "MISMATCH" in out and "PROBLEM" in out
