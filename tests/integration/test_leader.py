@@ -439,6 +439,17 @@ async def test_a_clean_shutdown_releases_the_lease_for_an_immediate_takeover(
         await eventually(lambda: polls(standby) >= 1, what="the new leader's first poll")
 
 
+def stepped_down(daemon: Daemon) -> bool:
+    """``daemon`` stands by: it does not lead, sends to nobody and its polls are paused."""
+    scheduler = daemon._scheduler
+    return (
+        not daemon.leading
+        and daemon.dispatcher.destinations == []
+        and scheduler is not None
+        and scheduler.state == STATE_PAUSED
+    )
+
+
 @pytest.mark.postgres
 async def test_a_leader_that_cannot_renew_stops_polling_and_sending_before_its_lease_lapses(
     group: Replicas,
@@ -456,38 +467,22 @@ async def test_a_leader_that_cannot_renew_stops_polling_and_sending_before_its_l
     assert leader.lease is not None
     both_led = False
 
-    def stepped_down() -> bool:
+    def leader_stepped_down() -> bool:
         nonlocal both_led
         both_led = both_led or (leader.leading and standby.leading)
-        scheduler = leader._scheduler
-        return (
-            not leader.leading
-            and leader.dispatcher.destinations == []
-            and scheduler is not None
-            and scheduler.state == STATE_PAUSED
-        )
+        return stepped_down(leader)
 
     faulty[0].failing = True
-    await eventually(stepped_down, what="the leader to step down")
+    await eventually(leader_stepped_down, what="the leader to step down")
     stepped_down_at = time.monotonic()
     expires_at = leader.lease.expires_at
     assert expires_at is not None and stepped_down_at < expires_at
     assert sample(leader, "keywatch_leader") == 0
-    await eventually(lambda: stepped_down() and standby.leading, what="the takeover")
+    await eventually(lambda: leader_stepped_down() and standby.leading, what="the takeover")
     assert not both_led
     polled = polls(leader)
     await eventually(lambda: polls(standby) >= 2, what="the new leader's polls")
     assert polls(leader) == polled
-
-
-def stepped_down(daemon: Daemon) -> bool:
-    scheduler = daemon._scheduler
-    return (
-        not daemon.leading
-        and daemon.dispatcher.destinations == []
-        and scheduler is not None
-        and scheduler.state == STATE_PAUSED
-    )
 
 
 @pytest.mark.postgres
