@@ -1,8 +1,9 @@
 """Every test in this directory is an integration test: it starts real servers on loopback,
 subprocesses or a PostgreSQL schema. ``make unit`` leaves them out; ``make test`` runs them.
 
-The fixtures several files use live here (``server``, ``receiver``, ``store``, ``pki``); a file
-that needs another fleet, receiver or store defines its own fixture of the same name."""
+The fixtures several files use live here (``server``, ``receiver``, ``store``, ``pki``). A file
+that needs another fleet says so with the ``simulator`` marker; one that needs another receiver
+or store defines its own fixture of the same name."""
 
 from __future__ import annotations
 
@@ -26,9 +27,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    """The simulator on loopback: one tenant, its RSA keys from a pool of four (fast to make)."""
-    with SimulatorServer(Simulator(tenants=1, key_pool_size=4)) as running_server:
+def server(request: pytest.FixtureRequest) -> Iterator[SimulatorServer]:
+    """The simulator on loopback: one tenant, its RSA keys from a pool of four (fast to make),
+    unless a ``simulator`` marker says otherwise, e.g.
+    ``pytestmark = pytest.mark.simulator(tenants=2, key_pool_size=6)``."""
+    marker = request.node.get_closest_marker("simulator")
+    fleet = {"tenants": 1, "key_pool_size": 4} | (marker.kwargs if marker else {})
+    with SimulatorServer(Simulator(**fleet)) as running_server:
         yield running_server
 
 

@@ -7,26 +7,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from monitor.cli import main
-from monitor.simulator import NOSCOPE_CLIENT_ID, NOSCOPE_CLIENT_SECRET, Simulator, SimulatorServer
+from monitor.simulator import NOSCOPE_CLIENT_ID, NOSCOPE_CLIENT_SECRET, SimulatorServer
 from tests.support import REPO
 from tests.support.daemon import daemon_config
 from tests.support.deploy import free_port
 
+pytestmark = pytest.mark.simulator(tenants=2, key_pool_size=4)
+
 DEADLINE_SECONDS = 20.0
 EXAMPLE_VARIABLES = ("AUTH0_PROD_CLIENT_ID", "AUTH0_PROD_CLIENT_SECRET", "AUTH0_STAGING_MGMT_TOKEN")
-
-
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=2, key_pool_size=4)) as running_server:
-        yield running_server
 
 
 def write(path: Path, text: str) -> str:

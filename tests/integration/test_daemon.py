@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +13,12 @@ import pytest
 
 from monitor.daemon import Daemon, build_daemon
 from monitor.model import Event, EventType, Severity
-from monitor.simulator import Simulator, SimulatorServer
+from monitor.simulator import SimulatorServer
 from monitor.simulator.tenant import SimulatedTenant
-from tests.support.daemon import (
-    daemon_settings,
-    hook_destination,
-    running,
-    sample,
-    stored_events,
-)
+from tests.support.daemon import daemon_settings, hook_destination, running, sample, stored_events
 from tests.support.delivery import Receiver, eventually
 
-
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=2, key_pool_size=4)) as running_server:
-        yield running_server
+pytestmark = pytest.mark.simulator(tenants=2, key_pool_size=4)
 
 
 async def test_scheduled_polls_report_rotation_then_revocation(

@@ -4,7 +4,6 @@ certificates are valid for ten years)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,15 +11,11 @@ import pytest
 
 from monitor.daemon import Daemon
 from monitor.model import Event, EventType
-from monitor.simulator import Simulator, SimulatorServer
-from tests.support.daemon import (
-    daemon_settings,
-    hook_destination,
-    running,
-    sample,
-    stored_events,
-)
+from monitor.simulator import SimulatorServer
+from tests.support.daemon import daemon_settings, hook_destination, running, sample, stored_events
 from tests.support.delivery import Receiver, eventually
+
+pytestmark = pytest.mark.simulator(tenants=2, key_pool_size=4)
 
 
 class MovableClock:
@@ -34,12 +29,6 @@ class MovableClock:
 
     def move_to(self, moment: datetime) -> None:
         self.offset = moment - datetime.now(UTC)
-
-
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=2, key_pool_size=4)) as running_server:
-        yield running_server
 
 
 def of_type(events: list[Event], event_type: EventType) -> list[Event]:

@@ -27,7 +27,8 @@ import pytest
 
 from monitor.config import parse_config
 from monitor.model import Event, EventType
-from monitor.simulator import Simulator, SimulatorServer
+from monitor.simulator import SimulatorServer
+from monitor.simulator.tenant import SimulatedTenant
 from monitor.store import Store, open_store
 from monitor.store.sqlite import SQLiteStore
 from tests.support.daemon import daemon_config, hook_destination, running
@@ -35,16 +36,10 @@ from tests.support.delivery import Answer, Receiver, eventually
 from tests.support.deploy import wait_for
 from tests.support.processes import DaemonProcess, PrivatePostgres, fill, small_filesystem
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.simulator(tenants=1, key_pool_size=6)]
 
 DEADLINE = 20.0
 OUTAGE_SECONDS = 30.0
-
-
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=1, key_pool_size=6)) as running_server:
-        yield running_server
 
 
 @pytest.fixture
@@ -131,10 +126,16 @@ def healthy_daemon(
 
 
 @pytest.fixture
-def postgres_daemon(
+def tenant(server: SimulatorServer) -> SimulatedTenant:
+    """The one simulated tenant, tenant-1."""
+    return server.simulator.tenant("tenant-1")
+
+
+@pytest.fixture
+def daemon(
     server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres: PrivatePostgres
 ) -> Iterator[DaemonProcess]:
-    """A healthy daemon on the private PostgreSQL server, holding a 3 s lease."""
+    """The PostgreSQL tests' daemon: healthy, on the private server, holding a 3 s lease."""
     with healthy_daemon(
         server, receiver, tmp_path, state=postgres.url, extra_lines="lease: {ttl: 3s}"
     ) as daemon:
@@ -157,65 +158,57 @@ def wait_until_recovered(
 
 
 def test_postgres_restarted_mid_run(
-    server: SimulatorServer,
-    receiver: Receiver,
-    postgres: PrivatePostgres,
-    postgres_daemon: DaemonProcess,
+    tenant: SimulatedTenant, receiver: Receiver, postgres: PrivatePostgres, daemon: DaemonProcess
 ) -> None:
-    tenant = server.simulator.tenant("tenant-1")
     tenant.rotate()  # committed before, during or after the restart: never lost
     postgres.restart()
     with closing(open_store(postgres.url)) as store:
-        wait_until_recovered(postgres_daemon, store, receiver, 1, what="rotation 1 stored and sent")
+        wait_until_recovered(daemon, store, receiver, 1, what="rotation 1 stored and sent")
         tenant.rotate()  # the second rotation on the recovered store
-        wait_until_recovered(postgres_daemon, store, receiver, 2, what="rotation 2 stored and sent")
-        assert postgres_daemon.running()
+        wait_until_recovered(daemon, store, receiver, 2, what="rotation 2 stored and sent")
+        assert daemon.running()
         assert_none_sent_twice(receiver)
 
 
 @pytest.mark.timeout(OUTAGE_SECONDS + 3 * DEADLINE)
 def test_postgres_unreachable_for_30_seconds(
-    server: SimulatorServer,
-    receiver: Receiver,
-    postgres: PrivatePostgres,
-    postgres_daemon: DaemonProcess,
+    tenant: SimulatedTenant, receiver: Receiver, postgres: PrivatePostgres, daemon: DaemonProcess
 ) -> None:
-    tenant = server.simulator.tenant("tenant-1")
     postgres.stop()
     outage_ends = time.monotonic() + OUTAGE_SECONDS
     tenant.rotate()  # made while nothing can be committed
     wait_for(
         lambda: (
-            reports_store_problem(postgres_daemon, "ping failed")
-            and postgres_daemon.metric("keywatch_leader") == 0.0
+            reports_store_problem(daemon, "ping failed") and daemon.metric("keywatch_leader") == 0.0
         ),
         timeout=DEADLINE,
         what="/healthz and /readyz to report the store, and the daemon to stand by",
-        diagnostics=postgres_daemon.log_tail,
+        diagnostics=daemon.log_tail,
     )
     paced = threading.Event()  # never set: its wait paces the checks, once a second
     while time.monotonic() < outage_ends:
-        assert postgres_daemon.running(), postgres_daemon.log_tail()
-        assert reports_store_problem(postgres_daemon, "ping failed"), postgres_daemon.log_tail()
+        assert daemon.running(), daemon.log_tail()
+        assert reports_store_problem(daemon, "ping failed"), daemon.log_tail()
         paced.wait(1.0)
     postgres.start()
     with closing(open_store(postgres.url)) as store:
         wait_until_recovered(
-            postgres_daemon,
+            daemon,
             store,
             receiver,
             1,
             what="the recovery, and the rotation stored and sent",
         )
-        assert postgres_daemon.metric("keywatch_leader") == 1.0
+        assert daemon.metric("keywatch_leader") == 1.0
         assert_none_sent_twice(receiver)
 
 
 # --- SQLite -----------------------------------------------------------------------------------
 
 
-def test_sqlite_disk_full(server: SimulatorServer, receiver: Receiver, tmp_path: Path) -> None:
-    tenant = server.simulator.tenant("tenant-1")
+def test_sqlite_disk_full(
+    server: SimulatorServer, tenant: SimulatedTenant, receiver: Receiver, tmp_path: Path
+) -> None:
     with small_filesystem(tmp_path / "disk") as disk:
         state = disk / "state.db"
         with healthy_daemon(server, receiver, tmp_path, state=f"sqlite:///{state}") as daemon:
@@ -248,6 +241,7 @@ def refuse_writes(store: Store, refuse: bool) -> None:
 
 async def test_sqlite_read_only_while_a_notification_is_in_flight(
     server: SimulatorServer,
+    tenant: SimulatedTenant,
     receiver: Receiver,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -255,7 +249,6 @@ async def test_sqlite_read_only_while_a_notification_is_in_flight(
     """The answer to a POST comes while the store refuses writes: the outcome is committed
     once it accepts them again, and the delivery is not sent again meanwhile."""
     caplog.set_level(logging.WARNING)  # an earlier test may have configured the root logger
-    tenant = server.simulator.tenant("tenant-1")
     receiver.script("/hook", Answer(204, delay=2.0))  # holds the first POST
     text = daemon_config(server, tmp_path, interval="200ms") + (
         "destinations:\n" + hook_destination(receiver)
