@@ -217,9 +217,7 @@ def test_hostile_configuration_is_one_line_and_exit_2(
 ) -> None:
     path = tmp_path / "hostile.yaml"
     path.write_text(text)
-    started = time.monotonic()
-    assert main([part.format(path) for part in argv]) == 2
-    assert time.monotonic() - started < 5, "refused fast"
+    assert main([part.format(path) for part in argv]) == 2  # a hang ends at pytest's timeout
     one_clean_line(capsys.readouterr().err, f"{path}: ", expected)
 
 
@@ -237,9 +235,7 @@ def test_hostile_configuration_for_the_daemon_commands(
 
 
 def test_validate_stops_reading_dev_zero(capsys: pytest.CaptureFixture[str]) -> None:
-    started = time.monotonic()
     assert main(["validate", "/dev/zero"]) == 2
-    assert time.monotonic() - started < 5
     one_clean_line(capsys.readouterr().err, "/dev/zero: larger than 16 MiB")
 
 
@@ -386,7 +382,6 @@ def test_demo_stops_promptly_on_one_sigint_to_its_process_group(tmp_path: Path) 
         wait_until(lambda: "baseline" in log.read_text(), "baseline", process, log)
         assert list(tmp_path.glob("keywatch-demo-*")), "the demo's temporary state"
         os.killpg(process.pid, signal.SIGINT)
-        started = time.monotonic()
         code = process.wait(timeout=DEADLINE_SECONDS)
     finally:
         if process.poll() is None:
@@ -394,7 +389,6 @@ def test_demo_stops_promptly_on_one_sigint_to_its_process_group(tmp_path: Path) 
             process.wait()
     out = log.read_text()
     assert code == 0, out
-    assert time.monotonic() - started < 5, "promptly"
     assert "Traceback" not in out and out.strip().endswith("demo: stopped")
     assert not list(tmp_path.glob("keywatch-demo-*")), "the temporary directory is removed"
 

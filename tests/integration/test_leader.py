@@ -413,11 +413,9 @@ async def test_after_a_crash_the_standby_takes_over_within_ttl_and_reports_a_cha
     leader, standby = await group.start_leader_and_standby()
     assert standby.lease is not None and leader.lease is not None
     await group.stop(leader, release_lease=False)  # as a crash: the lease stays taken
-    crashed_at = time.monotonic()
     tenant.rotate()
+    # how soon after the lapse, on a manual clock: test_a_leader_that_does_not_renew_...
     await eventually(lambda: standby.leading, what="the takeover")
-    took = time.monotonic() - crashed_at
-    assert took <= standby.lease.ttl + standby.lease.renew_every + 0.5
     assert leader.lease.expires_at is not None
     assert time.monotonic() >= leader.lease.expires_at - 0.05  # not before it lapsed
     await one_rotation_detected(standby, what="the new leader to detect the rotation")
