@@ -4,40 +4,34 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from monitor.cli import main
-from monitor.simulator import NOSCOPE_CLIENT_ID, NOSCOPE_CLIENT_SECRET, Simulator, SimulatorServer
+from monitor.simulator import NOSCOPE_CLIENT_ID, NOSCOPE_CLIENT_SECRET, SimulatorServer
 from tests.support import REPO
 from tests.support.daemon import daemon_config
+from tests.support.deploy import free_port
+
+pytestmark = pytest.mark.simulator(tenants=2, key_pool_size=4)
 
 DEADLINE_SECONDS = 20.0
 EXAMPLE_VARIABLES = ("AUTH0_PROD_CLIENT_ID", "AUTH0_PROD_CLIENT_SECRET", "AUTH0_STAGING_MGMT_TOKEN")
 
 
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=2, key_pool_size=4)) as running_server:
-        yield running_server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def write(path: Path, text: str) -> str:
     path.write_text(text)
     return str(path)
+
+
+def watching(tenant: str, server: SimulatorServer, tmp_path: Path) -> str:
+    """The path of a configuration file that watches the simulated ``tenant`` only."""
+    return write(tmp_path / "c.yaml", daemon_config(server, tmp_path, tenants=(tenant,)))
 
 
 # --- validate -------------------------------------------------------------------------------
@@ -78,7 +72,7 @@ def test_check_prints_a_table_and_exits_0(
     server: SimulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    path = write(tmp_path / "c.yaml", daemon_config(server, tmp_path, tenants=("tenant-1",)))
+    path = watching("tenant-1", server, tmp_path)
     assert main(["check", "--config", path]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == [
@@ -93,7 +87,7 @@ def test_check_json_lists_every_key(
 ) -> None:
     tenant = server.simulator.tenant("tenant-2")
     tenant.rotate()
-    path = write(tmp_path / "c.yaml", daemon_config(server, tmp_path, tenants=("tenant-2",)))
+    path = watching("tenant-2", server, tmp_path)
     assert main(["check", "--config", path, "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["exit_code"] == 0
@@ -109,7 +103,7 @@ def test_check_exits_1_when_a_tenant_has_no_current_key(
     server: SimulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server.simulator.tenant("tenant-1").malform_next(2, kind="no_current")
-    path = write(tmp_path / "c.yaml", daemon_config(server, tmp_path, tenants=("tenant-1",)))
+    path = watching("tenant-1", server, tmp_path)
     assert main(["check", "--config", path]) == 1
     assert "tenant-1: PROBLEM: no current key" in capsys.readouterr().out
 
@@ -118,7 +112,7 @@ def test_check_exits_1_on_a_thumbprint_that_does_not_match_the_certificate(
     server: SimulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server.simulator.tenant("tenant-1").malform_next(1, kind="bad_thumbprint")
-    path = write(tmp_path / "c.yaml", daemon_config(server, tmp_path, tenants=("tenant-1",)))
+    path = watching("tenant-1", server, tmp_path)
     assert main(["check", "--config", path]) == 1
     out = capsys.readouterr().out
     assert "MISMATCH" in out and "PROBLEM" in out
@@ -202,20 +196,6 @@ def test_run_serves_reloads_on_sighup_and_stops_on_sigterm(
     assert code == 0, out
     assert "reload refused, keeping the running configuration" in out
     assert "keywatch-demo-secret" not in out
-
-
-def test_run_exits_2_with_one_line_when_the_port_is_taken(
-    server: SimulatorServer, tmp_path: Path
-) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        text = daemon_config(server, tmp_path).replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"')
-        process = keywatch("run", "--config", write(tmp_path / "k.yaml", text))
-        out, _ = process.communicate(timeout=DEADLINE_SECONDS)
-    assert process.returncode == 2
-    assert f"listen: cannot listen on 127.0.0.1:{port}" in out
 
 
 def test_run_exits_2_on_a_bad_config(tmp_path: Path) -> None:

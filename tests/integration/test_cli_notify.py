@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,12 +18,6 @@ DEMO_CONFIG = REPO / "monitor" / "demo.yaml"
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 TOKEN = "path-token-1f2e3d4c5b6a"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as running:
-        yield running
 
 
 def config(tmp_path: Path, receiver: Receiver, *, names: tuple[str, ...] = ("hook", "chat")) -> str:

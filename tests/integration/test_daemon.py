@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from monitor.config import Settings
 from monitor.daemon import Daemon, build_daemon
 from monitor.model import Event, EventType, Severity
-from monitor.simulator import Simulator, SimulatorServer
+from monitor.simulator import SimulatorServer
 from monitor.simulator.tenant import SimulatedTenant
-from tests.support.daemon import daemon_settings, running, sample, stored_events
+from tests.support.daemon import daemon_settings, hook_destination, running, sample, stored_events
 from tests.support.delivery import Receiver, eventually
 
-
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=2, key_pool_size=4)) as running_server:
-        yield running_server
+pytestmark = pytest.mark.simulator(tenants=2, key_pool_size=4)
 
 
 async def test_scheduled_polls_report_rotation_then_revocation(
@@ -136,18 +131,14 @@ async def test_one_suspicious_answer_is_fetched_again_not_believed(
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as running_receiver:
-        yield running_receiver
-
-
-def notifying_settings(server: SimulatorServer, receiver: Receiver, tmp_path: Path) -> Settings:
-    destination = (
-        f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', min_severity: info}}"
-    )
-    return daemon_settings(
-        server, tmp_path, extra_lines=f"destinations:\n{destination}"
-    )  # every event type, every severity
+async def daemon(
+    server: SimulatorServer, receiver: Receiver, tmp_path: Path
+) -> AsyncIterator[Daemon]:
+    """The running daemon, notifying ``receiver``'s /hook of every event type and severity."""
+    destinations = "destinations:\n" + hook_destination(receiver)
+    settings = daemon_settings(server, tmp_path, extra_lines=destinations)
+    async with running(settings) as daemon:
+        yield daemon
 
 
 async def notified(receiver: Receiver, events: list[Event]) -> list[str | None]:
@@ -161,81 +152,77 @@ async def notified(receiver: Receiver, events: list[Event]) -> list[str | None]:
     return [r.event_id for r in receiver.received("/hook")]
 
 
-async def rotate_and_poll(daemon: Daemon, tenant: SimulatedTenant) -> list[Event]:
-    """A real change after a glitch: its notification shows what reached the receiver."""
+async def assert_the_glitch_notified_nothing(
+    daemon: Daemon, tenant: SimulatedTenant, receiver: Receiver
+) -> None:
+    """Nothing is stored, and a real change made after the glitch is all the receiver gets:
+    the outbox sends in detection order, so a notification of the glitch would come first."""
+    assert stored_events(daemon) == []
     tenant.rotate()
-    events = await daemon.poll_tenant("tenant-1")
-    assert [e.type for e in events] == [EventType.KEY_ROTATED, EventType.KEY_ADDED]
-    return events
+    real = await daemon.poll_tenant("tenant-1")
+    assert [e.type for e in real] == [EventType.KEY_ROTATED, EventType.KEY_ADDED]
+    assert await notified(receiver, real) == [e.id for e in real]
 
 
 async def test_two_answers_without_a_current_key_then_normal_notify_nothing(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path
+    server: SimulatorServer, receiver: Receiver, daemon: Daemon
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    async with running(notifying_settings(server, receiver, tmp_path)) as daemon:
-        tenant.malform_next(2, kind="no_current")  # the poll and its re-fetch
-        assert await daemon.poll_tenant("tenant-1") == []
-        assert sample(daemon, "keywatch_unconfirmed_changes", tenant="tenant-1") == 1
-        seen = sample(daemon, "auth0_signing_keys", tenant="tenant-1", state="current")
-        assert seen == 0  # the metrics show what was seen
-        assert await daemon.poll_tenant("tenant-1") == []  # normal again: nothing happened
-        assert sample(daemon, "keywatch_unconfirmed_changes", tenant="tenant-1") == 0
-        assert sample(daemon, "auth0_signing_keys", tenant="tenant-1", state="current") == 1
-        assert stored_events(daemon) == []
-        real = await rotate_and_poll(daemon, tenant)
-        assert await notified(receiver, real) == [e.id for e in real]
+    tenant.malform_next(2, kind="no_current")  # the poll and its re-fetch
+    assert await daemon.poll_tenant("tenant-1") == []
+    assert sample(daemon, "keywatch_unconfirmed_changes", tenant="tenant-1") == 1
+    seen = sample(daemon, "auth0_signing_keys", tenant="tenant-1", state="current")
+    assert seen == 0  # the metrics show what was seen
+    assert await daemon.poll_tenant("tenant-1") == []  # normal again: nothing happened
+    assert sample(daemon, "keywatch_unconfirmed_changes", tenant="tenant-1") == 0
+    assert sample(daemon, "auth0_signing_keys", tenant="tenant-1", state="current") == 1
+    await assert_the_glitch_notified_nothing(daemon, tenant, receiver)
 
 
 async def test_one_answer_with_a_wrong_thumbprint_notifies_nothing(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path
+    server: SimulatorServer, receiver: Receiver, daemon: Daemon
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    async with running(notifying_settings(server, receiver, tmp_path)) as daemon:
-        tenant.malform_next(1, kind="bad_thumbprint")
-        assert await daemon.poll_tenant("tenant-1") == []
-        assert invalid_thumbprints(daemon) == 1
-        assert sample(daemon, "keywatch_unconfirmed_changes", tenant="tenant-1") == 1
-        assert await daemon.poll_tenant("tenant-1") == []
-        assert invalid_thumbprints(daemon) == 0
-        assert stored_events(daemon) == []
-        real = await rotate_and_poll(daemon, tenant)
-        assert await notified(receiver, real) == [e.id for e in real]
+    tenant.malform_next(1, kind="bad_thumbprint")
+    assert await daemon.poll_tenant("tenant-1") == []
+    assert invalid_thumbprints(daemon) == 1
+    assert sample(daemon, "keywatch_unconfirmed_changes", tenant="tenant-1") == 1
+    assert await daemon.poll_tenant("tenant-1") == []
+    assert invalid_thumbprints(daemon) == 0
+    await assert_the_glitch_notified_nothing(daemon, tenant, receiver)
 
 
 async def test_a_gap_confirmed_by_the_next_poll_notifies_and_its_end_is_a_restoration(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path
+    server: SimulatorServer, receiver: Receiver, daemon: Daemon
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
     current = tenant.current_kid
-    async with running(notifying_settings(server, receiver, tmp_path)) as daemon:
-        tenant.malform_next(4, kind="no_current")  # two polls, each with its re-fetch
-        assert await daemon.poll_tenant("tenant-1") == []
-        gap, moved = await daemon.poll_tenant("tenant-1")
-        assert gap.type is EventType.TENANT_NO_CURRENT_KEY
-        assert (moved.type, moved.details["new_state"]) == (EventType.KEY_STATE_CHANGED, "unknown")
-        assert sample(daemon, "keywatch_unconfirmed_changes", tenant="tenant-1") == 0
-        [restored] = await daemon.poll_tenant("tenant-1")
-        assert (restored.type, restored.kid) == (EventType.TENANT_CURRENT_KEY_RESTORED, current)
-        assert await notified(receiver, [gap, moved, restored]) == [gap.id, moved.id, restored.id]
-        texts = [r.json["data"]["message"] for r in receiver.received("/hook")]
-        assert not any("None" in text or "null" in text for text in texts), texts
+    tenant.malform_next(4, kind="no_current")  # two polls, each with its re-fetch
+    assert await daemon.poll_tenant("tenant-1") == []
+    gap, moved = await daemon.poll_tenant("tenant-1")
+    assert gap.type is EventType.TENANT_NO_CURRENT_KEY
+    assert (moved.type, moved.details["new_state"]) == (EventType.KEY_STATE_CHANGED, "unknown")
+    assert sample(daemon, "keywatch_unconfirmed_changes", tenant="tenant-1") == 0
+    [restored] = await daemon.poll_tenant("tenant-1")
+    assert (restored.type, restored.kid) == (EventType.TENANT_CURRENT_KEY_RESTORED, current)
+    assert await notified(receiver, [gap, moved, restored]) == [gap.id, moved.id, restored.id]
+    texts = [r.json["data"]["message"] for r in receiver.received("/hook")]
+    assert not any("None" in text or "null" in text for text in texts), texts
 
 
 async def test_a_wrong_thumbprint_confirmed_by_the_next_poll_is_one_warning(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path
+    server: SimulatorServer, receiver: Receiver, daemon: Daemon
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    async with running(notifying_settings(server, receiver, tmp_path)) as daemon:
-        tenant.malform_next(3, kind="bad_thumbprint")
-        assert await daemon.poll_tenant("tenant-1") == []
-        [finding] = await daemon.poll_tenant("tenant-1")
-        assert finding.type is EventType.KEY_THUMBPRINT_MISMATCH
-        assert finding.severity is Severity.WARNING
-        assert await daemon.poll_tenant("tenant-1") == []  # once per episode
-        assert await daemon.poll_tenant("tenant-1") == []  # its end changes nothing
-        assert await notified(receiver, [finding]) == [finding.id]
-        assert [e.type for e in stored_events(daemon)] == [EventType.KEY_THUMBPRINT_MISMATCH]
+    tenant.malform_next(3, kind="bad_thumbprint")
+    assert await daemon.poll_tenant("tenant-1") == []
+    [finding] = await daemon.poll_tenant("tenant-1")
+    assert finding.type is EventType.KEY_THUMBPRINT_MISMATCH
+    assert finding.severity is Severity.WARNING
+    assert await daemon.poll_tenant("tenant-1") == []  # once per episode
+    assert await daemon.poll_tenant("tenant-1") == []  # its end changes nothing
+    assert await notified(receiver, [finding]) == [finding.id]
+    assert [e.type for e in stored_events(daemon)] == [EventType.KEY_THUMBPRINT_MISMATCH]
 
 
 async def test_a_pending_answer_survives_a_restart(server: SimulatorServer, tmp_path: Path) -> None:
@@ -379,24 +366,16 @@ async def test_runs_skipped_while_a_poll_waits_out_the_rate_limit_are_counted_qu
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
     settings = daemon_settings(server, tmp_path, tenants=("tenant-1",), interval="200ms")
+    caplog.set_level(logging.DEBUG)  # before the start: on a busy machine runs skip at once
+
+    def skipped_runs() -> float:
+        labels = {"tenant": "tenant-1", "kind": "max_instances"}
+        return sample(daemon, "keywatch_scheduler_job_errors_total", **labels) or 0
+
     async with running(settings) as daemon:
-        caplog.set_level(logging.DEBUG)
         tenant.faults.add_status("api", None, 429, retry_after=1.0)
-        await eventually(
-            lambda: (
-                (
-                    sample(
-                        daemon,
-                        "keywatch_scheduler_job_errors_total",
-                        tenant="tenant-1",
-                        kind="max_instances",
-                    )
-                    or 0
-                )
-                >= 3
-            ),
-            what="skipped runs while the poll waits",
-        )
+        before = skipped_runs()
+        await eventually(lambda: skipped_runs() >= before + 3, what="skipped runs while waiting")
         tenant.faults.clear("api")
     skipped = [r for r in caplog.records if "still running" in r.getMessage()]
     assert skipped and {r.levelno for r in skipped} == {logging.DEBUG}

@@ -29,10 +29,10 @@ from monitor.notify import build_notifier
 from monitor.notify.base import Notifier
 from monitor.notify.dispatcher import Dispatcher
 from monitor.notify.pacing import Backoff, TokenBucket
-from monitor.simulator import Simulator, SimulatorServer
+from monitor.simulator import SimulatorServer
 from monitor.store.base import Store
 from monitor.store.sqlite import SQLiteStore
-from tests.support.daemon import daemon_config
+from tests.support.daemon import chat_destination, daemon_config, hook_destination
 from tests.support.delivery import (
     Answer,
     Receiver,
@@ -59,14 +59,6 @@ def clock() -> ScaledClock:
 def receiver(clock: ScaledClock) -> Iterator[Receiver]:
     with Receiver(defaults={"/slack": SLACK_OK}, clock=clock.monotonic) as running:
         yield running
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "state.db")
-    opened.migrate()
-    yield opened
-    opened.close()
 
 
 @dataclass
@@ -158,6 +150,18 @@ async def drained(store: Store) -> None:
     await eventually(lambda: pending(store) == 0, what="an empty outbox")
 
 
+async def commit_a_rotation_and_await_its_post(
+    store: Store, dispatcher: Dispatcher, receiver: Receiver, clock: ScaledClock
+) -> Event:
+    """Commit a rotation (k1 to k2) for ``hook`` while ``dispatcher`` runs, wake it, and wait
+    until ``receiver`` has its one POST; returns the event."""
+    event = rotation(clock.now(), "k1", "k2")
+    commit(store, event.detected_at, [event], ["hook"])
+    dispatcher.wake(["hook"])
+    await eventually(lambda: len(receiver.received("/hook")) == 1, what="the POST")
+    return event
+
+
 # --- order, retries, every event everywhere -----------------------------------------------------
 
 
@@ -218,10 +222,7 @@ async def test_events_committed_while_running_wake_the_dispatcher(
 ) -> None:
     hook = destination("hook", "webhook", receiver.url("/hook"))
     async with dispatching(store, notifiers(hook), clock=clock) as dispatcher:
-        event = rotation(clock.now(), "k1", "k2")
-        commit(store, event.detected_at, [event], ["hook"])
-        dispatcher.wake(["hook"])
-        await eventually(lambda: len(receiver.received("/hook")) == 1, what="the POST")
+        event = await commit_a_rotation_and_await_its_post(store, dispatcher, receiver, clock)
         await drained(store)
     [request] = receiver.received("/hook")
     assert request.event_id == event.id
@@ -388,10 +389,7 @@ async def test_a_destination_removed_and_added_back_mid_request_sends_once(
     receiver.script("/hook", Answer(204, delay=0.3))
     hook = destination("hook", "webhook", receiver.url("/hook"))
     async with dispatching(store, notifiers(hook), clock=clock) as dispatcher:
-        event = rotation(clock.now(), "k1", "k2")
-        commit(store, event.detected_at, [event], ["hook"])
-        dispatcher.wake(["hook"])
-        await eventually(lambda: len(receiver.received("/hook")) == 1, what="the POST")
+        await commit_a_rotation_and_await_its_post(store, dispatcher, receiver, clock)
         dispatcher.configure([])  # removed while its request is in flight
         dispatcher.configure(notifiers(hook))  # and back
         await drained(store)
@@ -405,10 +403,7 @@ async def test_shutdown_lets_the_request_in_flight_finish_and_commits_it(
     receiver.script("/hook", Answer(204, delay=0.3))  # slow, but within the timeout
     hook = destination("hook", "webhook", receiver.url("/hook"), timeout="2s")
     async with dispatching(store, notifiers(hook), clock=clock) as dispatcher:
-        event = rotation(clock.now(), "k1", "k2")
-        commit(store, event.detected_at, [event], ["hook"])
-        dispatcher.wake(["hook"])
-        await eventually(lambda: len(receiver.received("/hook")) == 1, what="the POST")
+        await commit_a_rotation_and_await_its_post(store, dispatcher, receiver, clock)
         assert store.delivery_counts() == {("hook", "pending"): 1}  # still in flight
     assert store.delivery_counts() == {("hook", "delivered"): 1}
 
@@ -416,18 +411,9 @@ async def test_shutdown_lets_the_request_in_flight_finish_and_commits_it(
 # --- the daemon: deliveries with the poll, resume before the first poll --------------------------
 
 
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=1, key_pool_size=4)) as running_server:
-        yield running_server
-
-
 def destinations_yaml(receiver: Receiver) -> str:
     return (
-        "destinations:\n"
-        f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', min_severity: info}}\n"
-        f"  - {{name: chat, kind: slack, url: '{receiver.url('/slack')}',"
-        " events: [key.revoked]}\n"
+        "destinations:\n" + hook_destination(receiver) + chat_destination(receiver, "key.revoked")
     )
 
 

@@ -4,7 +4,6 @@ certificates are valid for ten years)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,9 +11,11 @@ import pytest
 
 from monitor.daemon import Daemon
 from monitor.model import Event, EventType
-from monitor.simulator import Simulator, SimulatorServer
-from tests.support.daemon import daemon_settings, running, sample, stored_events
+from monitor.simulator import SimulatorServer
+from tests.support.daemon import daemon_settings, hook_destination, running, sample, stored_events
 from tests.support.delivery import Receiver, eventually
+
+pytestmark = pytest.mark.simulator(tenants=2, key_pool_size=4)
 
 
 class MovableClock:
@@ -28,18 +29,6 @@ class MovableClock:
 
     def move_to(self, moment: datetime) -> None:
         self.offset = moment - datetime.now(UTC)
-
-
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=2, key_pool_size=4)) as running_server:
-        yield running_server
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as running_receiver:
-        yield running_receiver
 
 
 def of_type(events: list[Event], event_type: EventType) -> list[Event]:
@@ -164,10 +153,8 @@ async def test_an_outage_is_one_unreachable_and_one_recovered_notified(
     server: SimulatorServer, receiver: Receiver, tmp_path: Path
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    hook = f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', min_severity: info}}"
-    settings = daemon_settings(
-        server, tmp_path, tenants=["tenant-1"], extra_lines=f"destinations:\n{hook}"
-    )
+    destinations = "destinations:\n" + hook_destination(receiver)
+    settings = daemon_settings(server, tmp_path, tenants=["tenant-1"], extra_lines=destinations)
     async with running(settings) as daemon:
         tenant.fail_next(None, status=403)
         raised = [event for _ in range(6) for event in await daemon.poll_tenant("tenant-1")]

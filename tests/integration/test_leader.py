@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,8 +35,8 @@ from monitor.simulator import Simulator, SimulatorServer
 from monitor.store.base import Store
 from monitor.store.sqlite import SQLiteStore
 from monitor.web import build_app
-from tests.support.daemon import daemon_config, daemon_settings, running, sample
-from tests.support.delivery import Answer, Receiver, eventually
+from tests.support.daemon import daemon_settings, replica_config, running, sample
+from tests.support.delivery import Receiver, eventually
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DEADLINE_SECONDS = 15.0
@@ -104,14 +104,6 @@ class FaultyLeases:
         return getattr(self.store, name)
 
 
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "state.db")
-    store.migrate()
-    yield store
-    store.close()
-
-
 def lease_on(store: Any, clock: ManualClock, holder: str, *, ttl: float = 3.0) -> LeaderLease:
     return LeaderLease(store, holder=holder, ttl=ttl, clock=clock.clock)
 
@@ -120,10 +112,10 @@ def lease_on(store: Any, clock: ManualClock, holder: str, *, ttl: float = 3.0) -
 
 
 async def test_a_leader_that_does_not_renew_stops_before_its_lease_lapses(
-    sqlite_store: SQLiteStore,
+    store: SQLiteStore,
 ) -> None:
     clock = ManualClock()
-    first, second = lease_on(sqlite_store, clock, "a"), lease_on(sqlite_store, clock, "b")
+    first, second = lease_on(store, clock, "a"), lease_on(store, clock, "b")
     assert (first.renew_every, first.margin) == (1.0, 0.5)
     assert await first.attempt()
     assert not await second.attempt()
@@ -139,9 +131,9 @@ async def test_a_leader_that_does_not_renew_stops_before_its_lease_lapses(
     assert first.grace() == 0.0
 
 
-async def test_renewing_in_time_keeps_the_lease(sqlite_store: SQLiteStore) -> None:
+async def test_renewing_in_time_keeps_the_lease(store: SQLiteStore) -> None:
     clock = ManualClock()
-    leader, standby = lease_on(sqlite_store, clock, "a"), lease_on(sqlite_store, clock, "b")
+    leader, standby = lease_on(store, clock, "a"), lease_on(store, clock, "b")
     for _ in range(10):
         assert await leader.attempt()
         assert not await standby.attempt()
@@ -150,39 +142,39 @@ async def test_renewing_in_time_keeps_the_lease(sqlite_store: SQLiteStore) -> No
 
 
 async def test_a_failing_renewal_steps_down_at_once_with_the_rest_of_the_lease_as_grace(
-    sqlite_store: SQLiteStore,
+    store: SQLiteStore,
 ) -> None:
     clock = ManualClock()
-    store = FaultyLeases(sqlite_store)
-    lease = lease_on(store, clock, "a")
+    faulty = FaultyLeases(store)
+    lease = lease_on(faulty, clock, "a")
     assert await lease.attempt()
     assert lease.changed.is_set()
     lease.changed.clear()
     clock.advance(1.0)
-    store.failing = True
+    faulty.failing = True
     assert not await lease.attempt()
     assert not lease.leading
     assert lease.changed.is_set()
     assert lease.grace() == pytest.approx(1.5)  # until ttl - margin after the last renewal
-    store.failing = False
+    faulty.failing = False
     assert await lease.attempt()  # still ours in the store: taken back
     assert lease.grace() == pytest.approx(2.5)
 
 
 async def test_a_hanging_renewal_steps_down_before_the_lease_lapses(
-    sqlite_store: SQLiteStore,
+    store: SQLiteStore,
 ) -> None:
     clock = ManualClock()
-    store = FaultyLeases(sqlite_store)
-    lease = lease_on(store, clock, "a")
+    faulty = FaultyLeases(store)
+    lease = lease_on(faulty, clock, "a")
     runner = asyncio.create_task(lease.run())
     try:
         await eventually(lambda: lease.leading, what="the first attempt")
         lease.changed.clear()
-        store.hanging = True
+        faulty.hanging = True
         await eventually(lambda: clock.sleepers == 1, what="the wait for the next renewal")
         clock.advance(1.0)
-        await eventually(store.entered.is_set, what="the renewal to hang")
+        await eventually(faulty.entered.is_set, what="the renewal to hang")
         await eventually(lambda: clock.sleepers == 1, what="the deadline timer")
         clock.advance(1.49)
         await asyncio.sleep(0)
@@ -192,16 +184,16 @@ async def test_a_hanging_renewal_steps_down_before_the_lease_lapses(
         assert not lease.leading
         assert lease.expires_at is not None and clock.seconds < lease.expires_at
     finally:
-        store.release_hang.set()
+        faulty.release_hang.set()
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
 
 
 async def test_release_lets_another_holder_take_the_lease_at_once(
-    sqlite_store: SQLiteStore,
+    store: SQLiteStore,
 ) -> None:
     clock = ManualClock()
-    leader, standby = lease_on(sqlite_store, clock, "a"), lease_on(sqlite_store, clock, "b")
+    leader, standby = lease_on(store, clock, "a"), lease_on(store, clock, "b")
     assert await leader.attempt()
     await leader.release()
     assert not leader.leading
@@ -276,31 +268,11 @@ async def test_with_sqlite_the_one_process_always_leads(tmp_path: Path) -> None:
 # --- replicas on PostgreSQL ------------------------------------------------------------------
 
 
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=1, key_pool_size=4)) as running_server:
-        yield running_server
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver(defaults={"/slack": Answer(200, b"ok")}) as running_receiver:
-        yield running_receiver
-
-
 def replica_settings(
     server: SimulatorServer, receiver: Receiver, tmp_path: Path, state: str, *, ttl: str = "1s"
 ) -> Settings:
-    text = daemon_config(server, tmp_path, interval="200ms")
-    text = text.replace(f'state: "sqlite:///{tmp_path}/state.db"', f'state: "{state}"')
-    assert state in text
-    text += (
-        f"lease: {{ttl: {ttl}}}\n"
-        "destinations:\n"
-        f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', min_severity: info}}\n"
-        f"  - {{name: chat, kind: slack, url: '{receiver.url('/slack')}', events: [key.rotated]}}\n"
-    )
-    return parse_config(text)
+    lease = f"lease: {{ttl: {ttl}}}"
+    return parse_config(replica_config(server, receiver, tmp_path, state=state, extra_lines=lease))
 
 
 @dataclass
@@ -329,6 +301,12 @@ class Replicas:
         await daemon.start()
         return daemon
 
+    async def start_leader_and_standby(self) -> tuple[Daemon, Daemon]:
+        """Two replicas, started one after the other; returns once the first is ready."""
+        leader, standby = await self.start(), await self.start()
+        await asyncio.wait_for(leader.wait_ready(), DEADLINE_SECONDS)
+        return leader, standby
+
     async def stop(self, daemon: Daemon, *, release_lease: bool = True) -> None:
         self.stopped.add(id(daemon))
         await daemon.shutdown(release_lease=release_lease)
@@ -345,8 +323,28 @@ async def replicas(settings: Settings) -> AsyncIterator[Replicas]:
                 await daemon.shutdown()
 
 
+@pytest.fixture
+async def group(
+    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres_url: str
+) -> AsyncIterator[Replicas]:
+    """Replicas of one daemon sharing a PostgreSQL store (lease ttl 1 s), none started yet;
+    those still running at the end are shut down."""
+    async with replicas(
+        replica_settings(server, receiver, tmp_path, postgres_url)
+    ) as replica_group:
+        yield replica_group
+
+
 def polls(daemon: Daemon) -> float:
     return sample(daemon, "keywatch_poll_duration_seconds_count") or 0.0
+
+
+async def one_rotation_detected(daemon: Daemon, *, what: str) -> None:
+    """Wait until ``daemon`` has counted exactly one rotation of tenant-1."""
+    await eventually(
+        lambda: sample(daemon, "auth0_signing_key_rotations_total", tenant="tenant-1") == 1,
+        what=what,
+    )
 
 
 async def all_delivered(daemon: Daemon) -> dict[tuple[str, str], int]:
@@ -378,63 +376,51 @@ async def the_one_rotation(daemon: Daemon, receiver: Receiver) -> str:
 
 @pytest.mark.postgres
 async def test_one_replica_polls_and_sends_while_the_other_serves_its_snapshot(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres_url: str
+    server: SimulatorServer, receiver: Receiver, group: Replicas
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    async with replicas(replica_settings(server, receiver, tmp_path, postgres_url)) as group:
-        leader, standby = await group.start(), await group.start()
-        assert (leader.leading, standby.leading) == (True, False)
-        await asyncio.wait_for(leader.wait_ready(), DEADLINE_SECONDS)
-        new_current = tenant.next_kid
-        tenant.rotate()
-        await eventually(
-            lambda: sample(leader, "auth0_signing_key_rotations_total", tenant="tenant-1") == 1,
-            what="the leader to detect the rotation",
-        )
-        labels = {"tenant": "tenant-1", "kid": new_current, "state": "current"}
-        await eventually(
-            lambda: sample(standby, "auth0_signing_key_state", **labels) == 1,
-            what="the standby to load the shared snapshot",
-        )
-        await the_one_rotation(leader, receiver)
-        assert await standby.poll_tenant("tenant-1") == []  # a standby polls nothing
+    leader, standby = await group.start_leader_and_standby()
+    assert (leader.leading, standby.leading) == (True, False)
+    new_current = tenant.next_kid
+    tenant.rotate()
+    await one_rotation_detected(leader, what="the leader to detect the rotation")
+    labels = {"tenant": "tenant-1", "kid": new_current, "state": "current"}
+    await eventually(
+        lambda: sample(standby, "auth0_signing_key_state", **labels) == 1,
+        what="the standby to load the shared snapshot",
+    )
+    await the_one_rotation(leader, receiver)
+    assert await standby.poll_tenant("tenant-1") == []  # a standby polls nothing
 
-        async with httpx.AsyncClient() as http:
-            metrics = (await http.get(f"http://127.0.0.1:{standby.port}/metrics")).text
-            ready = await http.get(f"http://127.0.0.1:{standby.port}/readyz")
-        current = f'kid="{new_current}",state="current",tenant="tenant-1"'
-        assert f"auth0_signing_key_state{{{current}}} 1.0" in metrics
-        assert "\nkeywatch_leader 0.0\n" in metrics
-        assert "keywatch_tenant_up{" not in metrics
-        assert (ready.status_code, ready.text) == (200, "ready (standby)\n")
-        assert polls(standby) == 0 and polls(leader) >= 2
-        assert sample(leader, "keywatch_leader") == 1
-        assert sample(leader, "keywatch_tenant_up", tenant="tenant-1") == 1
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"http://127.0.0.1:{standby.port}/metrics")).text
+        ready = await http.get(f"http://127.0.0.1:{standby.port}/readyz")
+    current = f'kid="{new_current}",state="current",tenant="tenant-1"'
+    assert f"auth0_signing_key_state{{{current}}} 1.0" in metrics
+    assert "\nkeywatch_leader 0.0\n" in metrics
+    assert "keywatch_tenant_up{" not in metrics
+    assert (ready.status_code, ready.text) == (200, "ready (standby)\n")
+    assert polls(standby) == 0 and polls(leader) >= 2
+    assert sample(leader, "keywatch_leader") == 1
+    assert sample(leader, "keywatch_tenant_up", tenant="tenant-1") == 1
 
 
 @pytest.mark.postgres
 async def test_after_a_crash_the_standby_takes_over_within_ttl_and_reports_a_change_once(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres_url: str
+    server: SimulatorServer, receiver: Receiver, group: Replicas
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
-    async with replicas(replica_settings(server, receiver, tmp_path, postgres_url)) as group:
-        leader, standby = await group.start(), await group.start()
-        await asyncio.wait_for(leader.wait_ready(), DEADLINE_SECONDS)
-        assert standby.lease is not None and leader.lease is not None
-        await group.stop(leader, release_lease=False)  # as a crash: the lease stays taken
-        crashed_at = time.monotonic()
-        tenant.rotate()
-        await eventually(lambda: standby.leading, what="the takeover")
-        took = time.monotonic() - crashed_at
-        assert took <= standby.lease.ttl + standby.lease.renew_every + 0.5
-        assert leader.lease.expires_at is not None
-        assert time.monotonic() >= leader.lease.expires_at - 0.05  # not before it lapsed
-        await eventually(
-            lambda: sample(standby, "auth0_signing_key_rotations_total", tenant="tenant-1") == 1,
-            what="the new leader to detect the rotation",
-        )
-        await the_one_rotation(standby, receiver)
-        assert sample(standby, "keywatch_leader") == 1
+    leader, standby = await group.start_leader_and_standby()
+    assert standby.lease is not None and leader.lease is not None
+    await group.stop(leader, release_lease=False)  # as a crash: the lease stays taken
+    tenant.rotate()
+    # how soon after the lapse, on a manual clock: test_a_leader_that_does_not_renew_...
+    await eventually(lambda: standby.leading, what="the takeover")
+    assert leader.lease.expires_at is not None
+    assert time.monotonic() >= leader.lease.expires_at - 0.05  # not before it lapsed
+    await one_rotation_detected(standby, what="the new leader to detect the rotation")
+    await the_one_rotation(standby, receiver)
+    assert sample(standby, "keywatch_leader") == 1
 
 
 @pytest.mark.postgres
@@ -443,8 +429,7 @@ async def test_a_clean_shutdown_releases_the_lease_for_an_immediate_takeover(
 ) -> None:
     settings = replica_settings(server, receiver, tmp_path, postgres_url, ttl="3s")
     async with replicas(settings) as group:
-        leader, standby = await group.start(), await group.start()
-        await asyncio.wait_for(leader.wait_ready(), DEADLINE_SECONDS)
+        leader, standby = await group.start_leader_and_standby()
         await group.stop(leader)
         await eventually(lambda: standby.leading, what="the takeover")
         assert leader.lease is not None and leader.lease.expires_at is not None
@@ -452,49 +437,8 @@ async def test_a_clean_shutdown_releases_the_lease_for_an_immediate_takeover(
         await eventually(lambda: polls(standby) >= 1, what="the new leader's first poll")
 
 
-@pytest.mark.postgres
-async def test_a_leader_that_cannot_renew_stops_polling_and_sending_before_its_lease_lapses(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres_url: str
-) -> None:
-    faulty: list[FaultyLeases] = []
-
-    def faulty_store(store: Store) -> FaultyLeases:
-        faulty.append(FaultyLeases(store))
-        return faulty[0]
-
-    async with replicas(replica_settings(server, receiver, tmp_path, postgres_url)) as group:
-        leader = await group.start(lease_store=faulty_store)
-        standby = await group.start()
-        await asyncio.wait_for(leader.wait_ready(), DEADLINE_SECONDS)
-        assert leader.dispatcher.destinations == ["hook", "chat"]
-        assert leader.lease is not None
-        both_led = False
-
-        def stepped_down() -> bool:
-            nonlocal both_led
-            both_led = both_led or (leader.leading and standby.leading)
-            scheduler = leader._scheduler
-            return (
-                not leader.leading
-                and leader.dispatcher.destinations == []
-                and scheduler is not None
-                and scheduler.state == STATE_PAUSED
-            )
-
-        faulty[0].failing = True
-        await eventually(stepped_down, what="the leader to step down")
-        stepped_down_at = time.monotonic()
-        expires_at = leader.lease.expires_at
-        assert expires_at is not None and stepped_down_at < expires_at
-        assert sample(leader, "keywatch_leader") == 0
-        await eventually(lambda: stepped_down() and standby.leading, what="the takeover")
-        assert not both_led
-        polled = polls(leader)
-        await eventually(lambda: polls(standby) >= 2, what="the new leader's polls")
-        assert polls(leader) == polled
-
-
 def stepped_down(daemon: Daemon) -> bool:
+    """``daemon`` stands by: it does not lead, sends to nobody and its polls are paused."""
     scheduler = daemon._scheduler
     return (
         not daemon.leading
@@ -505,11 +449,45 @@ def stepped_down(daemon: Daemon) -> bool:
 
 
 @pytest.mark.postgres
+async def test_a_leader_that_cannot_renew_stops_polling_and_sending_before_its_lease_lapses(
+    group: Replicas,
+) -> None:
+    faulty: list[FaultyLeases] = []
+
+    def faulty_store(store: Store) -> FaultyLeases:
+        faulty.append(FaultyLeases(store))
+        return faulty[0]
+
+    leader = await group.start(lease_store=faulty_store)
+    standby = await group.start()
+    await asyncio.wait_for(leader.wait_ready(), DEADLINE_SECONDS)
+    assert leader.dispatcher.destinations == ["hook", "chat"]
+    assert leader.lease is not None
+    both_led = False
+
+    def leader_stepped_down() -> bool:
+        nonlocal both_led
+        both_led = both_led or (leader.leading and standby.leading)
+        return stepped_down(leader)
+
+    faulty[0].failing = True
+    await eventually(leader_stepped_down, what="the leader to step down")
+    stepped_down_at = time.monotonic()
+    expires_at = leader.lease.expires_at
+    assert expires_at is not None and stepped_down_at < expires_at
+    assert sample(leader, "keywatch_leader") == 0
+    await eventually(lambda: leader_stepped_down() and standby.leading, what="the takeover")
+    assert not both_led
+    polled = polls(leader)
+    await eventually(lambda: polls(standby) >= 2, what="the new leader's polls")
+    assert polls(leader) == polled
+
+
+@pytest.mark.postgres
 async def test_a_leader_whose_lease_was_taken_over_is_fenced_out_and_steps_down(
     server: SimulatorServer,
     receiver: Receiver,
-    tmp_path: Path,
-    postgres_url: str,
+    group: Replicas,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The old leader's clock stands still (as in a process frozen past its lease): it never
@@ -517,25 +495,24 @@ async def test_a_leader_whose_lease_was_taken_over_is_fenced_out_and_steps_down(
     newer token; it steps down, and the rotation is sent once, by the new leader."""
     caplog.set_level(logging.WARNING)  # an earlier test may have configured the root logger
     tenant = server.simulator.tenant("tenant-1")
-    async with replicas(replica_settings(server, receiver, tmp_path, postgres_url)) as group:
-        old = await group.start(lease_clock=ManualClock().clock)  # its lease lapsed in 2025
-        await asyncio.wait_for(old.wait_ready(), DEADLINE_SECONDS)
-        assert old.lease is not None and old.lease.fence is not None
-        new = await group.start()
-        assert new.lease is not None and new.lease.fence is not None
-        assert new.leading and old.leading  # both believe it: only the token tells them apart
-        assert new.lease.fence.token == old.lease.fence.token + 1
-        tenant.rotate()
-        await eventually(lambda: stepped_down(old), what="the old leader to step down")
-        rotated = await the_one_rotation(new, receiver)
-        assert sample(old, "keywatch_leader") == 0
-        assert sample(old, "keywatch_api_errors_total", tenant="tenant-1", reason="store") is None
-        refusals = [r for r in caplog.records if "which now has token" in r.getMessage()]
-        assert refusals and all(r.levelname == "WARNING" for r in refusals)
-        claims = await asyncio.to_thread(
-            store_rows, new.store, "SELECT DISTINCT claimed_token FROM deliveries"
-        )
-        assert claims == [(new.lease.fence.token,)], f"claims of {rotated}: {claims}"
+    old = await group.start(lease_clock=ManualClock().clock)  # its lease lapsed in 2025
+    await asyncio.wait_for(old.wait_ready(), DEADLINE_SECONDS)
+    assert old.lease is not None and old.lease.fence is not None
+    new = await group.start()
+    assert new.lease is not None and new.lease.fence is not None
+    assert new.leading and old.leading  # both believe it: only the token tells them apart
+    assert new.lease.fence.token == old.lease.fence.token + 1
+    tenant.rotate()
+    await eventually(lambda: stepped_down(old), what="the old leader to step down")
+    rotated = await the_one_rotation(new, receiver)
+    assert sample(old, "keywatch_leader") == 0
+    assert sample(old, "keywatch_api_errors_total", tenant="tenant-1", reason="store") is None
+    refusals = [r for r in caplog.records if "which now has token" in r.getMessage()]
+    assert refusals and all(r.levelname == "WARNING" for r in refusals)
+    claims = await asyncio.to_thread(
+        store_rows, new.store, "SELECT DISTINCT claimed_token FROM deliveries"
+    )
+    assert claims == [(new.lease.fence.token,)], f"claims of {rotated}: {claims}"
 
 
 def store_rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
@@ -545,7 +522,7 @@ def store_rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
 
 @pytest.mark.postgres
 async def test_a_new_leader_recovers_the_publication_episode_the_last_one_opened(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres_url: str
+    server: SimulatorServer, group: Replicas
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
     tenant.publication.jwks_max_age = 0  # fetched on every poll
@@ -554,17 +531,14 @@ async def test_a_new_leader_recovers_the_publication_episode_the_last_one_opened
     def of_type(daemon: Daemon, kind: EventType) -> list[str]:
         return [event.id for event in daemon.store.recent_events() if event.type is kind]
 
-    async with replicas(replica_settings(server, receiver, tmp_path, postgres_url)) as group:
-        leader, standby = await group.start(), await group.start()
-        await eventually(lambda: of_type(leader, EventType.JWKS_MISMATCH) != [], what="mismatch")
-        [mismatch] = of_type(leader, EventType.JWKS_MISMATCH)
-        await group.stop(leader)
-        tenant.clear_faults()  # the episode ends during the change of leader
-        await eventually(lambda: standby.leading, what="the takeover")
-        await eventually(
-            lambda: of_type(standby, EventType.JWKS_CONSISTENT) != [], what="the recovery"
-        )
-        assert of_type(standby, EventType.JWKS_CONSISTENT) == [
-            event_id("tenant-1", EventType.JWKS_CONSISTENT, mismatch)
-        ]
-        assert of_type(standby, EventType.JWKS_MISMATCH) == [mismatch]
+    leader, standby = await group.start(), await group.start()
+    await eventually(lambda: of_type(leader, EventType.JWKS_MISMATCH) != [], what="mismatch")
+    [mismatch] = of_type(leader, EventType.JWKS_MISMATCH)
+    await group.stop(leader)
+    tenant.clear_faults()  # the episode ends during the change of leader
+    await eventually(lambda: standby.leading, what="the takeover")
+    await eventually(lambda: of_type(standby, EventType.JWKS_CONSISTENT) != [], what="the recovery")
+    assert of_type(standby, EventType.JWKS_CONSISTENT) == [
+        event_id("tenant-1", EventType.JWKS_CONSISTENT, mismatch)
+    ]
+    assert of_type(standby, EventType.JWKS_MISMATCH) == [mismatch]

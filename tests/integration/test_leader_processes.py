@@ -4,16 +4,15 @@ replaced, and when it wakes up (SIGCONT) it writes nothing, sends nothing and st
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from monitor.model import EventType
-from monitor.simulator import Simulator, SimulatorServer
+from monitor.simulator import SimulatorServer
 from monitor.store import Store, open_store
-from tests.support.delivery import Answer, Receiver
+from tests.support.delivery import Receiver
 from tests.support.deploy import wait_for
 from tests.support.processes import DaemonProcess
 
@@ -21,18 +20,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
 TTL = 2.0
 DEADLINE = 20.0
-
-
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=1, key_pool_size=4)) as running_server:
-        yield running_server
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver(defaults={"/slack": Answer(200, b"ok")}) as running_receiver:
-        yield running_receiver
 
 
 def leads(replica: DaemonProcess) -> bool:

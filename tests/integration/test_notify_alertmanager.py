@@ -6,7 +6,6 @@ except in CI (``CI=true``), where a missing binary is a failure.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from monitor.config import AlertmanagerDestination
 from monitor.model import Event, EventType, make_event
 from monitor.notify.alertmanager import AlertmanagerNotifier
 from monitor.notify.base import Outcome
-from tests.support.deploy import find_tool
+from tests.support.deploy import find_tool, free_port
 
 CONFIG = """
 route:
@@ -30,12 +29,6 @@ receivers:
   - name: "null"
 """
 DEADLINE = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_until(check: Any, what: str, process: subprocess.Popen[bytes] | None = None) -> Any:

@@ -13,27 +13,20 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from monitor.simulator import Simulator, SimulatorServer
+from monitor.simulator import SimulatorServer
 from tests.support.daemon import daemon_config
 from tests.support.delivery import Answer, Received, Receiver
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.simulator(tenants=2, key_pool_size=6)]
 
 KILLS = 22
 DESTINATIONS = {"audit": "/audit", "chat": "/chat"}
 STARTUP_DEADLINE = 15.0
 FINAL_DEADLINE = 40.0
-
-
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=2, key_pool_size=6)) as running_server:
-        yield running_server
 
 
 def write_config(server: SimulatorServer, receiver: Receiver, state_dir: Path) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,11 @@ from monitor.cli import build_parser
 from monitor.config import parse_config
 from monitor.metrics import METRIC_NAMES
 from monitor.model import EventType
-from monitor.simulator import Simulator, SimulatorServer
+from monitor.simulator import SimulatorServer
 from tests.support import REPO
 from tests.support.daemon import daemon_settings, running
+
+pytestmark = pytest.mark.simulator(tenants=1, key_pool_size=2)
 
 README = REPO / "README.md"
 DOCS = REPO / "docs"
@@ -66,12 +67,6 @@ def nav_pages(entries: list[Any]) -> list[str]:
         elif not str(target).startswith(("http://", "https://")):
             pages.append(str(target))
     return pages
-
-
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=1, key_pool_size=2)) as running_server:
-        yield running_server
 
 
 def test_every_documented_metric_is_a_known_metric() -> None:

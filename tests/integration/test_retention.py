@@ -5,12 +5,9 @@ What may be deleted at all is the store contract's (test_store_contract.py)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from monitor.clock import Clock
 from monitor.config import RetentionConfig
@@ -25,14 +22,6 @@ from tests.support.snapshots import snap
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 NOW = T0 + 120 * DAY
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "state.db")
-    store.migrate()
-    yield store
-    store.close()
 
 
 def seed(store: SQLiteStore, *, delivered: int, pending: int = 0) -> None:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import httpx
@@ -26,30 +27,19 @@ import pytest
 
 from monitor.config import parse_config
 from monitor.model import Event, EventType
-from monitor.simulator import Simulator, SimulatorServer
+from monitor.simulator import SimulatorServer
+from monitor.simulator.tenant import SimulatedTenant
 from monitor.store import Store, open_store
 from monitor.store.sqlite import SQLiteStore
-from tests.support.daemon import daemon_config, running
+from tests.support.daemon import daemon_config, hook_destination, running
 from tests.support.delivery import Answer, Receiver, eventually
 from tests.support.deploy import wait_for
 from tests.support.processes import DaemonProcess, PrivatePostgres, fill, small_filesystem
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.simulator(tenants=1, key_pool_size=6)]
 
 DEADLINE = 20.0
 OUTAGE_SECONDS = 30.0
-
-
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=1, key_pool_size=6)) as running_server:
-        yield running_server
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver(defaults={"/slack": Answer(200, b"ok")}) as running_receiver:
-        yield running_receiver
 
 
 @pytest.fixture
@@ -115,95 +105,113 @@ def assert_none_sent_twice(receiver: Receiver) -> None:
         assert set(posted.values()) <= {1}, f"{path}: {posted}"
 
 
+@contextmanager
+def healthy_daemon(
+    server: SimulatorServer,
+    receiver: Receiver,
+    tmp_path: Path,
+    *,
+    state: str,
+    extra_lines: str = "",
+) -> Iterator[DaemonProcess]:
+    """``keywatch run`` on the store ``state``, once /healthz and /readyz answer 200."""
+    daemon = DaemonProcess(
+        "daemon", server, receiver, tmp_path, state=state, extra_lines=extra_lines
+    )
+    with daemon:
+        wait_for(
+            lambda: healthy(daemon), timeout=DEADLINE, what="start", diagnostics=daemon.log_tail
+        )
+        yield daemon
+
+
+@pytest.fixture
+def tenant(server: SimulatorServer) -> SimulatedTenant:
+    """The one simulated tenant, tenant-1."""
+    return server.simulator.tenant("tenant-1")
+
+
+@pytest.fixture
+def daemon(
+    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres: PrivatePostgres
+) -> Iterator[DaemonProcess]:
+    """The PostgreSQL tests' daemon: healthy, on the private server, holding a 3 s lease."""
+    with healthy_daemon(
+        server, receiver, tmp_path, state=postgres.url, extra_lines="lease: {ttl: 3s}"
+    ) as daemon:
+        yield daemon
+
+
+def wait_until_recovered(
+    daemon: DaemonProcess, store: Store, receiver: Receiver, rotated: int, *, what: str
+) -> None:
+    """Wait until the daemon is healthy again and ``settled`` holds for ``rotated``."""
+    wait_for(
+        lambda: settled(store, receiver, rotated) and healthy(daemon),
+        timeout=DEADLINE,
+        what=what,
+        diagnostics=daemon.log_tail,
+    )
+
+
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 
 def test_postgres_restarted_mid_run(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres: PrivatePostgres
+    tenant: SimulatedTenant, receiver: Receiver, postgres: PrivatePostgres, daemon: DaemonProcess
 ) -> None:
-    tenant = server.simulator.tenant("tenant-1")
-    daemon = DaemonProcess(
-        "daemon", server, receiver, tmp_path, state=postgres.url, extra_lines="lease: {ttl: 3s}"
-    )
-    with daemon:
-        wait_for(
-            lambda: healthy(daemon), timeout=DEADLINE, what="start", diagnostics=daemon.log_tail
-        )
-        tenant.rotate()  # committed before, during or after the restart: never lost
-        postgres.restart()
-        store = open_store(postgres.url)
-        try:
-            for expected in (1, 2):  # the second rotation on the recovered store
-                wait_for(
-                    lambda: settled(store, receiver, expected) and healthy(daemon),  # noqa: B023
-                    timeout=DEADLINE,
-                    what=f"rotation {expected} stored and sent",
-                    diagnostics=daemon.log_tail,
-                )
-                if expected == 1:
-                    tenant.rotate()
-            assert daemon.running()
-            assert_none_sent_twice(receiver)
-        finally:
-            store.close()
+    tenant.rotate()  # committed before, during or after the restart: never lost
+    postgres.restart()
+    with closing(open_store(postgres.url)) as store:
+        wait_until_recovered(daemon, store, receiver, 1, what="rotation 1 stored and sent")
+        tenant.rotate()  # the second rotation on the recovered store
+        wait_until_recovered(daemon, store, receiver, 2, what="rotation 2 stored and sent")
+        assert daemon.running()
+        assert_none_sent_twice(receiver)
 
 
 @pytest.mark.timeout(OUTAGE_SECONDS + 3 * DEADLINE)
 def test_postgres_unreachable_for_30_seconds(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres: PrivatePostgres
+    tenant: SimulatedTenant, receiver: Receiver, postgres: PrivatePostgres, daemon: DaemonProcess
 ) -> None:
-    tenant = server.simulator.tenant("tenant-1")
-    daemon = DaemonProcess(
-        "daemon", server, receiver, tmp_path, state=postgres.url, extra_lines="lease: {ttl: 3s}"
+    postgres.stop()
+    outage_ends = time.monotonic() + OUTAGE_SECONDS
+    tenant.rotate()  # made while nothing can be committed
+    wait_for(
+        lambda: (
+            reports_store_problem(daemon, "ping failed") and daemon.metric("keywatch_leader") == 0.0
+        ),
+        timeout=DEADLINE,
+        what="/healthz and /readyz to report the store, and the daemon to stand by",
+        diagnostics=daemon.log_tail,
     )
-    with daemon:
-        wait_for(
-            lambda: healthy(daemon), timeout=DEADLINE, what="start", diagnostics=daemon.log_tail
+    paced = threading.Event()  # never set: its wait paces the checks, once a second
+    while time.monotonic() < outage_ends:
+        assert daemon.running(), daemon.log_tail()
+        assert reports_store_problem(daemon, "ping failed"), daemon.log_tail()
+        paced.wait(1.0)
+    postgres.start()
+    with closing(open_store(postgres.url)) as store:
+        wait_until_recovered(
+            daemon,
+            store,
+            receiver,
+            1,
+            what="the recovery, and the rotation stored and sent",
         )
-        postgres.stop()
-        outage_ends = time.monotonic() + OUTAGE_SECONDS
-        tenant.rotate()  # made while nothing can be committed
-        wait_for(
-            lambda: (
-                reports_store_problem(daemon, "ping failed")
-                and daemon.metric("keywatch_leader") == 0.0
-            ),
-            timeout=DEADLINE,
-            what="/healthz and /readyz to report the store, and the daemon to stand by",
-            diagnostics=daemon.log_tail,
-        )
-        paced = threading.Event()  # never set: its wait paces the checks, once a second
-        while time.monotonic() < outage_ends:
-            assert daemon.running(), daemon.log_tail()
-            assert reports_store_problem(daemon, "ping failed"), daemon.log_tail()
-            paced.wait(1.0)
-        postgres.start()
-        store = open_store(postgres.url)
-        try:
-            wait_for(
-                lambda: settled(store, receiver, 1) and healthy(daemon),
-                timeout=DEADLINE,
-                what="the recovery, and the rotation stored and sent",
-                diagnostics=daemon.log_tail,
-            )
-            assert daemon.metric("keywatch_leader") == 1.0
-            assert_none_sent_twice(receiver)
-        finally:
-            store.close()
+        assert daemon.metric("keywatch_leader") == 1.0
+        assert_none_sent_twice(receiver)
 
 
 # --- SQLite -----------------------------------------------------------------------------------
 
 
-def test_sqlite_disk_full(server: SimulatorServer, receiver: Receiver, tmp_path: Path) -> None:
-    tenant = server.simulator.tenant("tenant-1")
+def test_sqlite_disk_full(
+    server: SimulatorServer, tenant: SimulatedTenant, receiver: Receiver, tmp_path: Path
+) -> None:
     with small_filesystem(tmp_path / "disk") as disk:
         state = disk / "state.db"
-        daemon = DaemonProcess("daemon", server, receiver, tmp_path, state=f"sqlite:///{state}")
-        with daemon:
-            wait_for(
-                lambda: healthy(daemon), timeout=DEADLINE, what="start", diagnostics=daemon.log_tail
-            )
+        with healthy_daemon(server, receiver, tmp_path, state=f"sqlite:///{state}") as daemon:
             filler = fill(disk)
             tenant.rotate()
             wait_for(
@@ -214,18 +222,16 @@ def test_sqlite_disk_full(server: SimulatorServer, receiver: Receiver, tmp_path:
             )
             assert receiver.received() == []  # nothing is sent before it is committed
             filler.unlink()
-            store = SQLiteStore(state)
-            try:
-                wait_for(
-                    lambda: settled(store, receiver, 1) and healthy(daemon),
-                    timeout=DEADLINE,
+            with closing(SQLiteStore(state)) as store:
+                wait_until_recovered(
+                    daemon,
+                    store,
+                    receiver,
+                    1,
                     what="the recovery, and the rotation stored and sent",
-                    diagnostics=daemon.log_tail,
                 )
                 assert daemon.running()
                 assert_none_sent_twice(receiver)
-            finally:
-                store.close()
 
 
 def refuse_writes(store: Store, refuse: bool) -> None:
@@ -235,6 +241,7 @@ def refuse_writes(store: Store, refuse: bool) -> None:
 
 async def test_sqlite_read_only_while_a_notification_is_in_flight(
     server: SimulatorServer,
+    tenant: SimulatedTenant,
     receiver: Receiver,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -242,11 +249,9 @@ async def test_sqlite_read_only_while_a_notification_is_in_flight(
     """The answer to a POST comes while the store refuses writes: the outcome is committed
     once it accepts them again, and the delivery is not sent again meanwhile."""
     caplog.set_level(logging.WARNING)  # an earlier test may have configured the root logger
-    tenant = server.simulator.tenant("tenant-1")
     receiver.script("/hook", Answer(204, delay=2.0))  # holds the first POST
     text = daemon_config(server, tmp_path, interval="200ms") + (
-        "destinations:\n"
-        f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', min_severity: info}}\n"
+        "destinations:\n" + hook_destination(receiver)
     )
     async with running(parse_config(text)) as daemon, httpx.AsyncClient() as http:
 

@@ -9,7 +9,6 @@ import logging
 import shutil
 import ssl
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import bcrypt
@@ -18,7 +17,7 @@ import pytest
 
 from monitor.config import parse_config
 from monitor.httpclient import tls_context
-from monitor.simulator import Simulator, SimulatorServer
+from monitor.simulator import SimulatorServer
 from monitor.web import BasicAuth, CertificateReloader, build_app
 from tests.support.daemon import daemon_config, running
 from tests.support.delivery import eventually
@@ -26,17 +25,6 @@ from tests.support.tls import Pki, make_pki
 
 PASSWORD = "correct horse battery staple"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-
-
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=1)) as running_server:
-        yield running_server
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return make_pki(tmp_path / "pki")
 
 
 def web_config(server: SimulatorServer, tmp_path: Path, web: str) -> str:

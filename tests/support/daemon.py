@@ -12,6 +12,7 @@ from monitor.config import Settings, parse_config
 from monitor.daemon import Daemon, build_daemon
 from monitor.model import Event
 from monitor.simulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, SimulatorServer
+from tests.support.delivery import Receiver
 
 DEADLINE_SECONDS = 15.0
 
@@ -48,6 +49,41 @@ def daemon_config(
 
 def daemon_settings(server: SimulatorServer, state_dir: Path, **options: Any) -> Settings:
     return parse_config(daemon_config(server, state_dir, **options))
+
+
+def hook_destination(receiver: Receiver, *fields: str) -> str:
+    """One entry of ``destinations:``, the webhook ``hook`` on ``receiver``'s /hook for every
+    event and severity; ``fields`` are more of its settings ("proxy: direct")."""
+    url = receiver.url("/hook")
+    settings = [f"name: hook, kind: webhook, url: '{url}'", "min_severity: info", *fields]
+    return "  - {" + ", ".join(settings) + "}\n"
+
+
+def chat_destination(receiver: Receiver, event: str) -> str:
+    """One entry of ``destinations:``, the Slack destination ``chat`` on ``receiver``'s /slack
+    for the events of type ``event`` only."""
+    return f"  - {{name: chat, kind: slack, url: '{receiver.url('/slack')}', events: [{event}]}}\n"
+
+
+def replica_config(
+    server: SimulatorServer,
+    receiver: Receiver,
+    directory: Path,
+    *,
+    state: str,
+    extra_lines: str = "",
+) -> str:
+    """One replica's configuration: one simulated tenant polled every 200 ms, the store
+    ``state``, a webhook for everything and a Slack destination for rotations on ``receiver``."""
+    text = daemon_config(server, directory, interval="200ms", extra_lines=extra_lines)
+    text = text.replace(f'state: "sqlite:///{directory}/state.db"', f'state: "{state}"')
+    assert state in text
+    return (
+        text
+        + "destinations:\n"
+        + hook_destination(receiver)
+        + chat_destination(receiver, "key.rotated")
+    )
 
 
 @asynccontextmanager

@@ -44,6 +44,7 @@ class Received:
     answer: Answer
     at: float  # Receiver.clock() when the request arrived
     answered_at: float | None = None  # when the answer was written (None: never)
+    query: str = ""  # what followed "?" in the request's target
 
     @property
     def json(self) -> Any:
@@ -143,10 +144,10 @@ class Receiver:
                 body = self.rfile.read(length)
                 if len(body) < length:
                     return  # the client died mid-body (a killed daemon): no request arrived
-                path = self.path.split("?", 1)[0]
+                path, _, query = self.path.partition("?")
                 answer = receiver._answer_for(path)
                 headers = {name.lower(): value for name, value in self.headers.items()}
-                received = Received(path, headers, body, answer, receiver.clock())
+                received = Received(path, headers, body, answer, receiver.clock(), query=query)
                 receiver._record(received)
                 if answer.delay:
                     time.sleep(answer.delay)

@@ -14,7 +14,7 @@ from typing import Any
 from monitor.config import DestinationConfig, parse_destination
 from monitor.model import Event, EventType, make_event
 from monitor.notify import Notifier, build_notifier
-from monitor.notify.base import OutgoingRequest
+from monitor.notify.base import Outcome, OutgoingRequest, Verdict
 from monitor.templates import utf16_len
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -55,6 +55,23 @@ def destination(kind: str, **options: Any) -> DestinationConfig:
 
 def notifier(kind: str, **options: Any) -> Notifier:
     return build_notifier(destination(kind, **options))
+
+
+def assert_classified(
+    kind: str,
+    status: int,
+    body: bytes,
+    outcome: Outcome,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> Verdict:
+    """``kind``'s notifier classifies the answer as ``outcome``, with ``detail`` in its words;
+    returns the verdict for the checks a kind adds."""
+    verdict = notifier(kind).classify(status, dict(headers or {}), body)
+    assert verdict.outcome is outcome
+    assert detail in verdict.detail
+    return verdict
 
 
 def rotation(tenant: str = "prod", old: str = "kid-old", new: str = "kid-new") -> Event:

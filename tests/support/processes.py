@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.simulator import SimulatorServer
-from tests.support.daemon import daemon_config
+from tests.support.daemon import replica_config
 from tests.support.delivery import Receiver
 from tests.support.deploy import ManagedProcess, free_port, keywatch_command
 
@@ -34,16 +34,9 @@ def process_config(
     port: int,
     extra_lines: str = "",
 ) -> Path:
-    """A configuration file: one simulated tenant polled every 200 ms, a webhook and a Slack
-    destination on ``receiver``, the store ``state``, listening on ``port``."""
-    text = daemon_config(server, directory, interval="200ms", extra_lines=extra_lines)
+    """The file of ``replica_config``, listening on ``port``."""
+    text = replica_config(server, receiver, directory, state=state, extra_lines=extra_lines)
     text = text.replace('listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{port}"')
-    text = text.replace(f'state: "sqlite:///{directory}/state.db"', f'state: "{state}"')
-    text += (
-        "destinations:\n"
-        f"  - {{name: hook, kind: webhook, url: '{receiver.url('/hook')}', min_severity: info}}\n"
-        f"  - {{name: chat, kind: slack, url: '{receiver.url('/slack')}', events: [key.rotated]}}\n"
-    )
     path = directory / f"keywatch-{port}.yaml"
     path.write_text(text)
     return path

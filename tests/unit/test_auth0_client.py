@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import formatdate
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -173,6 +174,16 @@ def make_client(http: httpx.AsyncClient, fake_time: FakeTime) -> Callable[..., A
 
 
 MakeClient = Callable[..., Auth0Client]
+ErrorT = TypeVar("ErrorT", bound=BaseException)
+
+
+async def failed_listing(
+    make_client: MakeClient, error: type[ErrorT]
+) -> pytest.ExceptionInfo[ErrorT]:
+    """What listing the signing keys raises; fails unless it is an ``error``."""
+    with pytest.raises(error) as caught:
+        await make_client().list_signing_keys()
+    return caught
 
 
 # --- building blocks ------------------------------------------------------------------------
@@ -417,8 +428,7 @@ async def test_unusable_token_response_is_malformed(
     auth0: FakeAuth0, make_client: MakeClient, reply: httpx.Response, complaint: str
 ) -> None:
     auth0.script(f"POST {TOKEN}", reply)
-    with pytest.raises(MalformedResponse) as caught:
-        await make_client().list_signing_keys()
+    caught = await failed_listing(make_client, MalformedResponse)
     assert str(caught.value) == f"tenant prod: {complaint}"
 
 
@@ -436,8 +446,7 @@ async def test_403_names_the_missing_scope_and_is_not_retried(
             errorCode="insufficient_scope",
         ),
     )
-    with pytest.raises(InsufficientScope) as caught:
-        await make_client().list_signing_keys()
+    caught = await failed_listing(make_client, InsufficientScope)
 
     assert str(caught.value) == (
         "tenant prod: the Management API token lacks the read:signing_keys scope "
@@ -466,8 +475,7 @@ async def test_403_without_a_scope_in_the_message(
     auth0: FakeAuth0, make_client: MakeClient
 ) -> None:
     auth0.script(f"GET {KEYS}", api_error(403, "Client is not global."))
-    with pytest.raises(InsufficientScope) as caught:
-        await make_client().list_signing_keys()
+    caught = await failed_listing(make_client, InsufficientScope)
     assert caught.value.scope is None
     assert str(caught.value) == (
         f"tenant prod: GET {KEYS} -> 403 Forbidden: Client is not global.; "
@@ -564,8 +572,7 @@ async def test_retry_after_beyond_the_budget_raises_at_once_with_the_hint(
         f"GET {KEYS}",
         httpx.Response(429, json={"message": "Too many requests."}, headers={"Retry-After": "120"}),
     )
-    with pytest.raises(RateLimited) as caught:
-        await make_client().list_signing_keys()
+    caught = await failed_listing(make_client, RateLimited)
     assert caught.value.retry_after == 120.0
     assert caught.value.reason == "rate_limited"
     assert str(caught.value) == (
@@ -601,8 +608,7 @@ async def test_transport_failures_are_retried_then_translated(
     expected: type[SourceTemporaryError],
 ) -> None:
     auth0.script(f"GET {KEYS}", *[raised] * 4)
-    with pytest.raises(expected) as caught:
-        await make_client().list_signing_keys()
+    caught = await failed_listing(make_client, expected)
     assert caught.value.__cause__ is raised
     assert str(caught.value).startswith(f"tenant prod: GET {KEYS} ")
     assert type(raised).__name__ in str(caught.value)
@@ -700,8 +706,7 @@ async def test_malformed_list_bodies(
     auth0: FakeAuth0, make_client: MakeClient, reply: httpx.Response, complaint: str
 ) -> None:
     auth0.script(f"GET {KEYS}", reply)
-    with pytest.raises(MalformedResponse) as caught:
-        await make_client().list_signing_keys()
+    caught = await failed_listing(make_client, MalformedResponse)
     assert str(caught.value) == f"tenant prod: GET {KEYS}: {complaint}"
     assert caught.value.tenant == TENANT
     assert auth0.routes.count(f"GET {KEYS}") == 1  # the next poll tries again, not us
@@ -723,8 +728,7 @@ async def test_json_content_type_with_charset_is_accepted(
 
 async def test_404_on_the_list_is_not_found(auth0: FakeAuth0, make_client: MakeClient) -> None:
     auth0.script(f"GET {KEYS}", api_error(404, "Not Found"))
-    with pytest.raises(NotFound) as caught:
-        await make_client().list_signing_keys()
+    caught = await failed_listing(make_client, NotFound)
     assert str(caught.value) == (
         f"tenant prod: GET {KEYS} -> 404 Not Found: Not Found; is the tenant domain right?"
     )
@@ -735,8 +739,7 @@ async def test_a_redirect_is_an_unexpected_status_without_its_location(
 ) -> None:
     location = "https://elsewhere.example/login?state=abc"
     auth0.script(f"GET {KEYS}", httpx.Response(302, headers={"Location": location}))
-    with pytest.raises(UnexpectedStatus) as caught:
-        await make_client().list_signing_keys()
+    caught = await failed_listing(make_client, UnexpectedStatus)
     assert "302 Found" in str(caught.value)
     assert "elsewhere" not in str(caught.value)
     assert auth0.routes == [f"POST {TOKEN}", f"GET {KEYS}"]
@@ -746,8 +749,7 @@ async def test_other_4xx_quotes_a_truncated_server_message(
     auth0: FakeAuth0, make_client: MakeClient
 ) -> None:
     auth0.script(f"GET {KEYS}", api_error(400, "Invalid request URI. " + "x" * 1000))
-    with pytest.raises(UnexpectedStatus) as caught:
-        await make_client().list_signing_keys()
+    caught = await failed_listing(make_client, UnexpectedStatus)
     message = str(caught.value)
     assert message.startswith(f"tenant prod: GET {KEYS} -> 400 Bad Request: Invalid request URI.")
     assert message.endswith("…")

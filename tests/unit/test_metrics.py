@@ -84,6 +84,15 @@ def registry(telemetry: Telemetry) -> CollectorRegistry:
     return build_registry(telemetry, version="1.2.3")
 
 
+def up_and_last_success(registry: CollectorRegistry) -> tuple[float | None, float | None]:
+    """Tenant prod's keywatch_tenant_up and the time of its last successful poll."""
+    tenant = {"tenant": "prod"}
+    return (
+        registry.get_sample_value("keywatch_tenant_up", tenant),
+        registry.get_sample_value("keywatch_last_successful_poll_timestamp_seconds", tenant),
+    )
+
+
 def samples_with(registry: CollectorRegistry, **labels: str) -> list[tuple[str, dict[str, str]]]:
     return [
         (sample.name, sample.labels)
@@ -226,8 +235,7 @@ def test_known_tenant_starts_with_counters_at_zero_and_down(registry: CollectorR
         assert value("keywatch_events_total", {**tenant, "event": event_type.value}) == 0
     for kind in JOB_ERROR_KINDS:
         assert value("keywatch_scheduler_job_errors_total", {**tenant, "kind": kind}) == 0
-    assert value("keywatch_tenant_up", tenant) == 0
-    assert value("keywatch_last_successful_poll_timestamp_seconds", tenant) is None
+    assert up_and_last_success(registry) == (0, None)
 
 
 def test_remove_tenant_drops_every_series_of_that_tenant(
@@ -302,12 +310,7 @@ def test_poll_success_marks_the_tenant_up_at_clock_time(
 ) -> None:
     telemetry.record_poll_success("prod", duration=0.3)
 
-    tenant = {"tenant": "prod"}
-    assert registry.get_sample_value("keywatch_tenant_up", tenant) == 1
-    assert (
-        registry.get_sample_value("keywatch_last_successful_poll_timestamp_seconds", tenant)
-        == CLOCK_NOW
-    )
+    assert up_and_last_success(registry) == (1, CLOCK_NOW)
 
 
 def test_poll_failures_count_by_reason_and_keep_the_last_success(
@@ -327,12 +330,7 @@ def test_poll_failures_count_by_reason_and_keep_the_last_success(
     assert errors_for("unauthorized") == 1
     assert errors_for("store") == 1  # a reason outside the known set still counts
     assert errors_for("timeout") == 0
-    tenant = {"tenant": "prod"}
-    assert registry.get_sample_value("keywatch_tenant_up", tenant) == 0
-    assert (
-        registry.get_sample_value("keywatch_last_successful_poll_timestamp_seconds", tenant)
-        == CLOCK_NOW
-    )
+    assert up_and_last_success(registry) == (0, CLOCK_NOW)
 
 
 def test_poll_durations_fill_the_histogram(

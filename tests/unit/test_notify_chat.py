@@ -15,6 +15,7 @@ from monitor.templates import utf16_len
 from tests.support.notify import (
     NOW,
     SLACK_URL,
+    assert_classified,
     fits,
     long_event,
     notifier,
@@ -110,9 +111,8 @@ def test_slack_classify(
     retry_after: float | None,
     detail: str,
 ) -> None:
-    verdict = notifier("slack").classify(status, headers, body)
-    assert (verdict.outcome, verdict.retry_after) == (outcome, retry_after)
-    assert detail in verdict.detail
+    verdict = assert_classified("slack", status, body, outcome, detail, headers=headers)
+    assert verdict.retry_after == retry_after
 
 
 # --- teams ---------------------------------------------------------------------------------
@@ -170,9 +170,7 @@ def test_teams_body_stays_under_20_kb() -> None:
     ],
 )
 def test_teams_classify(status: int, body: bytes, outcome: Outcome, detail: str) -> None:
-    verdict = notifier("teams").classify(status, {}, body)
-    assert verdict.outcome is outcome
-    assert detail in verdict.detail
+    assert_classified("teams", status, body, outcome, detail)
 
 
 # --- discord -------------------------------------------------------------------------------

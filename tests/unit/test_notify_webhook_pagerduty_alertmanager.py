@@ -24,6 +24,7 @@ from tests.support.notify import (
     ROUTING_KEY,
     SECRET_A,
     SECRET_B,
+    assert_classified,
     fits,
     long_event,
     notifier,
@@ -233,9 +234,7 @@ def test_pagerduty_limits() -> None:
     ],
 )
 def test_pagerduty_classify(status: int, body: bytes, outcome: Outcome, detail: str) -> None:
-    verdict = notifier("pagerduty").classify(status, {}, body)
-    assert verdict.outcome is outcome
-    assert detail in verdict.detail
+    assert_classified("pagerduty", status, body, outcome, detail)
 
 
 # --- alertmanager (client logic; tests/integration/test_notify_alertmanager.py: a real one) ----
