@@ -8,13 +8,21 @@ those events with the poll, and with them the watches' stored part (``Outcome.ep
 ``TenantState.publication``): ``apply(outcome)`` then keeps the new watches and updates the
 metrics. If the commit fails, the next fresh fetch judges the same disagreement again. After a
 restart, a reload or a change of leader, ``restore`` goes on from the stored episodes.
+
+What is due: every target on every poll while a change propagates, that is while the
+Management API's keys changed less than ``recheck`` seconds ago, or the target's last fetch
+disagreed (an episode pending confirmation or open), or this process has not fetched it yet;
+otherwise (settled) each target once per ``recheck`` seconds since its last applied fetch
+(the ``publication_recheck`` setting; 0: every poll). A publication that goes wrong on its own,
+with no change at the Management API, is therefore seen within ``recheck`` plus a poll
+interval, and believed ``polls - 1`` polls later.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from monitor.clock import utc_now
 from monitor.metrics import PublicationView, Telemetry
@@ -47,6 +55,7 @@ class Outcome:
     checked: Snapshot
     changed_at: datetime | None
     first_published: dict[str, datetime] = field(default_factory=dict)
+    fetched_at: dict[Target, datetime] = field(default_factory=dict)
 
     @property
     def episodes(self) -> dict[str, EpisodeState]:
@@ -66,18 +75,21 @@ class PublicationCheck:
         tenant: str,
         allow_extra_kids: Iterable[str] = (),
         polls: int = 2,
+        recheck: float = 0.0,
         telemetry: Telemetry,
     ) -> None:
         self.reader = reader
         self._tenant = tenant
         self._allow = frozenset(allow_extra_kids)
         self._polls = polls
+        self._recheck = timedelta(seconds=recheck)
         self._telemetry = telemetry
         self._watches: dict[Target, Watch] = {target: Watch() for target in reader.targets}
         self._published: dict[Target, frozenset[str]] = {}
         self._checked: Snapshot | None = None
         self._changed_at: datetime | None = None
         self._first_published: dict[str, datetime] = {}
+        self._fetched_at: dict[Target, datetime] = {}  # the last fetch each applied
         self._lead: dict[str, float] = {}
         telemetry.publication.add_tenant(tenant)
 
@@ -102,15 +114,19 @@ class PublicationCheck:
             self._checked
         ):
             changed_at = confirmed.taken_at if self._checked is not None else None
-        readings = await self.reader.read(changed=changed, now=now)
+        readings = await self.reader.read(
+            changed=changed, wanted=self._wanted(changed, changed_at, now()), now=now
+        )
         observed_at = now()
         events: list[Event] = []
         watches = dict(self._watches)
         published = dict(self._published)
         first_published = dict(self._first_published)
+        fetched_at = dict(self._fetched_at)
         for reading in readings:
             if not reading.fresh:
                 continue
+            fetched_at[reading.target] = observed_at
             findings, kids = self._compare(confirmed, reading)
             published[reading.target] = kids
             if reading.target.kind is TargetKind.JWKS:
@@ -135,7 +151,25 @@ class PublicationCheck:
             checked=confirmed,
             changed_at=changed_at,
             first_published=first_published,
+            fetched_at=fetched_at,
         )
+
+    def _wanted(
+        self, changed: bool, changed_at: datetime | None, moment: datetime
+    ) -> set[Target] | None:
+        """The targets to fetch in this poll (None: all); see the module."""
+        if changed or not self._recheck:
+            return None
+        if changed_at is not None and moment - changed_at < self._recheck:
+            return None
+        return {
+            target
+            for target, watch in self._watches.items()
+            if watch.findings != frozenset()  # never fetched here, or disagreeing
+            or watch.open_id is not None
+            or target not in self._fetched_at
+            or moment - self._fetched_at[target] >= self._recheck
+        }
 
     def _compare(
         self, confirmed: Snapshot, reading: Reading
@@ -165,6 +199,7 @@ class PublicationCheck:
         self._checked = outcome.checked
         self._changed_at = outcome.changed_at
         self._first_published = outcome.first_published
+        self._fetched_at = outcome.fetched_at
         confirmed = outcome.checked
         if previous_current:
             for kid in set(confirmed.current_kids) - previous_current:
