@@ -56,13 +56,14 @@ class Outcome:
     changed_at: datetime | None
     first_published: dict[str, datetime] = field(default_factory=dict)
     fetched_at: dict[Target, datetime] = field(default_factory=dict)
+    episodes: dict[str, EpisodeState] = field(default_factory=dict)
+    """What the poll's commit stores of the watches (``TenantState.publication``)."""
 
-    @property
-    def episodes(self) -> dict[str, EpisodeState]:
-        """What the poll's commit stores of the watches (``TenantState.publication``); a
-        target with nothing to remember is left out."""
-        stored = {target_key(target): kept(watch) for target, watch in self.watches.items()}
-        return {key: episode for key, episode in stored.items() if episode != EpisodeState()}
+
+def episodes_of(watches: Mapping[Target, Watch]) -> dict[str, EpisodeState]:
+    """The stored part of ``watches``; a target with nothing to remember is left out."""
+    stored = {target_key(target): kept(watch) for target, watch in watches.items()}
+    return {key: episode for key, episode in stored.items() if episode != EpisodeState()}
 
 
 class PublicationCheck:
@@ -90,6 +91,7 @@ class PublicationCheck:
         self._changed_at: datetime | None = None
         self._first_published: dict[str, datetime] = {}
         self._fetched_at: dict[Target, datetime] = {}  # the last fetch each applied
+        self._episodes: dict[str, EpisodeState] = {}  # episodes_of(self._watches)
         self._lead: dict[str, float] = {}
         telemetry.publication.add_tenant(tenant)
 
@@ -100,23 +102,40 @@ class PublicationCheck:
     def restore(self, episodes: Mapping[str, EpisodeState]) -> None:
         """Go on from the stored episodes (``TenantState.publication``); a watch that agrees
         with its stored part keeps what this process knows beyond it."""
-        for target, watch in self._watches.items():
+        watches = dict(self._watches)  # a new dict: an Outcome in flight may hold the old one
+        for target, watch in watches.items():
             stored = episodes.get(target_key(target), EpisodeState())
             if kept(watch) != stored:
-                self._watches[target] = resumed(stored)
+                watches[target] = resumed(stored)
+        self._watches = watches
+        self._episodes = episodes_of(watches)
 
     async def observe(
         self, confirmed: Snapshot, *, now: Callable[[], datetime] = utc_now
     ) -> Outcome:
         changed = not confirmed.same_keys(self._checked)
         changed_at = self._changed_at
-        if self._checked is None or expected_publication(confirmed) != expected_publication(
-            self._checked
+        if changed and (
+            self._checked is None
+            or expected_publication(confirmed) != expected_publication(self._checked)
         ):
             changed_at = confirmed.taken_at if self._checked is not None else None
         readings = await self.reader.read(
             changed=changed, wanted=self._wanted(changed, changed_at, now()), now=now
         )
+        errors = [reading.error for reading in readings if reading.error]
+        if not any(reading.fresh for reading in readings):  # the steady state: nothing new
+            return Outcome(
+                events=[],
+                watches=self._watches,
+                published=self._published,
+                errors=errors,
+                checked=confirmed,
+                changed_at=changed_at,
+                first_published=self._first_published,
+                fetched_at=self._fetched_at,
+                episodes=self._episodes,
+            )
         observed_at = now()
         events: list[Event] = []
         watches = dict(self._watches)
@@ -147,11 +166,12 @@ class PublicationCheck:
             events=events,
             watches=watches,
             published=published,
-            errors=[reading.error for reading in readings if reading.error],
+            errors=errors,
             checked=confirmed,
             changed_at=changed_at,
             first_published=first_published,
             fetched_at=fetched_at,
+            episodes=episodes_of(watches),
         )
 
     def _wanted(
@@ -193,7 +213,15 @@ class PublicationCheck:
 
     def apply(self, outcome: Outcome) -> None:
         """Keep what ``outcome`` found, once its events are committed; update the metrics."""
+        if (
+            outcome.watches is self._watches
+            and outcome.published is self._published
+            and outcome.checked.same_keys(self._checked)
+        ):  # nothing fetched, the same keys: the view and the lead are what they were
+            self._checked, self._changed_at = outcome.checked, outcome.changed_at
+            return
         previous_current = set(self._checked.current_kids) if self._checked else set()
+        self._episodes = outcome.episodes
         self._watches = outcome.watches
         self._published = outcome.published
         self._checked = outcome.checked
