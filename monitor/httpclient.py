@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import ssl
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -131,15 +130,17 @@ def build_http_client(
     )
 
 
-# aiohttp's errors as httpx's, the most specific first. httpx-aiohttp's own table makes any
-# connection error (a refused connection, a certificate not trusted) a ``ConnectTimeout``,
-# which keywatch would report as a timeout.
+# aiohttp's errors as httpx's (the classes httpcore raises for the same failure), the most
+# specific first. httpx-aiohttp's own table makes any connection error (a refused connection,
+# a certificate not trusted, a server hanging up) a ``ConnectTimeout``, which keywatch would
+# report as a timeout.
 _AIOHTTP_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
     (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
     (aiohttp.ClientHttpProxyError, httpx.ProxyError),
     (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
     (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
     (aiohttp.ClientConnectorError, httpx.ConnectError),
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),  # as httpcore says it
     (aiohttp.ClientPayloadError, httpx.ReadError),
     (aiohttp.ClientConnectionError, httpx.ReadError),
     (aiohttp.ClientError, httpx.RemoteProtocolError),
@@ -153,14 +154,6 @@ def _as_httpx(exc: Exception) -> Exception:
         if isinstance(original, aiohttp_error):
             return httpx_error(str(original) or type(original).__name__)
     return exc
-
-
-@contextmanager
-def _httpx_errors() -> Iterator[None]:
-    try:
-        yield
-    except (httpx.TransportError, aiohttp.ClientError) as exc:
-        raise _as_httpx(exc) from exc
 
 
 class _RemappedStream(httpx.AsyncByteStream):
@@ -177,20 +170,26 @@ class _RemappedStream(httpx.AsyncByteStream):
 
     async def __anext__(self) -> bytes:
         assert self._chunks is not None
-        with _httpx_errors():
+        try:
             return await anext(self._chunks)
+        except (httpx.TransportError, aiohttp.ClientError) as exc:
+            raise _as_httpx(exc) from exc
 
     async def aclose(self) -> None:
-        with _httpx_errors():
+        try:
             await self._stream.aclose()
+        except (httpx.TransportError, aiohttp.ClientError) as exc:
+            raise _as_httpx(exc) from exc
 
 
 class _AiohttpTransport(AiohttpTransport):
     """httpx-aiohttp's transport raising the httpx error that matches aiohttp's."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        with _httpx_errors():
+        try:
             response = await super().handle_async_request(request)
+        except (httpx.TransportError, aiohttp.ClientError) as exc:
+            raise _as_httpx(exc) from exc
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _RemappedStream(response.stream)
         return response
@@ -309,9 +308,12 @@ async def request_limited(
     )
 
 
-def _without_encoding(headers: Mapping[str, str]) -> list[tuple[str, str]]:
-    dropped = {"content-encoding", "content-length"}
-    return [(name, value) for name, value in headers.items() if name.lower() not in dropped]
+_DROPPED = frozenset({b"content-encoding", b"content-length"})
+
+
+def _without_encoding(headers: httpx.Headers) -> list[tuple[bytes, bytes]]:
+    # ``raw``: httpx decodes every header (and works out their encoding) at each ``items()``
+    return [(name, value) for name, value in headers.raw if name.lower() not in _DROPPED]
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
