@@ -77,8 +77,9 @@ TRANSPORT: Transport = "aiohttp"
 own httpcore transport: less CPU per request for keywatch's poll and a bare GET alike."""
 
 MAX_KEEPALIVE_CONNECTIONS = 20
-"""Idle connections kept per client: twice the daemon's 10 polls in flight (each poll may
-have its Management API request and a publication fetch open)."""
+"""Idle connections httpcore keeps per client: twice the daemon's 10 polls in flight (each
+poll may have its Management API request and a publication fetch open). aiohttp has no such
+cap: it closes a connection idle for ``keepalive_expiry`` (httpx's default, 5 s)."""
 
 
 def build_http_client(
