@@ -4,6 +4,10 @@ The daemon holds one ``HttpClients``: one client per distinct route (proxy, CA f
 on first use and shared by every source and notifier on that route, so connection pools,
 timeouts, TLS trust and the User-Agent are decided here and nowhere else. Answers are read
 with ``read_limited``, which streams and stops at a limit instead of loading them whole.
+
+The clients speak httpx's API over the ``httpx-aiohttp`` transport (aiohttp's connection
+pool), with the route's proxy and TLS context handed to it: ``httpx.AsyncClient(proxy=...,
+verify=...)`` would not reach a custom transport.
 """
 
 from __future__ import annotations
@@ -11,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import math
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Literal
 
+import aiohttp
 import certifi
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from monitor import __version__
 
@@ -63,12 +70,25 @@ def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
     return context
 
 
+Transport = Literal["aiohttp", "httpcore"]
+
+TRANSPORT: Transport = "aiohttp"
+"""Decision (issue 12, bench/README.md): httpx-aiohttp, measured side by side against httpx's
+own httpcore transport: less CPU per request for keywatch's poll and a bare GET alike."""
+
+MAX_KEEPALIVE_CONNECTIONS = 20
+"""Idle connections httpcore keeps per client: twice the daemon's 10 polls in flight (each
+poll may have its Management API request and a publication fetch open). aiohttp has no such
+cap: it closes a connection idle for ``keepalive_expiry`` (httpx's default, 5 s)."""
+
+
 def build_http_client(
     *,
     timeout: float = 10.0,
     max_connections: int = 200,
     user_agent: str = DEFAULT_USER_AGENT,
     route: Route = Route(),
+    transport: Transport = TRANSPORT,
 ) -> httpx.AsyncClient:
     """A shared client: explicit timeouts and limits, no redirects, no proxy env variables.
 
@@ -76,22 +96,104 @@ def build_http_client(
     domain or a captive proxy, and following it would send the bearer token elsewhere.
     ``trust_env=False`` keeps ``HTTP(S)_PROXY``/``SSL_CERT_FILE``/``.netrc`` from changing
     where credentials go behind the configuration's back: a proxy or a private CA is set
-    in the configuration (``route``) or not at all.
+    in the configuration (``route``) or not at all. ``transport`` is for the benchmark that
+    compares the two.
     """
     if max_connections < 1:
         raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=min(max_connections, MAX_KEEPALIVE_CONNECTIONS),
+    )
+    verify = tls_context(route.ca_file)
+    if transport == "httpcore":
+        return httpx.AsyncClient(
+            timeout=build_timeout(timeout),
+            headers={"User-Agent": user_agent},
+            follow_redirects=False,
+            trust_env=False,
+            limits=limits,
+            proxy=route.proxy,
+            verify=verify,
+        )
+    aiohttp = _AiohttpTransport(
+        verify=verify,
+        trust_env=False,
+        limits=limits,
+        proxy=httpx.Proxy(route.proxy) if route.proxy else None,
+    )
     return httpx.AsyncClient(
         timeout=build_timeout(timeout),
-        limits=httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=min(max_connections, 20),
-        ),
         headers={"User-Agent": user_agent},
         follow_redirects=False,
         trust_env=False,
-        proxy=route.proxy,
-        verify=tls_context(route.ca_file),
+        transport=aiohttp,
     )
+
+
+# aiohttp's errors as httpx's (the classes httpcore raises for the same failure), the most
+# specific first. httpx-aiohttp's own table makes any connection error (a refused connection,
+# a certificate not trusted, a server hanging up) a ``ConnectTimeout``, which keywatch would
+# report as a timeout.
+_AIOHTTP_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
+    (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
+    (aiohttp.ClientHttpProxyError, httpx.ProxyError),
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ClientConnectorError, httpx.ConnectError),
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),  # as httpcore says it
+    (aiohttp.ClientPayloadError, httpx.ReadError),
+    (aiohttp.ClientConnectionError, httpx.ReadError),
+    (aiohttp.ClientError, httpx.RemoteProtocolError),
+)
+
+
+def _as_httpx(exc: Exception) -> Exception:
+    """The httpx error for an aiohttp one (``exc`` or the cause httpx-aiohttp mapped)."""
+    original = exc.__cause__ if isinstance(exc, httpx.TransportError) else exc
+    for aiohttp_error, httpx_error in _AIOHTTP_ERRORS:
+        if isinstance(original, aiohttp_error):
+            return httpx_error(str(original) or type(original).__name__)
+    return exc
+
+
+class _RemappedStream(httpx.AsyncByteStream):
+    """An iterator, not a generator: one more generator level would be one more to finalize
+    when a body is not read to the end (``read_limited``)."""
+
+    def __init__(self, stream: httpx.AsyncByteStream) -> None:
+        self._stream = stream
+        self._chunks: AsyncIterator[bytes] | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self._chunks = aiter(self._stream)
+        return self
+
+    async def __anext__(self) -> bytes:
+        assert self._chunks is not None
+        try:
+            return await anext(self._chunks)
+        except (httpx.TransportError, aiohttp.ClientError) as exc:
+            raise _as_httpx(exc) from exc
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        except (httpx.TransportError, aiohttp.ClientError) as exc:
+            raise _as_httpx(exc) from exc
+
+
+class _AiohttpTransport(AiohttpTransport):
+    """httpx-aiohttp's transport raising the httpx error that matches aiohttp's."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = await super().handle_async_request(request)
+        except (httpx.TransportError, aiohttp.ClientError) as exc:
+            raise _as_httpx(exc) from exc
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _RemappedStream(response.stream)
+        return response
 
 
 class HttpClients:
@@ -207,9 +309,12 @@ async def request_limited(
     )
 
 
-def _without_encoding(headers: Mapping[str, str]) -> list[tuple[str, str]]:
-    dropped = {"content-encoding", "content-length"}
-    return [(name, value) for name, value in headers.items() if name.lower() not in dropped]
+_DROPPED = frozenset({b"content-encoding", b"content-length"})
+
+
+def _without_encoding(headers: httpx.Headers) -> list[tuple[bytes, bytes]]:
+    # ``raw``: httpx decodes every header (and works out their encoding) at each ``items()``
+    return [(name, value) for name, value in headers.raw if name.lower() not in _DROPPED]
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

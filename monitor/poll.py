@@ -131,6 +131,7 @@ def publication_for_tenant(
         tenant=tenant.name,
         allow_extra_kids=tenant.jwks_allow_extra_kids,
         polls=tenant.confirm.polls,
+        recheck=tenant.publication_recheck,
         telemetry=telemetry,
     )
 

@@ -8,13 +8,21 @@ those events with the poll, and with them the watches' stored part (``Outcome.ep
 ``TenantState.publication``): ``apply(outcome)`` then keeps the new watches and updates the
 metrics. If the commit fails, the next fresh fetch judges the same disagreement again. After a
 restart, a reload or a change of leader, ``restore`` goes on from the stored episodes.
+
+What is due: every target on every poll while a change propagates, that is while the
+Management API's keys changed less than ``recheck`` seconds ago, or the target's last fetch
+disagreed (an episode pending confirmation or open), or this process has not fetched it yet;
+otherwise (settled) each target once per ``recheck`` seconds since its last applied fetch
+(the ``publication_recheck`` setting; 0: every poll). A publication that goes wrong on its own,
+with no change at the Management API, is therefore seen within ``recheck`` plus a poll
+interval, and believed ``polls - 1`` polls later.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from monitor.clock import utc_now
 from monitor.metrics import PublicationView, Telemetry
@@ -47,13 +55,15 @@ class Outcome:
     checked: Snapshot
     changed_at: datetime | None
     first_published: dict[str, datetime] = field(default_factory=dict)
+    fetched_at: dict[Target, datetime] = field(default_factory=dict)
+    episodes: dict[str, EpisodeState] = field(default_factory=dict)
+    """What the poll's commit stores of the watches (``TenantState.publication``)."""
 
-    @property
-    def episodes(self) -> dict[str, EpisodeState]:
-        """What the poll's commit stores of the watches (``TenantState.publication``); a
-        target with nothing to remember is left out."""
-        stored = {target_key(target): kept(watch) for target, watch in self.watches.items()}
-        return {key: episode for key, episode in stored.items() if episode != EpisodeState()}
+
+def episodes_of(watches: Mapping[Target, Watch]) -> dict[str, EpisodeState]:
+    """The stored part of ``watches``; a target with nothing to remember is left out."""
+    stored = {target_key(target): kept(watch) for target, watch in watches.items()}
+    return {key: episode for key, episode in stored.items() if episode != EpisodeState()}
 
 
 class PublicationCheck:
@@ -66,18 +76,22 @@ class PublicationCheck:
         tenant: str,
         allow_extra_kids: Iterable[str] = (),
         polls: int = 2,
+        recheck: float = 0.0,
         telemetry: Telemetry,
     ) -> None:
         self.reader = reader
         self._tenant = tenant
         self._allow = frozenset(allow_extra_kids)
         self._polls = polls
+        self._recheck = timedelta(seconds=recheck)
         self._telemetry = telemetry
         self._watches: dict[Target, Watch] = {target: Watch() for target in reader.targets}
         self._published: dict[Target, frozenset[str]] = {}
         self._checked: Snapshot | None = None
         self._changed_at: datetime | None = None
         self._first_published: dict[str, datetime] = {}
+        self._fetched_at: dict[Target, datetime] = {}  # the last fetch each applied
+        self._episodes: dict[str, EpisodeState] = {}  # episodes_of(self._watches)
         self._lead: dict[str, float] = {}
         telemetry.publication.add_tenant(tenant)
 
@@ -88,29 +102,50 @@ class PublicationCheck:
     def restore(self, episodes: Mapping[str, EpisodeState]) -> None:
         """Go on from the stored episodes (``TenantState.publication``); a watch that agrees
         with its stored part keeps what this process knows beyond it."""
-        for target, watch in self._watches.items():
+        watches = dict(self._watches)  # a new dict: an Outcome in flight may hold the old one
+        for target, watch in watches.items():
             stored = episodes.get(target_key(target), EpisodeState())
             if kept(watch) != stored:
-                self._watches[target] = resumed(stored)
+                watches[target] = resumed(stored)
+        self._watches = watches
+        self._episodes = episodes_of(watches)
 
     async def observe(
         self, confirmed: Snapshot, *, now: Callable[[], datetime] = utc_now
     ) -> Outcome:
         changed = not confirmed.same_keys(self._checked)
         changed_at = self._changed_at
-        if self._checked is None or expected_publication(confirmed) != expected_publication(
-            self._checked
+        if changed and (
+            self._checked is None
+            or expected_publication(confirmed) != expected_publication(self._checked)
         ):
             changed_at = confirmed.taken_at if self._checked is not None else None
-        readings = await self.reader.read(changed=changed, now=now)
+        readings = await self.reader.read(
+            changed=changed, wanted=self._wanted(changed, changed_at, now()), now=now
+        )
+        errors = [reading.error for reading in readings if reading.error]
+        if not any(reading.fresh for reading in readings):  # the steady state: nothing new
+            return Outcome(
+                events=[],
+                watches=self._watches,
+                published=self._published,
+                errors=errors,
+                checked=confirmed,
+                changed_at=changed_at,
+                first_published=self._first_published,
+                fetched_at=self._fetched_at,
+                episodes=self._episodes,
+            )
         observed_at = now()
         events: list[Event] = []
         watches = dict(self._watches)
         published = dict(self._published)
         first_published = dict(self._first_published)
+        fetched_at = dict(self._fetched_at)
         for reading in readings:
             if not reading.fresh:
                 continue
+            fetched_at[reading.target] = observed_at
             findings, kids = self._compare(confirmed, reading)
             published[reading.target] = kids
             if reading.target.kind is TargetKind.JWKS:
@@ -131,11 +166,30 @@ class PublicationCheck:
             events=events,
             watches=watches,
             published=published,
-            errors=[reading.error for reading in readings if reading.error],
+            errors=errors,
             checked=confirmed,
             changed_at=changed_at,
             first_published=first_published,
+            fetched_at=fetched_at,
+            episodes=episodes_of(watches),
         )
+
+    def _wanted(
+        self, changed: bool, changed_at: datetime | None, moment: datetime
+    ) -> set[Target] | None:
+        """The targets to fetch in this poll (None: all); see the module."""
+        if changed or not self._recheck:
+            return None
+        if changed_at is not None and moment - changed_at < self._recheck:
+            return None
+        return {
+            target
+            for target, watch in self._watches.items()
+            if watch.findings != frozenset()  # never fetched here, or disagreeing
+            or watch.open_id is not None
+            or target not in self._fetched_at
+            or moment - self._fetched_at[target] >= self._recheck
+        }
 
     def _compare(
         self, confirmed: Snapshot, reading: Reading
@@ -159,12 +213,21 @@ class PublicationCheck:
 
     def apply(self, outcome: Outcome) -> None:
         """Keep what ``outcome`` found, once its events are committed; update the metrics."""
+        if (
+            outcome.watches is self._watches
+            and outcome.published is self._published
+            and outcome.checked.same_keys(self._checked)
+        ):  # nothing fetched, the same keys: the view and the lead are what they were
+            self._checked, self._changed_at = outcome.checked, outcome.changed_at
+            return
         previous_current = set(self._checked.current_kids) if self._checked else set()
+        self._episodes = outcome.episodes
         self._watches = outcome.watches
         self._published = outcome.published
         self._checked = outcome.checked
         self._changed_at = outcome.changed_at
         self._first_published = outcome.first_published
+        self._fetched_at = outcome.fetched_at
         confirmed = outcome.checked
         if previous_current:
             for kid in set(confirmed.current_kids) - previous_current:

@@ -27,7 +27,7 @@ from monitor.config.checks import (
     tenant_problems,
 )
 from monitor.config.destinations import DestinationConfig
-from monitor.config.publication import PublicationConfig
+from monitor.config.publication import DEFAULT_PUBLICATION_RECHECK, PublicationConfig, Recheck
 from monitor.config.values import (
     DEFAULT_CONFIRM_POLLS,
     DEFAULT_DELIVERIES_RETENTION,
@@ -125,6 +125,8 @@ class Defaults(BaseModel):
     """Warn (tenant.rotation_overdue) when the current key is older than this; off by default."""
     unreachable_after: UnreachableAfter = DEFAULT_UNREACHABLE_AFTER
     """Consecutive failed polls that make a tenant unreachable (tenant.unreachable)."""
+    publication_recheck: Recheck = DEFAULT_PUBLICATION_RECHECK
+    """How often a settled publication is fetched again (``PublicationConfig``)."""
 
 
 class MetricsConfig(BaseModel):

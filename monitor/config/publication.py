@@ -1,14 +1,16 @@
 """A tenant's publication checks (``jwks``, ``jwks_urls``, ``jwks_allow_extra_kids``,
-``cert_endpoints``, ``mirrors``): a model of their own that ``TenantConfig`` extends."""
+``cert_endpoints``, ``mirrors``, ``publication_recheck``): a model of their own that
+``TenantConfig`` extends."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StrictBool, StrictStr
 
-from monitor.config.values import Kids, none_as
+from monitor.config.problems import yaml_spelling
+from monitor.config.values import Kids, none_as, parse_duration
 
 CertEndpoint = Literal["pem", "cer"]
 
@@ -42,6 +44,27 @@ def _check_unique_endpoints(values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
+EVERY_POLL = "every_poll"
+DEFAULT_PUBLICATION_RECHECK = 300.0
+"""Seconds: a settled publication is fetched again every 5 minutes (every 5th poll at 60 s),
+and on every poll while a change propagates (``monitor.publishing``)."""
+
+
+def _parse_recheck(value: object) -> float:
+    """A duration, or ``every_poll`` (0)."""
+    if value is None:
+        return DEFAULT_PUBLICATION_RECHECK
+    if isinstance(value, str) and value.strip() == EVERY_POLL:
+        return 0.0
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(
+            f"expected a positive duration (e.g. 5m) or {EVERY_POLL}, got {yaml_spelling(value)}"
+        ) from None
+
+
+Recheck = Annotated[float, BeforeValidator(_parse_recheck)]
 FetchUrl = Annotated[StrictStr, AfterValidator(_check_fetch_url)]
 FetchUrls = Annotated[tuple[FetchUrl, ...], none_as(()), AfterValidator(_check_unique)]
 CertEndpoints = Annotated[
@@ -68,3 +91,7 @@ class PublicationConfig(BaseModel):
     mirrors: FetchUrls = ()
     """URLs of services serving a copy of the tenant's JWKS (gateways, edge caches): each must
     serve the current and next keys and no revoked key."""
+    publication_recheck: Recheck = DEFAULT_PUBLICATION_RECHECK
+    """How often a settled publication is fetched again (seconds; 0: every poll). While a
+    change propagates (the keys changed less than this long ago, or a target disagreed at its
+    last fetch), every poll fetches."""

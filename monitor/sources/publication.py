@@ -1,12 +1,14 @@
 """Fetching what a tenant publishes: its JWKS (and custom domains'), ``/pem``, ``/cer``, mirrors.
 
-``PublicationReader`` is one tenant's fetcher. ``read(changed=...)`` returns one ``Reading`` per
-target: what a fresh fetch found (the published keys or the certificate's SHA-1), or the
-reason it failed, or nothing new (Auth0's answer is still fresh by its ``Cache-Control:
-max-age``). Auth0's endpoints are fetched at most as often as their ``max-age`` allows, unless
-the Management API just showed a change (``changed``): then at once, since a verifier should
-see the new key now. Mirrors (the user's own services) are fetched on every poll, so their
-lag is measured to a poll interval. A failed fetch is a ``reason`` (the ``SourceError``
+``PublicationReader`` is one tenant's fetcher. ``read(changed=..., wanted=...)`` returns one
+``Reading`` per target: what a fresh fetch found (the published keys or the certificate's
+SHA-1), or the reason it failed, or nothing new (the target was not ``wanted`` this poll, or
+Auth0's answer is still fresh by its ``Cache-Control: max-age``). Auth0's endpoints are fetched
+at most as often as their ``max-age`` allows, unless the Management API just showed a change
+(``changed``): then at once, since a verifier should see the new key now. Mirrors (the user's
+own services) have no ``max-age``: fetched whenever wanted. Which targets are wanted in a poll
+is the caller's choice (``monitor.publishing``: all while a change propagates, each at its
+``publication_recheck`` otherwise). A failed fetch is a ``reason`` (the ``SourceError``
 reasons), never an exception, and never a finding. The comparing is ``monitor.publication``'s.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -115,20 +117,41 @@ class PublicationReader:
     def targets(self) -> list[Target]:
         return [source.target for source in self._sources]
 
-    async def read(self, *, changed: bool, now: Callable[[], datetime] = utc_now) -> list[Reading]:
-        """Every target's reading of this poll, fetched concurrently."""
+    async def read(
+        self,
+        *,
+        changed: bool,
+        wanted: Collection[Target] | None = None,
+        now: Callable[[], datetime] = utc_now,
+    ) -> list[Reading]:
+        """Every target's reading of this poll, the ``wanted`` ones (None: all) fetched
+        concurrently; the others read as nothing new."""
         moment = now()
-        return list(
-            await asyncio.gather(
-                *(self._read(source, changed=changed, moment=moment) for source in self._sources)
+        due = [
+            source
+            for source in self._sources
+            if (wanted is None or source.target in wanted) and self._due(source, changed, moment)
+        ]
+        if not due:  # the steady state: no task, no gather
+            return [Reading(source.target) for source in self._sources]
+        fetched = dict(
+            zip(
+                (source.target for source in due),
+                await asyncio.gather(*(self._read(source, moment=moment) for source in due)),
+                strict=True,
             )
         )
+        return [fetched.get(source.target) or Reading(source.target) for source in self._sources]
 
-    async def _read(self, source: _Source, *, changed: bool, moment: datetime) -> Reading:
+    def _due(self, source: _Source, changed: bool, moment: datetime) -> bool:
+        """False while Auth0's last answer is fresh by its ``max-age`` and nothing changed."""
+        if changed or source.target.is_mirror:
+            return True
         cached_until = self._fresh_until.get(source.url)
+        return cached_until is None or moment >= cached_until
+
+    async def _read(self, source: _Source, *, moment: datetime) -> Reading:
         cacheable = not source.target.is_mirror
-        if cacheable and not changed and cached_until is not None and moment < cached_until:
-            return Reading(source.target)
         try:
             response = await self._get(source)
             reading = self._parse(source, response)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +21,7 @@ import pytest
 
 from monitor.config import parse_config, parse_destination
 from monitor.daemon import build_daemon
-from monitor.errors import MalformedResponse, SourceTimeout
+from monitor.errors import MalformedResponse, SourceConnectError, SourceTimeout
 from monitor.httpclient import HttpClients, Route, build_http_client
 from monitor.model import MAX_KEYS_PER_TENANT, parse_signing_keys
 from monitor.notify import build_notifier
@@ -281,3 +282,59 @@ async def test_a_50_mb_answer_from_a_destination_is_not_loaded() -> None:
 def test_more_keys_than_a_tenant_may_have_is_refused_naming_the_limit() -> None:
     with pytest.raises(MalformedResponse, match=r"keys/signing: 501 keys, more than the 500"):
         parse_signing_keys([{}] * (MAX_KEYS_PER_TENANT + 1))
+
+
+class CutShort:
+    """HTTP on 127.0.0.1 that starts a chunked 200 answer, then closes the connection."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b'10\r\n[{"kid": "a"')
+                self.wfile.flush()
+                self.close_connection = True
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> CutShort:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+async def test_a_refused_connection_is_a_connect_error_not_a_timeout() -> None:
+    url = closed_port_url()
+    async with build_http_client() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(url)
+        with pytest.raises(SourceConnectError, match="GET /api/v2/keys/signing failed"):
+            await static_client(http, url).list_signing_keys()
+
+
+async def test_an_answer_cut_short_is_a_read_error_not_a_timeout() -> None:
+    with CutShort() as cut:
+        async with build_http_client() as http:
+            with pytest.raises(httpx.TransportError) as raised:
+                await http.get(cut.url)
+            assert not isinstance(raised.value, httpx.TimeoutException)
+            with pytest.raises(SourceConnectError):
+                await static_client(http, cut.url).list_signing_keys()

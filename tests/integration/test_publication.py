@@ -1,6 +1,10 @@
 """Publication truth over loopback: the daemon against the simulator's JWKS, custom domain,
 /pem, /cer and mirrors. Every check both fires and stays quiet; the daemon and the simulator
-share one clock, moved by the tests (no sleeping)."""
+share one clock, moved by the tests (no sleeping).
+
+The tests of what is judged fetch on every poll (``publication_recheck: every_poll``, the
+behaviour before the setting existed); the cadence of the default (``5m``) has tests of its
+own at the end, which pass ``recheck=None``."""
 
 from __future__ import annotations
 
@@ -63,8 +67,17 @@ def tenant(server: SimulatorServer) -> SimulatedTenant:
 
 @asynccontextmanager
 async def watching(
-    server: SimulatorServer, tmp_path: Path, clock: SharedClock, lines: str = ""
+    server: SimulatorServer,
+    tmp_path: Path,
+    clock: SharedClock,
+    lines: str = "",
+    *,
+    recheck: str | None = "every_poll",
 ) -> AsyncIterator[Daemon]:
+    """The daemon on the shared clock; ``recheck``: its ``publication_recheck`` (None: the
+    default)."""
+    if recheck is not None:
+        lines = "\n".join(filter(None, [lines, f"    publication_recheck: {recheck}"]))
     settings = daemon_settings(server, tmp_path, extra_tenant_lines=lines)
     async with running(settings, now=clock.now) as daemon:
         yield daemon
@@ -77,10 +90,12 @@ def published_events(daemon: Daemon) -> list[Event]:
     )
 
 
-async def poll(daemon: Daemon, clock: SharedClock, times: int = 1) -> list[Event]:
+async def poll(
+    daemon: Daemon, clock: SharedClock, times: int = 1, *, every: float = 10
+) -> list[Event]:
     found: list[Event] = []
     for _ in range(times):
-        clock.advance(10)
+        clock.advance(every)
         found += [e for e in await daemon.poll_tenant(TENANT) if e.type in PUBLICATION_EVENTS]
     return found
 
@@ -361,3 +376,102 @@ async def test_a_mirror_that_caught_up_during_a_restart_is_synced_with_its_lag(
         ]
         synced = published_events(daemon)[1]
     assert synced.details["lag_seconds"] == "50"  # from the poll that saw the change
+
+
+# --- the cadence of the default ``publication_recheck`` (5m), polls every 60 s --------------
+
+MINUTE = 60.0
+RECHECK_POLLS = 5  # 5m / 60 s
+
+
+async def polls_until_event(daemon: Daemon, clock: SharedClock, most: int) -> tuple[int, Event]:
+    """Polls 60 s apart until one raises a publication event: how many it took, the event."""
+    for count in range(1, most + 1):
+        found = await poll(daemon, clock, every=MINUTE)
+        if found:
+            [event] = found
+            return count, event
+    raise AssertionError(f"no publication event within {most} polls")
+
+
+async def test_a_settled_publication_is_fetched_once_per_recheck_not_every_poll(
+    server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
+) -> None:
+    tenant.publication.add_mirror("gw", delay=0)
+    mirror = f"{server.tenant_url(TENANT)}/__mirrors/gw/jwks.json"
+    async with watching(server, tmp_path, clock, f"    mirrors: [{mirror}]", recheck=None) as d:
+        assert tenant.publication.requests_to("jwks") == 1  # the first poll
+        assert await poll(d, clock, 2 * RECHECK_POLLS, every=MINUTE) == []
+        # fetched again at 5 and 10 minutes, not at each of the 10 polls
+        assert tenant.publication.requests_to("jwks") == 3
+        assert tenant.publication.requests_to("mirror:gw") == 3
+        assert sample(d, "keywatch_mirror_in_sync", tenant=TENANT, mirror=mirror) == 1
+
+
+async def test_after_a_change_every_poll_fetches_for_one_recheck_then_the_cadence_resumes(
+    server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
+) -> None:
+    async with watching(server, tmp_path, clock, recheck=None) as daemon:
+        await poll(daemon, clock, every=MINUTE)
+        before = tenant.publication.requests_to("jwks")
+        tenant.rotate()
+        for count in range(1, RECHECK_POLLS + 1):  # the change, then 4 polls within 5m of it
+            assert await poll(daemon, clock, every=MINUTE) == []
+            assert tenant.publication.requests_to("jwks") == before + count
+        assert await poll(daemon, clock, RECHECK_POLLS - 1, every=MINUTE) == []
+        assert tenant.publication.requests_to("jwks") == before + RECHECK_POLLS
+        await poll(daemon, clock, every=MINUTE)  # 5m after the last fetch
+        assert tenant.publication.requests_to("jwks") == before + RECHECK_POLLS + 1
+
+
+async def test_a_publication_going_wrong_on_its_own_is_believed_within_recheck_and_a_poll(
+    server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
+) -> None:
+    async with watching(server, tmp_path, clock, recheck=None) as daemon:
+        tenant.malform_next(None, kind="no_next", target="jwks")  # no Management API change
+        count, mismatch = await polls_until_event(daemon, clock, most=2 * RECHECK_POLLS)
+        # seen by the fetch due at 5m, believed by the next poll's (confirm polls: 2)
+        assert count == RECHECK_POLLS + 1
+        assert mismatch.type is EventType.JWKS_MISMATCH
+        fetched = tenant.publication.requests_to("jwks")
+        tenant.clear_faults()  # an open episode is fetched on every poll: recovered at once
+        [consistent] = await poll(daemon, clock, every=MINUTE)
+        assert consistent.type is EventType.JWKS_CONSISTENT
+        assert tenant.publication.requests_to("jwks") == fetched + 1
+
+
+async def test_a_due_fetch_that_fails_is_retried_each_poll_and_counted_never_an_event(
+    server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
+) -> None:
+    async with watching(server, tmp_path, clock, recheck=None) as daemon:
+        tenant.fail_next(None, status=503, target="jwks")
+        assert await poll(daemon, clock, RECHECK_POLLS + 2, every=MINUTE) == []
+        errors = sample(
+            daemon, "keywatch_jwks_fetch_errors_total", tenant=TENANT, reason="server_error"
+        )
+        assert errors == 3  # due at 5m, then retried on each poll until one succeeds
+        tenant.clear_faults()
+        await poll(daemon, clock, RECHECK_POLLS - 1, every=MINUTE)
+        assert tenant.publication.requests_to("jwks") == 1 + 3 + 1  # fetched, then settled
+        assert sample(daemon, "keywatch_tenant_up", tenant=TENANT) == 1
+        assert published_events(daemon) == []
+
+
+async def test_an_episode_open_at_a_restart_is_fetched_on_every_poll_with_the_same_ids(
+    server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
+) -> None:
+    async with watching(server, tmp_path, clock, recheck=None) as daemon:
+        tenant.malform_next(None, kind="no_next", target="jwks")
+        _, mismatch = await polls_until_event(daemon, clock, most=2 * RECHECK_POLLS)
+    async with watching(server, tmp_path, clock, recheck=None) as daemon:  # restarted
+        fetched = tenant.publication.requests_to("jwks")
+        assert await poll(daemon, clock, 2, every=MINUTE) == []  # the same episode: no event
+        assert tenant.publication.requests_to("jwks") == fetched + 2
+        tenant.clear_faults()
+        [consistent] = await poll(daemon, clock, every=MINUTE)
+        stored = [(e.type, e.id) for e in published_events(daemon)]
+    assert consistent.id == event_id(TENANT, EventType.JWKS_CONSISTENT, mismatch.id)
+    assert stored == [
+        (EventType.JWKS_MISMATCH, mismatch.id),
+        (EventType.JWKS_CONSISTENT, consistent.id),
+    ]

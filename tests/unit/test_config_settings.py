@@ -227,6 +227,33 @@ def test_hygiene_and_reachability_values_are_checked(line: str, problem: str) ->
     assert problems_of(text) == [f"tenants[0].{problem} (line 5)"]
 
 
+def test_publication_recheck_defaults_to_5m_is_inherited_and_may_be_every_poll() -> None:
+    settings = load(
+        """
+        defaults: {publication_recheck: 15m}
+        tenants:
+          - {name: a, domain: a.auth0.com, token: abc}
+          - {name: b, domain: b.auth0.com, token: abc, publication_recheck: every_poll}
+          - {name: c, domain: c.auth0.com, token: abc, publication_recheck: }
+        """
+    )
+    assert [t.publication_recheck for t in settings.tenants] == [900.0, 0.0, 900.0]
+    plain = load("tenants: [{name: a, domain: a.auth0.com, token: abc}]").tenants[0]
+    assert plain.publication_recheck == 300.0
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [("0", "0"), ("never", "'never'"), ("-5m", "'-5m'"), ("true", "true")]
+)
+def test_publication_recheck_is_a_duration_or_every_poll(value: str, shown: str) -> None:
+    text = "tenants:\n  - name: a\n    domain: a.auth0.com\n    token: x\n"
+    text += f"    publication_recheck: {value}\n"
+    assert problems_of(text) == [
+        "tenants[0].publication_recheck: expected a positive duration (e.g. 5m) or every_poll, "
+        f"got {shown} (line 5)"
+    ]
+
+
 def test_empty_values_fall_back_to_defaults() -> None:
     settings = load(
         """
