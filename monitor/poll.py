@@ -36,6 +36,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.clock import utc_now
+from monitor.commits import GroupCommit
 from monitor.config import TenantConfig
 from monitor.confirm import confirm
 from monitor.detect import anomalies
@@ -49,7 +50,7 @@ from monitor.reachability import Reachability, after_failure, after_success
 from monitor.sources.auth0 import Auth0Client, Credentials
 from monitor.sources.base import SnapshotSource
 from monitor.sources.publication import PublicationReader, publication_targets
-from monitor.store.base import Fence, Fencing, Store
+from monitor.store.base import Fence, Fencing, PollWrite, Store
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ class Poller:
         self._now = now
         self._destinations: tuple[Notifier, ...] = ()
         self._reachability = _Reachabilities(store)
+        self._baselines = GroupCommit(store)
         self._slots = asyncio.Semaphore(max_concurrent)
         self._inflight: set[asyncio.Task[Any]] = set()
         self._ready = asyncio.Event()
@@ -363,9 +365,7 @@ class Poller:
         if state != previous or (outcome is not None and outcome.events):
             # An unchanged state is not written (unless publication events come with it): in
             # memory and on disk agree on what "old" is.
-            committed = await asyncio.to_thread(
-                self._store.save_poll, state, events, deliveries, fence=fence
-            )
+            committed = await self._commit(previous, PollWrite(state, events, deliveries), fence)
             if deliveries:
                 self._wake({destination for _, destination in deliveries})
         if self.tenants.get(name) is runtime:  # not removed by a reload meanwhile
@@ -377,6 +377,18 @@ class Poller:
         _log_state(runtime, previous, state)
         _announce(committed)
         return recovered + committed
+
+    async def _commit(
+        self, previous: TenantState | None, write: PollWrite, fence: Fence | None
+    ) -> list[Event]:
+        """A tenant's first state (its baseline) is committed with other tenants' (a fleet's
+        start-up); any later change at once, alone."""
+        if previous is None:
+            return await self._baselines.save(write, fence=fence)
+        state, events, deliveries = write.state, write.events, write.deliveries
+        return await asyncio.to_thread(
+            self._store.save_poll, state, events, deliveries, fence=fence
+        )
 
     # --- reachability -----------------------------------------------------------------------
 

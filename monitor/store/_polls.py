@@ -93,7 +93,7 @@ class PollQueries(SQLBase):
         if not polls:
             return []
         serialised = [self._serialise_poll(poll) for poll in polls]
-        operation = f"save_polls of {len(polls)} tenants"
+        operation = f"save_polls of {len(polls)} tenant{'s' if len(polls) > 1 else ''}"
         with self._session(operation, write=True) as session:
             return [self._write_poll(session, poll, fence) for poll in serialised]
 
