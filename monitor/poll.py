@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -41,6 +41,7 @@ from monitor.config import TenantConfig
 from monitor.confirm import confirm
 from monitor.detect import anomalies
 from monitor.errors import FencedOut, SourceError, StoreError
+from monitor.firstpolls import FirstPolls
 from monitor.hygiene import HygienePolicy, check
 from monitor.metrics import Telemetry
 from monitor.model import Event, Severity, Snapshot, TenantState
@@ -58,10 +59,6 @@ MAX_CONCURRENT_POLLS = 10
 """Polls in flight at once. A burst (the start, a reload, many tenants falling due together)
 waits here, cheaply, instead of in httpcore's connection pool, where every request start and
 finish costs O(waiting requests x connections)."""
-FIRST_POLLS_PER_SECOND = 400.0
-"""How fast the first polls start (at start-up and when taking the lead): 10,000 tenants are
-spread over 25 s, not started at once. A tenant's first poll is never later than its interval,
-and the spread carries over to the next polls (no waves)."""
 _JOB_PREFIX = "poll:"
 _JOB_EVENT_KINDS = {
     EVENT_JOB_ERROR: "error",
@@ -276,6 +273,10 @@ class Poller:
                 self._inflight.discard(task)
             if not self._ready.is_set() and self._telemetry.polled_all():
                 self._ready.set()
+
+    def polls_in_flight(self) -> int:
+        """Polls started and not finished: running, or waiting for a slot."""
+        return len(self._inflight)
 
     async def wait_ready(self) -> None:
         """Until every tenant was polled once."""
@@ -492,27 +493,20 @@ class PollSchedule:
         self._poller = poller
         self._telemetry = telemetry
         self._tenants: dict[str, TenantConfig] = {}
+        self._pacing: asyncio.Task[None] | None = None
         scheduler.add_listener(
             self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
         )
 
     def start(self, tenants: Iterable[TenantConfig]) -> None:
-        """Schedule every tenant, paused: ``resume`` starts polling (spread, see
-        ``FIRST_POLLS_PER_SECOND``)."""
-        first_run = datetime.now(UTC)
+        """Schedule every tenant, paused: ``resume`` starts polling."""
         for tenant in tenants:
-            self.add(tenant, first_run=first_run)
+            self.add(tenant, first_run=None)
         self._scheduler.start(paused=True)
 
-    def _add_spread(self, tenants: Sequence[TenantConfig], start: datetime) -> None:
-        """Schedule ``tenants`` with first runs from ``start`` on, ``FIRST_POLLS_PER_SECOND``
-        at most (each within its own interval)."""
-        for index, tenant in enumerate(tenants):
-            offset = min(index / FIRST_POLLS_PER_SECOND, tenant.interval * index / len(tenants))
-            self.add(tenant, first_run=start + timedelta(seconds=offset))
-
-    def add(self, tenant: TenantConfig, *, first_run: datetime) -> None:
-        """Schedule a tenant, or replace its job with its new settings."""
+    def add(self, tenant: TenantConfig, *, first_run: datetime | None) -> None:
+        """Schedule a tenant, or replace its job with its new settings; ``first_run=None``
+        holds it until the first polls' pacer releases it."""
         self._tenants[tenant.name] = tenant
         self._scheduler.add_job(
             self._poller.poll,
@@ -532,15 +526,35 @@ class PollSchedule:
         self._scheduler.remove_job(f"{_JOB_PREFIX}{name}")
 
     def pause(self) -> None:
+        self._stop_pacing()
         self._scheduler.pause()
 
     def resume(self) -> None:
-        """Poll every tenant from now on (spread), then on its interval."""
-        self._add_spread(list(self._tenants.values()), datetime.now(UTC))
+        """Poll every tenant from now on, each first poll when the pacer releases it
+        (``monitor.firstpolls``), then on its interval from there (the spread carries over)."""
+        self._stop_pacing()
+        for tenant in self._tenants.values():
+            self.add(tenant, first_run=None)
         self._scheduler.resume()
+        pacer = FirstPolls(self.release, backlog=self._poller.polls_in_flight)
+        self._pacing = asyncio.get_running_loop().create_task(
+            pacer.run(list(self._tenants)), name="first-polls"
+        )
+
+    def release(self, name: str) -> None:
+        """Start polling a held tenant now (a job a reload scheduled meanwhile is left alone)."""
+        job = self._scheduler.get_job(f"{_JOB_PREFIX}{name}")
+        if job is not None and job.next_run_time is None:
+            job.modify(next_run_time=datetime.now(UTC))
+
+    def _stop_pacing(self) -> None:
+        if self._pacing is not None:
+            self._pacing.cancel()
+            self._pacing = None
 
     async def finish(self, *, grace: float) -> None:
         """Stop for good: no new poll starts, the running ones finish (``grace`` at most)."""
+        self._stop_pacing()
         if self._scheduler.running:
             self._scheduler.pause()
         await self._poller.finish(grace=grace)

@@ -1,48 +1,133 @@
-"""The first polls of a big fleet are spread out (``FIRST_POLLS_PER_SECOND``), not started at
-once, and each falls within the tenant's interval."""
+"""The first polls of a big fleet are paced by the event loop's lag (``monitor.firstpolls``),
+not started at once: faster while timers fire on time, slower when they fire late, none while
+enough polls wait for a slot. Clock and sleep are injected: nothing here waits."""
 
 from __future__ import annotations
 
-import itertools
-from datetime import timedelta
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime
 
+import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.config import TenantConfig, parse_config
+from monitor.firstpolls import (
+    MAX_BACKLOG,
+    MAX_RATE,
+    MIN_RATE,
+    RATE_STEP,
+    START_RATE,
+    TARGET_LAG_SECONDS,
+    TICK_SECONDS,
+    FirstPolls,
+    next_rate,
+)
 from monitor.metrics import Telemetry
-from monitor.poll import FIRST_POLLS_PER_SECOND, Poller, PollSchedule
+from monitor.poll import Poller, PollSchedule
 
 
-def tenants(count: int, interval: str) -> list[TenantConfig]:
-    lines = [f"defaults: {{interval: {interval}, jitter: 0}}", "tenants:"]
+def test_the_rate_halves_when_a_timer_fires_late_and_grows_while_on_time() -> None:
+    assert next_rate(100, TARGET_LAG_SECONDS * 1.01) == 50
+    assert next_rate(100, 0.0) == 100 + RATE_STEP
+    assert next_rate(100, TARGET_LAG_SECONDS / 2) == 100 + RATE_STEP
+    assert next_rate(100, TARGET_LAG_SECONDS * 0.75) == 100  # between: held
+    assert next_rate(MIN_RATE, 10.0) == MIN_RATE
+    assert next_rate(MAX_RATE, 0.0) == MAX_RATE
+
+
+class FakeLoop:
+    """A clock and a sleep: each sleep takes its time plus the next scripted lag."""
+
+    def __init__(self, lags: list[float] | None = None) -> None:
+        self.now = 0.0
+        self.lags = lags or []
+        self.sleeps = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.now += seconds + (self.lags.pop(0) if self.lags else 0.0)
+
+
+async def paced(count: int, loop: FakeLoop, backlog: list[int] | None = None) -> list[float]:
+    """When (on the fake clock) each of ``count`` tenants was released, in order."""
+    released: list[tuple[str, float]] = []
+    pacer = FirstPolls(
+        lambda name: released.append((name, loop.now)),
+        backlog=lambda: backlog.pop(0) if backlog else 0,
+        clock=loop.clock,
+        sleep=loop.sleep,
+    )
+    await pacer.run([f"t{n}" for n in range(count)])
+    assert [name for name, _ in released] == [f"t{n}" for n in range(count)]  # each once
+    return [at for _, at in released]
+
+
+async def test_a_small_fleet_starts_within_a_tick() -> None:
+    loop = FakeLoop()
+    times = await paced(3, loop)
+    assert times == [0.0, TICK_SECONDS, TICK_SECONDS]
+    assert loop.sleeps == 1
+
+
+async def test_on_time_the_pace_climbs_to_the_ceiling_and_no_faster() -> None:
+    loop = FakeLoop()
+    times = await paced(2000, loop)
+    ticks = Counter(round(at / TICK_SECONDS) for at in times)
+    per_tick = [ticks[tick] for tick in range(loop.sleeps + 1)]
+    assert per_tick[:2] == [1, int((START_RATE + RATE_STEP) * TICK_SECONDS)]
+    assert max(per_tick) <= MAX_RATE * TICK_SECONDS + 1
+    assert per_tick[-2] == pytest.approx(MAX_RATE * TICK_SECONDS, abs=1)
+    assert per_tick == sorted(per_tick[:-1]) + per_tick[-1:]  # never slower while on time
+
+
+async def test_a_late_loop_slows_the_pace_and_a_stall_adds_no_burst() -> None:
+    on_time = await paced(300, FakeLoop())
+    late = await paced(300, FakeLoop(lags=[0.0] * 5 + [1.0] + [TARGET_LAG_SECONDS * 2] * 100))
+    assert late[-1] > 2 * on_time[-1]
+    after_stall = [at for at in late if at > 5 * TICK_SECONDS]
+    # the second-long stall releases two ticks' worth at most, at the halved rate
+    assert after_stall.count(min(after_stall)) <= (START_RATE + 5 * RATE_STEP) * TICK_SECONDS
+
+
+async def test_nothing_is_released_while_the_backlog_is_full() -> None:
+    loop = FakeLoop()
+    full = [MAX_BACKLOG] * 3  # three ticks of a full backlog, then room
+    times = await paced(5, loop, backlog=[0, *full])
+    assert times[0] == 0.0
+    assert min(times[1:]) == 4 * TICK_SECONDS
+
+
+def tenants(count: int) -> list[TenantConfig]:
+    lines = ["defaults: {interval: 60s, jitter: 0}", "tenants:"]
     lines += [f"  - {{name: t{n}, domain: t{n}.auth0.com, token: x}}" for n in range(count)]
     return list(parse_config("\n".join(lines) + "\n").tenants)
 
 
-def first_runs(fleet: list[TenantConfig]) -> list[timedelta]:
-    scheduler = AsyncIOScheduler()
+async def test_the_schedule_holds_every_tenant_until_the_pacer_releases_it() -> None:
+    scheduler = AsyncIOScheduler(timezone=UTC)
     poller = Poller.__new__(Poller)  # the schedule only hands its poll method to the jobs
+    poller._inflight = set()
     schedule = PollSchedule(scheduler, poller, Telemetry())
-    schedule.start(fleet)
+    schedule.start(tenants(3))
     try:
         schedule.resume()
-        runs = sorted(job.next_run_time for job in scheduler.get_jobs())
+        await schedule.finish(grace=0)  # stops the pacer before it released anything more
+        held = {job.id: job.next_run_time for job in scheduler.get_jobs()}
+        assert held == {"poll:t0": None, "poll:t1": None, "poll:t2": None}
+        before = datetime.now(UTC)
+        later = datetime(2100, 1, 1, tzinfo=UTC)
+        scheduler.modify_job("poll:t2", next_run_time=later)  # as a reload schedules it
+        for name in ("t0", "t2", "gone"):
+            schedule.release(name)
+        runs = {job.id: job.next_run_time for job in scheduler.get_jobs()}
+        assert runs["poll:t0"] is not None and runs["poll:t0"] >= before
+        assert runs["poll:t1"] is None
+        assert runs["poll:t2"] == later  # not moved
     finally:
-        scheduler.shutdown(wait=False)
-    return [run - runs[0] for run in runs]
-
-
-async def test_a_big_fleet_starts_at_the_first_polls_rate() -> None:
-    offsets = first_runs(tenants(2000, "60s"))
-    span = (2000 - 1) / FIRST_POLLS_PER_SECOND
-    assert offsets[-1].total_seconds() == span
-    # evenly spaced: never more than one poll per 1/rate seconds
-    gaps = {round((b - a).total_seconds(), 6) for a, b in itertools.pairwise(offsets)}
-    assert gaps == {round(1 / FIRST_POLLS_PER_SECOND, 6)}
-
-
-async def test_first_polls_stay_within_the_interval() -> None:
-    offsets = first_runs(tenants(1000, "1s"))  # 2.5 s at the first polls' rate
-    assert offsets[0] == timedelta(0)
-    assert max(offsets) < timedelta(seconds=1)
-    assert len(set(offsets)) == 1000
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
+    await asyncio.sleep(0)
