@@ -136,7 +136,7 @@ def publication_for_tenant(
 # --- the pipeline ----------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class TenantRuntime:
     config: TenantConfig
     client: SnapshotSource
