@@ -4,8 +4,9 @@ A tenant's first poll costs more than its later ones (a token, the baseline's co
 10,000 of them started at a fixed rate saturate the process: the event loop runs late and
 ``/healthz`` and ``/metrics`` wait behind the polls. ``FirstPolls`` releases the first polls a
 tick at a time instead, at a rate that grows while the loop's timers fire on time and halves
-when they fire late (``next_rate``: additive-increase, multiplicative-decrease on the lag), and
-releases none while enough polls are already waiting for their turn (``MAX_BACKLOG``).
+when they fire late or when many polls already wait for their turn (``next_rate``:
+additive-increase, multiplicative-decrease). It never stops: even a machine too slow for its
+fleet polls every tenant once, ``MIN_RATE`` a second at least.
 """
 
 from __future__ import annotations
@@ -16,31 +17,34 @@ from collections.abc import Awaitable, Callable, Iterable
 
 TICK_SECONDS = 0.05
 """How often the pace is adjusted (and the loop's lag measured)."""
-TARGET_LAG_SECONDS = 0.02
-"""A timer firing later than this means the loop is busy: the rate halves."""
+TARGET_LAG_SECONDS = 0.05
+"""A timer firing later than this means the loop is busy: the rate halves. Half of the 100 ms
+within which ``/healthz`` should answer."""
 START_RATE = 50.0
 """First polls per second at first; a small fleet starts within a tick or two anyway."""
-MIN_RATE = 5.0
+MIN_RATE = 10.0
 MAX_RATE = 400.0
 RATE_STEP = 20.0
 """Polls per second added after each tick on time."""
-MAX_BACKLOG = 40
-"""Polls started but not finished (in flight or waiting for a slot) above which no first poll
-is released: waiting costs memory and tells nothing."""
+MAX_BACKLOG = 100
+"""Polls started but not finished (in flight or waiting for a slot) above which the rate
+halves as when the loop is late: the polls already cannot keep up."""
 
 
 def next_rate(
     rate: float,
     lag: float,
     *,
+    backlog: int = 0,
     target: float = TARGET_LAG_SECONDS,
     floor: float = MIN_RATE,
     ceiling: float = MAX_RATE,
 ) -> float:
-    """The rate for the next tick, after a tick whose timer fired ``lag`` seconds late: half
-    as fast when late, ``RATE_STEP`` faster when on time (within half the target), the same
-    in between; always within [``floor``, ``ceiling``]."""
-    if lag > target:
+    """The rate for the next tick, after a tick whose timer fired ``lag`` seconds late with
+    ``backlog`` polls unfinished: half as fast when late or backlogged (``MAX_BACKLOG``),
+    ``RATE_STEP`` faster when on time (within half the target), the same in between; always
+    within [``floor``, ``ceiling``]."""
+    if lag > target or backlog >= MAX_BACKLOG:
         rate /= 2
     elif lag <= target / 2:
         rate += RATE_STEP
@@ -74,8 +78,7 @@ class FirstPolls:
         waiting = deque(names)
         credit = 1.0  # the first tenant at once
         while waiting:
-            room = max(0, MAX_BACKLOG - self._backlog())
-            for _ in range(min(int(credit), room, len(waiting))):
+            for _ in range(min(int(credit), len(waiting))):
                 self._release(waiting.popleft())
                 credit -= 1
             if not waiting:
@@ -83,6 +86,7 @@ class FirstPolls:
             started = clock()
             await self._sleep(self._tick)
             elapsed = clock() - started
-            self.rate = next_rate(self.rate, max(0.0, elapsed - self._tick))
+            lag = max(0.0, elapsed - self._tick)
+            self.rate = next_rate(self.rate, lag, backlog=self._backlog())
             # a long stall adds no burst: at most two ticks' worth is carried
             credit = min(credit + self.rate * elapsed, max(1.0, 2 * self.rate * self._tick))

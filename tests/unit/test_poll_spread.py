@@ -29,6 +29,8 @@ from monitor.poll import Poller, PollSchedule
 
 def test_the_rate_halves_when_a_timer_fires_late_and_grows_while_on_time() -> None:
     assert next_rate(100, TARGET_LAG_SECONDS * 1.01) == 50
+    assert next_rate(100, 0.0, backlog=MAX_BACKLOG) == 50
+    assert next_rate(100, 0.0, backlog=MAX_BACKLOG - 1) == 100 + RATE_STEP
     assert next_rate(100, 0.0) == 100 + RATE_STEP
     assert next_rate(100, TARGET_LAG_SECONDS / 2) == 100 + RATE_STEP
     assert next_rate(100, TARGET_LAG_SECONDS * 0.75) == 100  # between: held
@@ -93,12 +95,13 @@ async def test_a_late_loop_slows_the_pace_and_a_stall_adds_no_burst() -> None:
     assert after_stall.count(min(after_stall)) <= (START_RATE + 5 * RATE_STEP) * TICK_SECONDS
 
 
-async def test_nothing_is_released_while_the_backlog_is_full() -> None:
-    loop = FakeLoop()
-    full = [MAX_BACKLOG] * 3  # three ticks of a full backlog, then room
-    times = await paced(5, loop, backlog=[0, *full])
-    assert times[0] == 0.0
-    assert min(times[1:]) == 4 * TICK_SECONDS
+async def test_a_full_backlog_slows_the_pace_but_never_stops_it() -> None:
+    free = await paced(200, FakeLoop())
+    full = await paced(200, FakeLoop(), backlog=[MAX_BACKLOG] * 10_000)
+    assert full[-1] > 2 * free[-1]
+    ticks = Counter(round(at / TICK_SECONDS) for at in full)
+    assert max(ticks.values()) <= START_RATE * TICK_SECONDS + 1  # it never grew
+    assert len(ticks) >= 200 / (MIN_RATE * TICK_SECONDS) / 2  # but kept going at the floor
 
 
 def tenants(count: int) -> list[TenantConfig]:
