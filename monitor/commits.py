@@ -1,4 +1,5 @@
-"""Group commit: many tenants' polls in one store transaction (``Store.save_polls``).
+"""A poll's commit (``Commits``), and the group commit of baselines: many tenants' polls in
+one store transaction (``Store.save_polls``).
 
 A fleet's start-up commits a baseline for every tenant, and one transaction (and one thread
 hand-off) per tenant was a third of the start-up's CPU. ``GroupCommit.save`` queues a poll
@@ -32,6 +33,24 @@ class _Queued:
     fence: Fence | None
     writes: list[PollWrite] = field(default_factory=list)
     waiters: list[asyncio.Future[list[Event]]] = field(default_factory=list)
+
+
+class Commits:
+    """Where a poll's writes go: a tenant's first state (its baseline) with other tenants' (a
+    fleet's start-up), any later change at once, alone."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._baselines = GroupCommit(store)
+
+    async def save(self, write: PollWrite, *, fence: Fence | None, baseline: bool) -> list[Event]:
+        """The poll's new events; raises what the store raised (``StoreError``, ``FencedOut``)."""
+        if baseline:
+            return await self._baselines.save(write, fence=fence)
+        state, events, deliveries = write.state, write.events, write.deliveries
+        return await asyncio.to_thread(
+            self._store.save_poll, state, events, deliveries, fence=fence
+        )
 
 
 class GroupCommit:

@@ -110,27 +110,53 @@ def tenants(count: int) -> list[TenantConfig]:
     return list(parse_config("\n".join(lines) + "\n").tenants)
 
 
-async def test_the_schedule_holds_every_tenant_until_the_pacer_releases_it() -> None:
-    scheduler = AsyncIOScheduler(timezone=UTC)
+def schedule_of(scheduler: AsyncIOScheduler) -> PollSchedule:
     poller = Poller.__new__(Poller)  # the schedule only hands its poll method to the jobs
     poller._inflight = set()
-    schedule = PollSchedule(scheduler, poller, Telemetry())
+    return PollSchedule(scheduler, poller, Telemetry())
+
+
+def next_runs(scheduler: AsyncIOScheduler) -> dict[str, datetime | None]:
+    return {job.id: job.next_run_time for job in scheduler.get_jobs()}
+
+
+async def test_a_tenant_has_no_job_until_the_pacer_releases_it() -> None:
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    schedule = schedule_of(scheduler)
     schedule.start(tenants(3))
     try:
         schedule.resume()
-        await schedule.finish(grace=0)  # stops the pacer before it released anything more
-        held = {job.id: job.next_run_time for job in scheduler.get_jobs()}
-        assert held == {"poll:t0": None, "poll:t1": None, "poll:t2": None}
-        before = datetime.now(UTC)
+        await schedule.finish(grace=0)  # stops the pacer before it released anything
+        assert next_runs(scheduler) == {}
         later = datetime(2100, 1, 1, tzinfo=UTC)
-        scheduler.modify_job("poll:t2", next_run_time=later)  # as a reload schedules it
+        schedule.add(tenants(3)[2], first_run=later)  # as a reload schedules it
+        before = datetime.now(UTC)
         for name in ("t0", "t2", "gone"):
             schedule.release(name)
-        runs = {job.id: job.next_run_time for job in scheduler.get_jobs()}
+        runs = next_runs(scheduler)
+        assert runs.keys() == {"poll:t0", "poll:t2"}
         assert runs["poll:t0"] is not None and runs["poll:t0"] >= before
-        assert runs["poll:t1"] is None
         assert runs["poll:t2"] == later  # not moved
+        schedule.remove("t1")  # never released: no job to remove
+        schedule.remove("t0")
+        assert next_runs(scheduler).keys() == {"poll:t2"}
     finally:
         if scheduler.running:
             scheduler.shutdown(wait=False)
-    await asyncio.sleep(0)
+
+
+async def test_a_new_lead_holds_the_jobs_left_scheduled_and_paces_them_again() -> None:
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    schedule = schedule_of(scheduler)
+    fleet = tenants(3)
+    schedule.start(fleet)
+    try:
+        for tenant in fleet:  # an earlier lead's jobs, all due
+            schedule.add(tenant, first_run=datetime(2000, 1, 1, tzinfo=UTC))
+        schedule.resume()
+        await asyncio.sleep(0)  # the pacer holds them all, then releases the first at once
+        runs = next_runs(scheduler)
+        assert runs["poll:t1"] is None and runs["poll:t2"] is None
+        assert runs["poll:t0"] is not None and runs["poll:t0"].year > 2000
+    finally:
+        await schedule.finish(grace=0)
