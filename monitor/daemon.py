@@ -123,7 +123,8 @@ class Daemon:
         return self.clients.default
 
     def client_of(self, item: TenantConfig | DestinationConfig) -> httpx.AsyncClient:
-        """The client of a tenant's or destination's route (proxy, CA file) in the settings."""
+        """The client of a tenant's or a destination's route (proxy, CA file), as the running
+        settings say."""
         return self.clients.get(Route(*self.settings.route_of(item)))
 
     @property
@@ -203,9 +204,7 @@ class Daemon:
         self._spawn(self.reload(), name="reload")
 
     async def reload(self) -> bool:
-        """Re-read the config file and renewed TLS files; on a problem keep the old settings."""
-        if self._server is not None:
-            self._server.reload_certificates()
+        """Re-read the config file; on any problem keep running with the old settings."""
         if self.config_path is None:
             log.warning("reload requested but the daemon was not started from a file")
             return False
@@ -231,7 +230,21 @@ class Daemon:
         previous, self.settings = self.settings, settings  # the new routes are read from here
         if any(getattr(settings, key) != getattr(previous, key) for key in RESTART_ONLY):
             log.warning("listen, web, state, lease and metrics changes take effect after a restart")
-        apply_tenants(self.poller, self._schedule, previous, settings)
+        tenants = self.poller.tenants
+        wanted = {tenant.name: tenant for tenant in settings.tenants}
+        for name in [name for name in tenants if name not in wanted]:
+            self._schedule.remove(name)
+            self.poller.remove_tenant(name)
+            log.info("tenant removed from the configuration", extra={"tenant": name})
+        now = datetime.now(UTC)
+        for name, tenant in wanted.items():
+            runtime = tenants.get(name)
+            same_route = settings.route_of(tenant) == previous.route_of(tenant)
+            if runtime is not None and runtime.config == tenant and same_route:
+                continue
+            self.poller.add_tenant(tenant, runtime.state if runtime else None)
+            self._schedule.add(tenant, first_run=now)
+            log.info("tenant %s", "updated" if runtime else "added", extra={"tenant": name})
         self._apply_destinations(settings.destinations)
         if self.redactor is not None:
             self.redactor.update(secrets_of(settings))
@@ -311,28 +324,6 @@ class Daemon:
                 for signum, handler in previous.items():
                     loop.remove_signal_handler(signum)
                     signal.signal(signum, handler)
-
-
-def apply_tenants(
-    poller: Poller, schedule: PollSchedule, previous: Settings, settings: Settings
-) -> None:
-    """Poll the tenants of reloaded ``settings``: removed ones no more, added or changed ones
-    (their route included) from their next run; unchanged ones as they were."""
-    tenants = poller.tenants
-    wanted = {tenant.name: tenant for tenant in settings.tenants}
-    for name in [name for name in tenants if name not in wanted]:
-        schedule.remove(name)
-        poller.remove_tenant(name)
-        log.info("tenant removed from the configuration", extra={"tenant": name})
-    now = datetime.now(UTC)
-    for name, tenant in wanted.items():
-        runtime = tenants.get(name)
-        same_route = settings.route_of(tenant) == previous.route_of(tenant)
-        if runtime is not None and runtime.config == tenant and same_route:
-            continue
-        poller.add_tenant(tenant, runtime.state if runtime else None)
-        schedule.add(tenant, first_run=now)
-        log.info("tenant %s", "updated" if runtime else "added", extra={"tenant": name})
 
 
 def pruner_of(daemon: Daemon) -> Pruner:
