@@ -503,9 +503,8 @@ class PollSchedule:
         gc.freeze()
         self._scheduler.start(paused=True)
 
-    def add(self, tenant: TenantConfig, *, first_run: datetime | None) -> None:
-        """Schedule a tenant, or replace its job with its new settings; ``first_run=None``
-        holds it until the first polls' pacer releases it."""
+    def add(self, tenant: TenantConfig, *, first_run: datetime) -> None:
+        """Schedule a tenant, or replace its job with its new settings."""
         self._tenants[tenant.name] = tenant
         self._scheduler.add_job(
             self._poller.poll,
