@@ -497,9 +497,9 @@ class PollSchedule:
         What exists now (the settings, every tenant's runtime) lives as long as the schedule:
         it is frozen out of the cyclic collector's sight until ``finish``, so its full
         collections stop walking it (at 10,000 tenants each walk held the loop for ~0.3 s,
-        several times during the start-up). No collection first: it would be such a walk,
-        and little of what exists now is cyclic garbage."""
+        several times during the start-up)."""
         self._tenants.update((tenant.name, tenant) for tenant in tenants)
+        gc.collect()
         gc.freeze()
         self._scheduler.start(paused=True)
 
