@@ -5,13 +5,16 @@ A tenant's first poll costs more than its later ones (a token, the baseline's co
 ``/healthz`` and ``/metrics`` wait behind the polls. ``FirstPolls`` releases the first polls a
 tick at a time instead, at a rate that grows while the loop's timers fire on time and halves
 when they fire late or when many polls already wait for their turn (``next_rate``:
-additive-increase, multiplicative-decrease). It never stops: even a machine too slow for its
-fleet polls every tenant once, ``MIN_RATE`` a second at least.
+additive-increase, multiplicative-decrease). It never goes below ``MIN_RATE``, nor below the
+rate that releases every tenant within ``SPREAD_INTERVALS`` poll intervals: on a machine too
+busy for its fleet the loop runs late, and the released tenants' next polls keep it late, so
+a pace from the lag alone could leave tenants unwatched for many intervals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -23,6 +26,8 @@ within which ``/healthz`` should answer."""
 START_RATE = 50.0
 """First polls per second at first; a small fleet starts within a tick or two anyway."""
 MIN_RATE = 10.0
+SPREAD_INTERVALS = 2.0
+"""Every tenant's first poll is released within this many poll intervals (the shortest)."""
 MAX_RATE = 400.0
 RATE_STEP = 20.0
 """Polls per second added after each tick on time."""
@@ -73,9 +78,11 @@ class FirstPolls:
         self._tick = tick
         self.rate = START_RATE
 
-    async def run(self, names: Iterable[str]) -> None:
+    async def run(self, names: Iterable[str], *, interval: float = math.inf) -> None:
+        """Release ``names`` in order; ``interval``: the shortest poll interval among them."""
         clock = self._clock or asyncio.get_running_loop().time
         waiting = deque(names)
+        floor = max(MIN_RATE, len(waiting) / (SPREAD_INTERVALS * interval))
         credit = 1.0  # the first tenant at once
         while waiting:
             for _ in range(min(int(credit), len(waiting))):
@@ -87,6 +94,7 @@ class FirstPolls:
             await self._sleep(self._tick)
             elapsed = clock() - started
             lag = max(0.0, elapsed - self._tick)
-            self.rate = next_rate(self.rate, lag, backlog=self._backlog())
-            # a long stall adds no burst: at most two ticks' worth is carried
-            credit = min(credit + self.rate * elapsed, max(1.0, 2 * self.rate * self._tick))
+            self.rate = next_rate(self.rate, lag, backlog=self._backlog(), floor=floor)
+            # a long stall adds no burst beyond two ticks' worth, or the floor's for the stall
+            carried = max(1.0, 2 * self.rate * self._tick, floor * elapsed)
+            credit = min(credit + self.rate * elapsed, carried)

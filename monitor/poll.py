@@ -547,7 +547,9 @@ class PollSchedule:
             if index % _HOLD_SLICE == _HOLD_SLICE - 1:
                 await asyncio.sleep(0)
         self._scheduler.resume()
-        await FirstPolls(self.release, backlog=self._poller.polls_in_flight).run(names)
+        interval = min((tenant.interval for tenant in self._tenants.values()), default=60.0)
+        pacer = FirstPolls(self.release, backlog=self._poller.polls_in_flight)
+        await pacer.run(names, interval=interval)
 
     def release(self, name: str) -> None:
         """Start polling a tenant now: make its job, or start its held one (a job a reload
