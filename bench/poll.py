@@ -389,10 +389,23 @@ class Latencies:
 
     samples: list[float] = field(default_factory=list)
     failures: int = 0
+    spans: list[tuple[float, float]] = field(default_factory=list)  # monotonic start, end
 
     @property
     def worst(self) -> float:
         return max(self.samples, default=math.nan)
+
+    def worst_outside(self, others: Latencies) -> float:
+        """The slowest answer that overlapped none of ``others``' requests (a /healthz probe
+        that waited for no scrape)."""
+        alone = [
+            took
+            for took, (start, end) in zip(self.samples, self.spans, strict=True)
+            if not any(
+                start < other_end and other_start < end for other_start, other_end in others.spans
+            )
+        ]
+        return max(alone, default=math.nan)
 
 
 @dataclass
@@ -507,7 +520,9 @@ class Prober:
                 except httpx.HTTPError:
                     ok = False
                 if ok:
-                    self.latencies.samples.append(time.monotonic() - started)
+                    ended = time.monotonic()
+                    self.latencies.samples.append(ended - started)
+                    self.latencies.spans.append((started, ended))
                 else:
                     self.latencies.failures += 1
                 self._stop.wait(self._every)
@@ -844,6 +859,12 @@ def report_fleet(report: Report, result: Fleet, *, bare_ms: float | None, judged
             f"< {ANSWER_TARGET_MS:g} ms",
             verdict(worst < ANSWER_TARGET_MS and not latencies.failures, judged=judged),
         )
+    healthz = result.startup_healthz
+    report.add(
+        "start-up: /healthz, p99 / slowest while no /metrics scrape was in flight",
+        f"{percentile(healthz.samples, 0.99) * 1000:.0f} / "
+        f"{healthz.worst_outside(result.startup_metrics) * 1000:.0f} ms",
+    )
     share_target = CPU_SHARE_TARGET if big else None
     report.add(
         "steady CPU share of one core",

@@ -1,7 +1,8 @@
 """YAML text -> plain values, with the line of every key and every problem found on the way.
 
-1. ``yaml.compose`` builds a node tree (syntax errors stop here, with their line); nesting
-   deeper than ``MAX_YAML_DEPTH`` is refused before it is recursed into.
+1. ``compose`` builds a lean node tree (``monitor.config.compose``: syntax errors stop here,
+   with their line; nesting deeper than ``MAX_YAML_DEPTH`` is refused before it is recursed
+   into).
 2. ``YamlReader`` turns nodes into plain values, remembering each path's line, rejecting
    duplicate keys, and expanding ``${VAR}`` / ``${VAR:-default}`` inside each string scalar
    (after parsing, so a variable's value can never inject YAML). Aliases are expanded here,
@@ -12,14 +13,14 @@ from __future__ import annotations
 
 import os
 import re
-import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping as AnyMapping
 from dataclasses import dataclass, field
 
 import yaml
 from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import ScalarNode
 
+from monitor.config.compose import MAX_YAML_DEPTH, Mapping, Node, Scalar, Sequence, compose
 from monitor.config.problems import KeyPath, Problem, is_secret_key
 from monitor.errors import ConfigError
 
@@ -35,8 +36,6 @@ __all__ = [
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 """Enough for 10,000 tenants with their own credentials (about 200 bytes each) and more."""
-MAX_YAML_DEPTH = 50
-"""Levels of nested lists and mappings; deeper is refused (and never recursed into)."""
 MIN_ALIAS_BUDGET = 10_000
 """Values aliases may add beyond the document's own (or as many as it has, if more)."""
 
@@ -59,7 +58,7 @@ class _InterpolationError(Exception):
     pass
 
 
-def _interpolate(text: str, env: Mapping[str, str]) -> str:
+def _interpolate(text: str, env: AnyMapping[str, str]) -> str:
     """Expand ``${VAR}`` and ``${VAR:-default}`` (default when unset or empty); ``$${`` is a
     literal ``${``. Raises ``_InterpolationError`` naming the variable, never the text."""
     pieces: list[str] = []
@@ -81,7 +80,7 @@ def _interpolate(text: str, env: Mapping[str, str]) -> str:
     return "".join(pieces)
 
 
-def _resolve_reference(body: str, env: Mapping[str, str]) -> str:
+def _resolve_reference(body: str, env: AnyMapping[str, str]) -> str:
     reference = _REFERENCE_BODY.fullmatch(body)
     if reference is None:
         raise _InterpolationError("invalid ${...} reference (expected ${NAME} or ${NAME:-default})")
@@ -102,7 +101,7 @@ class YamlReader:
     (``over_budget``) after ``node_budget`` nodes, and nesting (aliases and merges included)
     deeper than ``MAX_YAML_DEPTH`` is not followed."""
 
-    env: Mapping[str, str]
+    env: AnyMapping[str, str]
     node_budget: int = MIN_ALIAS_BUDGET
     over_budget: bool = False
     key_lines: dict[KeyPath, int] = field(default_factory=dict)
@@ -119,45 +118,45 @@ class YamlReader:
             self.over_budget = True
         if self.over_budget:
             return UNRESOLVED
-        self.node_lines[path] = _line(node)
-        if isinstance(node, ScalarNode):
+        self.node_lines[path] = node.line
+        if isinstance(node, Scalar):
             return self._read_scalar(node, path)
         if id(node) in self._open_nodes:
-            self.problems.append(Problem("recursive YAML alias", path, _line(node)))
+            self.problems.append(Problem("recursive YAML alias", path, node.line))
             return UNRESOLVED
         if len(self._open_nodes) >= MAX_YAML_DEPTH:
             message = f"nested deeper than {MAX_YAML_DEPTH} levels (through aliases)"
-            self.problems.append(Problem(message, path, _line(node)))
+            self.problems.append(Problem(message, path, node.line))
             return UNRESOLVED
         self._open_nodes.add(id(node))
         try:
-            if isinstance(node, MappingNode):
+            if isinstance(node, Mapping):
                 return self._read_mapping(node, path)
-            assert isinstance(node, SequenceNode)
+            assert isinstance(node, Sequence)
             return self._read_sequence(node, path)
         finally:
             self._open_nodes.discard(id(node))
 
-    def _read_sequence(self, node: SequenceNode, path: KeyPath) -> list[object]:
+    def _read_sequence(self, node: Sequence, path: KeyPath) -> list[object]:
         items: list[object] = []
         for index, item in enumerate(node.value):
-            self.key_lines[(*path, index)] = _line(item)
+            self.key_lines[(*path, index)] = item.line
             items.append(self.read(item, (*path, index)))
         return items
 
-    def _read_mapping(self, node: MappingNode, path: KeyPath) -> dict[str, object]:
+    def _read_mapping(self, node: Mapping, path: KeyPath) -> dict[str, object]:
         mapping: dict[str, object] = {}
         explicit = [(key, value) for key, value in node.value if key.tag != _MERGE_TAG]
-        for key, value in node.value:
-            if key.tag == _MERGE_TAG:
-                mapping.update(self._read_merge(value, path))
-        self.node_lines[path] = _line(node)  # reading a merged mapping moved it to the anchor
+        for merge_key, merged in node.value:
+            if merge_key.tag == _MERGE_TAG:
+                mapping.update(self._read_merge(merged, path))
+        self.node_lines[path] = node.line  # reading a merged mapping moved it to the anchor
         first_lines: dict[str, int] = {}
         for key_node, value_node in explicit:
-            if not isinstance(key_node, ScalarNode):
-                self.problems.append(Problem("keys must be plain strings", path, _line(key_node)))
+            if not isinstance(key_node, Scalar):
+                self.problems.append(Problem("keys must be plain strings", path, key_node.line))
                 continue
-            key, line = key_node.value, _line(key_node)
+            key, line = key_node.value, key_node.line
             if key in first_lines:
                 message = f"duplicate key, first defined on line {first_lines[key]}"
                 self.problems.append(Problem(message, (*path, key), line))
@@ -168,31 +167,34 @@ class YamlReader:
 
     def _read_merge(self, node: Node, path: KeyPath) -> dict[str, object]:
         """``<<: *anchor`` or ``<<: [*a, *b]``; earlier mappings win, explicit keys win over all."""
-        sources = node.value if isinstance(node, SequenceNode) else [node]
+        sources = node.value if isinstance(node, Sequence) else [node]
         merged: dict[str, object] = {}
         for source in reversed(sources):
-            if not isinstance(source, MappingNode):
+            if not isinstance(source, Mapping):
                 message = "<< must merge a mapping or a list of mappings"
-                self.problems.append(Problem(message, path, _line(node)))
+                self.problems.append(Problem(message, path, node.line))
                 continue
             read = self.read(source, path)
             if isinstance(read, dict):
                 merged.update(read)
         return merged
 
-    def _read_scalar(self, node: ScalarNode, path: KeyPath) -> object:
+    def _read_scalar(self, node: Scalar, path: KeyPath) -> object:
+        constructor = self._constructor
         try:
-            value = self._constructor.construct_object(node)
+            value = constructor.construct_object(ScalarNode(node.tag, node.value, style=node.style))
         except (yaml.YAMLError, ValueError):
             message = f"unsupported YAML value (tag {node.tag})"
-            self.problems.append(Problem(message, path, _line(node)))
+            self.problems.append(Problem(message, path, node.line))
             return UNRESOLVED
+        finally:
+            constructor.constructed_objects.clear()  # keyed by the node, made for this call
         if not isinstance(value, str):
             return value
         try:
             value = _interpolate(value, self.env)
         except _InterpolationError as error:
-            self.problems.append(Problem(str(error), path, _line(node)))
+            self.problems.append(Problem(str(error), path, node.line))
             return UNRESOLVED
         if is_secret_key(path) and value:
             self.secret_values.add(value)
@@ -206,85 +208,6 @@ class YamlReader:
             if line is not None:
                 return line
         return None
-
-
-def _line(node: Node) -> int:
-    return int(node.start_mark.line) + 1
-
-
-class _LimitExceeded(yaml.MarkedYAMLError):
-    """The document is nested too deeply: refused before it is recursed into."""
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """The safe loader's composer, refusing nesting deeper than ``MAX_YAML_DEPTH`` (Python's
-    recursion limit would otherwise end it) and counting the nodes it builds (aliases reuse
-    theirs), the base of the alias expansion budget."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.depth = 0
-        self.nodes = 0
-
-    def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        if not self.check_event(yaml.AliasEvent):
-            self.nodes += 1
-        self.depth += 1
-        try:
-            if self.depth > MAX_YAML_DEPTH:
-                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-                problem = f"nested deeper than {MAX_YAML_DEPTH} levels"
-                raise _LimitExceeded(problem=problem, problem_mark=mark)
-            node: Node | None = super().compose_node(parent, index)
-            return node
-        finally:
-            self.depth -= 1
-
-
-def _compose(text: str) -> tuple[Node | None, int]:
-    """The document's node tree and how many nodes it has (aliases not counted)."""
-    try:
-        loader = _BoundedLoader(text)  # checks every character first
-    except yaml.reader.ReaderError as error:
-        raise ConfigError(_character_error(text, error)) from None
-    try:
-        return loader.get_single_node(), loader.nodes
-    except _LimitExceeded as error:
-        raise ConfigError(_marked(f"the YAML is {error.problem}", error.problem_mark)) from None
-    except yaml.MarkedYAMLError as error:
-        raise ConfigError(_syntax_error(error)) from None
-    except yaml.YAMLError:
-        raise ConfigError("YAML syntax error") from None
-    finally:
-        loader.dispose()
-
-
-def _marked(message: str, mark: yaml.Mark | None) -> str:
-    if mark is None:
-        return Problem(message).render()
-    return Problem(message, line=int(mark.line) + 1, column=int(mark.column) + 1).render()
-
-
-def _syntax_error(error: yaml.MarkedYAMLError) -> str:
-    """The error at the line where the broken construct starts when the stream ended inside
-    it (an unclosed quote or bracket), else where the parser stopped."""
-    context, problem = error.context, error.problem or "invalid"
-    at_end = "end of stream" in problem or "<stream end>" in problem
-    if context and error.context_mark is not None and at_end:
-        message = f"YAML syntax error: {problem} {context} that starts here"
-        return _marked(message, error.context_mark)
-    described = ", ".join(part for part in (context, problem) if part)
-    return _marked(f"YAML syntax error: {described}", error.problem_mark or error.context_mark)
-
-
-def _character_error(text: str, error: yaml.reader.ReaderError) -> str:
-    """A character YAML does not allow (a NUL byte, say), named with its line and column."""
-    before = text[: error.position]
-    line, column = before.count("\n") + 1, error.position - (before.rfind("\n") + 1) + 1
-    character = chr(error.character) if isinstance(error.character, int) else error.character
-    kind = "control character" if unicodedata.category(character) == "Cc" else "character"
-    message = f"{kind} U+{ord(character):04X} is not allowed in YAML"
-    return Problem(message, line=line, column=column).render()
 
 
 def read_config_file(path: str | os.PathLike[str]) -> str:
@@ -306,16 +229,16 @@ def read_config_file(path: str | os.PathLike[str]) -> str:
         raise ConfigError("not a UTF-8 text file") from None
 
 
-def read_document(text: str, env: Mapping[str, str]) -> tuple[object, YamlReader]:
+def read_document(text: str, env: AnyMapping[str, str]) -> tuple[object, YamlReader]:
     """The document's plain values and the reader that holds their lines and the problems
     found so far; ``ConfigError`` when there is no mapping to read at all."""
-    root, nodes = _compose(text)
-    if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL_TAG):
+    root, nodes = compose(text)
+    if root is None or (isinstance(root, Scalar) and root.tag == _NULL_TAG):
         raise ConfigError("the configuration is empty (at least tenants is required)")
-    if not isinstance(root, MappingNode):
-        kind = "a list" if isinstance(root, SequenceNode) else "a single value"
+    if not isinstance(root, Mapping):
+        kind = "a list" if isinstance(root, Sequence) else "a single value"
         message = f"the top level must be a mapping of keys, got {kind}"
-        raise ConfigError(Problem(message, line=_line(root)).render())
+        raise ConfigError(Problem(message, line=root.line).render())
     reader = YamlReader(env, node_budget=nodes + max(MIN_ALIAS_BUDGET, nodes))
     data = reader.read(root, ())
     if reader.over_budget:

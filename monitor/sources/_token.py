@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -24,7 +23,7 @@ ISSUED_TOKENS_KEPT = 4
 """The last tokens issued, kept to be scrubbed from messages."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Credentials:
     """Either ``client_id`` + ``client_secret`` (client credentials grant) or a static ``token``."""
 
@@ -49,6 +48,19 @@ class Credentials:
 class TokenCache:
     """Hands out the current access token, fetching a new one when it is due."""
 
+    __slots__ = (
+        "_audience",
+        "_clock",
+        "_credentials",
+        "_errors",
+        "_lock",
+        "_renew_at",
+        "_sender",
+        "_token",
+        "_token_url",
+        "issued",
+    )
+
     def __init__(
         self,
         *,
@@ -68,8 +80,9 @@ class TokenCache:
         self._token: str | None = None
         self._renew_at = 0.0
         self._lock = asyncio.Lock()
-        self.issued: deque[str] = deque(maxlen=ISSUED_TOKENS_KEPT)
-        """The last tokens fetched (scrubbed from messages)."""
+        self.issued: tuple[str, ...] = ()
+        """The last tokens fetched (scrubbed from messages); a tuple, not a deque: a fleet
+        holds one per tenant, and an empty deque is 740 bytes."""
 
     async def get(self) -> str:
         if self._credentials.token is not None:
@@ -80,7 +93,7 @@ class TokenCache:
             self._token = None
             requested_at = self._clock()
             token, lifetime = await self._fetch()
-            self.issued.append(token)
+            self.issued = (*self.issued, token)[-ISSUED_TOKENS_KEPT:]
             self._token = token
             self._renew_at = requested_at + lifetime - min(TOKEN_SKEW_MAX, lifetime / 10)
             logger.debug(

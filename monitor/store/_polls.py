@@ -4,6 +4,7 @@ deliveries a poll queues, all written in the poll's one transaction."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from monitor.errors import StoreError
 from monitor.model import (
@@ -17,7 +18,19 @@ from monitor.model import (
     tenant_state_from_json,
 )
 from monitor.store._sqlbase import Session, SQLBase
-from monitor.store.base import Fence
+from monitor.store.base import Fence, PollWrite
+
+
+@dataclass(frozen=True, slots=True)
+class _Serialised:
+    """A poll as its rows will hold it, serialised before its transaction begins."""
+
+    write: PollWrite
+    operation: str  # names the poll in errors
+    taken_at: object
+    snapshot: str
+    confirmation: str
+    events: list[str]
 
 
 class PollQueries(SQLBase):
@@ -70,28 +83,42 @@ class PollQueries(SQLBase):
     ) -> list[Event]:
         if isinstance(state, Snapshot):
             state = TenantState.confirmed(state)
-        snapshot = state.snapshot
-        snapshot_body, confirmation, event_bodies = self._serialise_poll(state, events)
-        taken_at = self._to_db_time(snapshot.taken_at)
-        operation = f"save_poll of tenant {snapshot.tenant!r}"
-        guard, fenced = self._guard(fence)
+        poll = self._serialise_poll(PollWrite(state, events, deliveries))
+        with self._session(poll.operation, write=True) as session:
+            return self._write_poll(session, poll, fence)
+
+    def save_polls(
+        self, polls: Sequence[PollWrite], *, fence: Fence | None = None
+    ) -> list[list[Event]]:
+        if not polls:
+            return []
+        serialised = [self._serialise_poll(poll) for poll in polls]
+        operation = f"save_polls of {len(polls)} tenant{'s' if len(polls) > 1 else ''}"
         with self._session(operation, write=True) as session:
-            changed = session.execute(
-                "INSERT INTO snapshots (tenant, taken_at, body, confirmation) "
-                f"SELECT ?, ?, ?, ? WHERE {guard} "
-                "ON CONFLICT (tenant) DO UPDATE SET taken_at = excluded.taken_at, "
-                "body = excluded.body, confirmation = excluded.confirmation",
-                (snapshot.tenant, taken_at, snapshot_body, confirmation, *fenced),
+            return [self._write_poll(session, poll, fence) for poll in serialised]
+
+    def _write_poll(self, session: Session, poll: _Serialised, fence: Fence | None) -> list[Event]:
+        snapshot = poll.write.state.snapshot
+        guard, fenced = self._guard(fence)
+        changed = session.execute(
+            "INSERT INTO snapshots (tenant, taken_at, body, confirmation) "
+            f"SELECT ?, ?, ?, ? WHERE {guard} "
+            "ON CONFLICT (tenant) DO UPDATE SET taken_at = excluded.taken_at, "
+            "body = excluded.body, confirmation = excluded.confirmation",
+            (snapshot.tenant, poll.taken_at, poll.snapshot, poll.confirmation, *fenced),
+        )
+        if not changed:
+            self._check_fence(session, fence, poll.operation)
+        events = poll.write.events
+        new_events = [
+            event
+            for index, (event, body) in enumerate(zip(events, poll.events, strict=True))
+            if self._insert_event(session, event, body, poll_index=index, fence=fence)
+        ]
+        for event_id, destination in poll.write.deliveries:
+            self._insert_delivery(
+                session, event_id, destination, poll.taken_at, fence, poll.operation
             )
-            if not changed:
-                self._check_fence(session, fence, operation)
-            new_events = [
-                event
-                for index, (event, body) in enumerate(zip(events, event_bodies, strict=True))
-                if self._insert_event(session, event, body, poll_index=index, fence=fence)
-            ]
-            for event_id, destination in deliveries:
-                self._insert_delivery(session, event_id, destination, taken_at, fence, operation)
         return new_events
 
     def _insert_delivery(
@@ -114,18 +141,20 @@ class PollQueries(SQLBase):
         if not inserted:  # known, or refused
             self._check_fence(session, fence, operation)
 
-    def _serialise_poll(
-        self, state: TenantState, events: Sequence[Event]
-    ) -> tuple[str, str, list[str]]:
+    def _serialise_poll(self, poll: PollWrite) -> _Serialised:
+        tenant = poll.state.tenant
         try:
-            return (
-                snapshot_to_json(state.snapshot),
-                confirmation_to_json(state),
-                [event_to_json(event) for event in events],
+            return _Serialised(
+                write=poll,
+                operation=f"save_poll of tenant {tenant!r}",
+                taken_at=self._to_db_time(poll.state.snapshot.taken_at),
+                snapshot=snapshot_to_json(poll.state.snapshot),
+                confirmation=confirmation_to_json(poll.state),
+                events=[event_to_json(event) for event in poll.events],
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise StoreError(
-                f"{self.where}: save_poll of tenant {state.tenant!r} failed: "
+                f"{self.where}: save_poll of tenant {tenant!r} failed: "
                 f"cannot serialise the poll: {exc}"
             ) from exc
 

@@ -40,6 +40,16 @@ class OutboxStats:
     oldest_pending_at: datetime | None = None  # ``created_at`` of the oldest pending delivery
 
 
+@dataclass(frozen=True, slots=True)
+class PollWrite:
+    """What one poll commits (``Store.save_polls``): the tenant's new state, the events found
+    and one (event id, destination) pair per delivery owed."""
+
+    state: TenantState
+    events: Sequence[Event] = ()
+    deliveries: Sequence[tuple[str, str]] = ()
+
+
 LEADER_LEASE = "leader"
 """The name of the lease row the replicas of one store compete for."""
 
@@ -110,6 +120,13 @@ class Store(Protocol):
 
         Every write below that takes a ``fence`` raises ``FencedOut``, writing nothing, when
         the fence's lease has a newer token; the check is part of each guarded statement."""
+
+    def save_polls(
+        self, polls: Sequence[PollWrite], *, fence: Fence | None = None
+    ) -> list[list[Event]]:
+        """In ONE transaction, what ``save_poll`` does for each poll, in order (a tenant's later
+        poll replaces its earlier one). Returns each poll's new events, in the polls' order.
+        A failure, or ``FencedOut``, commits none of them."""
 
     def load_reachability(self, tenant: str) -> Reachability:
         """The tenant's run of failed polls; a healthy ``Reachability`` when there is none."""

@@ -34,7 +34,7 @@ from monitor.model import (
 )
 from monitor.reachability import Reachability, after_failure, after_success
 from monitor.store import migrations, open_store, redact_url
-from monitor.store.base import Fence, LeaseInfo, OutboxStats, Pruned, Store
+from monitor.store.base import Fence, LeaseInfo, OutboxStats, PollWrite, Pruned, Store
 from monitor.store.sqlite import SQLiteStore
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -423,6 +423,41 @@ def test_an_unserialisable_event_writes_nothing(store: Store) -> None:
     assert all_events(store) == []
 
 
+def test_save_polls_commits_many_polls_and_returns_each_ones_new_events(store: Store) -> None:
+    known = event("prod", "k1")
+    store.save_poll(snapshot("prod", T0), [known])
+    fresh, other = event("prod", "k2"), event("dev", "k3")
+    assert store.save_polls([]) == []
+    polls = [
+        PollWrite(
+            TenantState.confirmed(snapshot("prod", T0 + timedelta(minutes=1))), [known, fresh]
+        ),
+        PollWrite(TenantState.confirmed(snapshot("dev")), [other], [(other.id, "chat")]),
+        PollWrite(TenantState.confirmed(snapshot("qa")), []),
+    ]
+    assert store.save_polls(polls) == [[fresh], [other], []]
+    assert store.load_states() == {poll.state.tenant: poll.state for poll in polls}
+    assert sorted(e.id for e in all_events(store)) == sorted([known.id, fresh.id, other.id])
+    assert store.delivery_counts() == {("chat", "pending"): 1}
+
+
+def test_a_failure_in_one_poll_of_a_batch_writes_none_of_them(store: Store) -> None:
+    good = PollWrite(TenantState.confirmed(snapshot("dev")), [event("dev", "k1")])
+    new = event("prod", "k1")
+    broken = PollWrite(  # a delivery of an unknown event breaks the foreign key
+        TenantState.confirmed(snapshot("prod")), [new], [(new.id, "a"), ("no-such-event", "a")]
+    )
+    with pytest.raises(StoreError, match="save_polls of 2 tenants failed"):
+        store.save_polls([good, broken])
+    unserialisable = event("prod", "k2", details={"oops": object()})
+    with pytest.raises(StoreError, match="tenant 'prod' failed: cannot serialise"):
+        store.save_polls(
+            [good, PollWrite(TenantState.confirmed(snapshot("prod")), [unserialisable])]
+        )
+    assert (store.load_states(), all_events(store), store.delivery_counts()) == ({}, [], {})
+    assert store.save_polls([good]) == [list(good.events)]  # still usable
+
+
 def test_a_closed_store_refuses_to_save(store: Store) -> None:
     store.close()
     with pytest.raises(StoreError, match="closed"):
@@ -714,6 +749,22 @@ def test_a_leader_writes_under_its_token_until_a_newer_leader_takes_the_lease(
     assert not store.claim_delivery(first.id, "chat", fence=new)  # no longer pending
     assert store.delivery_counts() == {("chat", "delivered"): 1}
     store.mark_delivered(first.id, "chat", T0, fence=new)  # already delivered: left alone
+
+
+def test_a_fenced_out_batch_commits_nothing(store: Store) -> None:
+    old = Fence("leader", store.acquire_lease("leader", "a", now=T0, ttl=30) or 0)
+    first = event("prod", "k1")
+    batch = [
+        PollWrite(TenantState.confirmed(snapshot("prod")), [first], [(first.id, "chat")]),
+        PollWrite(TenantState.confirmed(snapshot("dev")), [event("dev", "k2")]),
+    ]
+    assert store.save_polls(batch[:1], fence=old) == [[first]]
+    store.acquire_lease("leader", "b", now=T0 + timedelta(minutes=1), ttl=30)
+    before = (store.load_states(), all_events(store), store.delivery_counts())
+    for polls in (batch, batch[1:]):  # a tenant it wrote before, a new one
+        with pytest.raises(FencedOut, match="made under token 1 of lease 'leader'"):
+            store.save_polls(polls, fence=old)
+        assert (store.load_states(), all_events(store), store.delivery_counts()) == before
 
 
 def test_a_fence_on_a_lease_never_taken_refuses_and_no_fence_is_never_refused(

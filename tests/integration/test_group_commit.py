@@ -1,0 +1,128 @@
+"""Baselines are committed many tenants to a transaction (``monitor.commits.GroupCommit``),
+over a real SQLite store; a batch that fails commits nothing, and its polls detect again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from monitor.commits import GroupCommit
+from monitor.config import parse_config
+from monitor.errors import FencedOut, StoreError
+from monitor.metrics import Telemetry
+from monitor.model import Event, EventType, Snapshot, TenantState, make_event
+from monitor.poll import Poller
+from monitor.simulator import Simulator, SimulatorServer
+from monitor.store.base import Fence, PollWrite
+from monitor.store.sqlite import SQLiteStore
+from tests.support.daemon import daemon_config
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class BatchCountingStore(SQLiteStore):
+    """A real SQLite store that remembers the size of each ``save_polls`` batch."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.batches: list[int] = []
+
+    def save_polls(
+        self, polls: Sequence[PollWrite], *, fence: Fence | None = None
+    ) -> list[list[Event]]:
+        self.batches.append(len(polls))
+        return super().save_polls(polls, fence=fence)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[BatchCountingStore]:
+    opened = BatchCountingStore(tmp_path / "state.db")
+    opened.migrate()
+    yield opened
+    opened.close()
+
+
+def baseline(tenant: str, **details: object) -> PollWrite:
+    state = TenantState.confirmed(Snapshot(tenant=tenant, taken_at=T0, keys={}))
+    found = make_event(tenant, EventType.KEY_ADDED, T0, [tenant], kid="k1", details=details)
+    return PollWrite(state, [found])
+
+
+def refuse_writes(store: SQLiteStore, refuse: bool) -> None:
+    with store._session("test", write=False) as session:
+        session.execute(f"PRAGMA query_only = {'ON' if refuse else 'OFF'}")
+
+
+async def test_polls_queued_together_commit_in_one_transaction(store: BatchCountingStore) -> None:
+    commits = GroupCommit(store)
+    writes = [baseline(f"t{n}") for n in range(5)]
+    results = await asyncio.gather(*(commits.save(write, fence=None) for write in writes))
+    assert results == [list(write.events) for write in writes]
+    assert store.batches == [5]
+    assert sorted(store.load_states()) == [f"t{n}" for n in range(5)]
+    assert await commits.save(writes[0], fence=None) == []  # known: committed, nothing new
+    assert store.batches == [5, 1]
+
+
+async def test_a_poll_that_cannot_be_written_fails_alone(store: BatchCountingStore) -> None:
+    commits = GroupCommit(store)
+    writes = [baseline("a"), baseline("bad", oops=object()), baseline("c")]
+    results = await asyncio.gather(
+        *(commits.save(write, fence=None) for write in writes), return_exceptions=True
+    )
+    assert results[0] == list(writes[0].events) and results[2] == list(writes[2].events)
+    assert isinstance(results[1], StoreError) and "cannot serialise" in str(results[1])
+    assert sorted(store.load_states()) == ["a", "c"]
+
+
+async def test_a_fenced_out_batch_fails_every_poll_and_commits_nothing(
+    store: BatchCountingStore,
+) -> None:
+    old = Fence("leader", store.acquire_lease("leader", "a", now=T0, ttl=30) or 0)
+    store.acquire_lease("leader", "b", now=T0.replace(minute=5), ttl=30)
+    commits = GroupCommit(store)
+    results = await asyncio.gather(
+        *(commits.save(baseline(name), fence=old) for name in "abc"), return_exceptions=True
+    )
+    assert [type(result) for result in results] == [FencedOut] * 3
+    assert len({id(result) for result in results}) == 3  # each poll raises its own
+    assert store.batches == [3]
+    assert store.load_states() == {} and store.recent_events() == []
+
+
+@pytest.fixture
+def server() -> Iterator[SimulatorServer]:
+    with SimulatorServer(Simulator(tenants=3)) as running_server:
+        yield running_server
+
+
+async def test_a_failed_batch_leaves_the_tenants_unpolled_and_the_next_poll_detects_again(
+    server: SimulatorServer, store: BatchCountingStore, tmp_path: Path
+) -> None:
+    names = ["tenant-1", "tenant-2", "tenant-3"]
+    settings = parse_config(daemon_config(server, tmp_path, tenants=names))
+    telemetry = Telemetry()
+    async with httpx.AsyncClient() as http:
+        poller = Poller(
+            store=store,
+            client_of=lambda _: http,
+            telemetry=telemetry,
+            wake=lambda _: None,
+            leading=lambda: True,
+        )
+        for tenant in settings.tenants:
+            poller.add_tenant(tenant, None)
+        refuse_writes(store, True)
+        assert await asyncio.gather(*(poller.poll(name) for name in names)) == [[], [], []]
+        assert [poller.tenants[name].state for name in names] == [None, None, None]
+        refuse_writes(store, False)
+        await asyncio.gather(*(poller.poll(name) for name in names))
+    stored = store.load_states()
+    assert sorted(stored) == names
+    assert all(poller.tenants[name].state == stored[name] for name in names)
+    assert sum(store.batches) == 6  # each baseline was tried twice, in batches
