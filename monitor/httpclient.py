@@ -106,10 +106,11 @@ def build_http_client(
         max_keepalive_connections=min(max_connections, MAX_KEEPALIVE_CONNECTIONS),
     )
     verify = tls_context(route.ca_file)
+    timeouts, headers = build_timeout(timeout), {"User-Agent": user_agent}
     if transport == "httpcore":
         return httpx.AsyncClient(
-            timeout=build_timeout(timeout),
-            headers={"User-Agent": user_agent},
+            timeout=timeouts,
+            headers=headers,
             follow_redirects=False,
             trust_env=False,
             limits=limits,
@@ -123,8 +124,8 @@ def build_http_client(
         proxy=httpx.Proxy(route.proxy) if route.proxy else None,
     )
     return httpx.AsyncClient(
-        timeout=build_timeout(timeout),
-        headers={"User-Agent": user_agent},
+        timeout=timeouts,
+        headers=headers,
         follow_redirects=False,
         trust_env=False,
         transport=aiohttp,
