@@ -835,7 +835,36 @@ def optional(value: float | None, template: str) -> str:
     return "n/a" if value is None else template.format(value)
 
 
-def report_fleet(report: Report, result: Fleet, *, bare_ms: float | None, judged: bool) -> None:
+def report_fleet_ratios(
+    report: Report,
+    per_poll: float,
+    requests: float,
+    bare_ms: dict[Transport, float],
+    big: bool,
+    judged: bool,
+) -> None:
+    """Per HTTP request, against a bare GET on each transport. The issue's target is the bare
+    httpx GET as httpx ships (its own httpcore transport, 0.73 ms when the issue was filed);
+    the ratio to a bare GET on keywatch's own transport is the stricter figure beside it."""
+    report.add(
+        f"CPU per poll in the fleet / one bare GET on {TRANSPORT_NAMES[TRANSPORT]}",
+        f"{per_poll * 1000 / bare_ms[TRANSPORT]:.2f}",
+    )
+    for transport in TRANSPORTS:
+        ratio = per_poll * 1000 / (bare_ms[transport] * requests)
+        judge = big and transport == "httpcore"
+        report.add(
+            f"per HTTP request ({requests:.2f} a poll: keys list + JWKS) / one bare httpx GET"
+            f" on {TRANSPORT_NAMES[transport]}",
+            f"{ratio:.2f}",
+            f"<= {FLEET_RATIO_TARGET:g}" if judge else "",
+            verdict(ratio <= FLEET_RATIO_TARGET, judged=judged) if judge else "",
+        )
+
+
+def report_fleet(
+    report: Report, result: Fleet, *, bare_ms: dict[Transport, float] | None, judged: bool
+) -> None:
     big = result.tenants >= BIG_FLEET
     report.section(
         f"Fleet of {result.tenants:,} tenants every {result.interval:g}s (jitter "
@@ -878,18 +907,7 @@ def report_fleet(report: Report, result: Fleet, *, bare_ms: float | None, judged
         projected = per_poll * result.expected_polls / result.window_wall
         report.add("share at the mean poll rate (per poll x rate)", f"{projected:.1%}")
         if bare_ms is not None:
-            report.add(
-                f"CPU per poll in the fleet / one bare GET on {TRANSPORT_NAMES[TRANSPORT]}",
-                f"{per_poll * 1000 / bare_ms:.2f}",
-            )
-            requests = result.requests_per_poll
-            ratio = per_poll * 1000 / (bare_ms * requests)
-            report.add(
-                f"the same per HTTP request ({requests:.2f} a poll: keys list + JWKS)",
-                f"{ratio:.2f}",
-                f"<= {FLEET_RATIO_TARGET:g}" if big else "",
-                verdict(ratio <= FLEET_RATIO_TARGET, judged=judged) if big else "",
-            )
+            report_fleet_ratios(report, per_poll, result.requests_per_poll, bare_ms, big, judged)
     report.add(
         "polls in the window (expected at the mean interval)",
         f"{optional(result.window_polls, '{:.0f}')} ({result.expected_polls:.0f})",
@@ -1057,7 +1075,9 @@ def run(args: argparse.Namespace) -> Report:
     return report
 
 
-def run_poll_cpu(args: argparse.Namespace, report: Report, *, workdir: Path) -> float:
+def run_poll_cpu(
+    args: argparse.Namespace, report: Report, *, workdir: Path
+) -> dict[Transport, float]:
     profile_to = args.profile / "poll.prof" if args.profile else None
     with simulator(1, workdir=workdir) as base_url:
         result = asyncio.run(
@@ -1073,11 +1093,16 @@ def run_poll_cpu(args: argparse.Namespace, report: Report, *, workdir: Path) -> 
     report_poll_cpu(report, result, rounds=args.rounds)
     if profile_to:
         print_profile(profile_to, "keywatch poll path")
-    return result.median(f"bare/{TRANSPORT}")
+    return {transport: result.median(f"bare/{transport}") for transport in TRANSPORTS}
 
 
 def run_fleet(
-    args: argparse.Namespace, report: Report, size: int, *, bare_ms: float | None, workdir: Path
+    args: argparse.Namespace,
+    report: Report,
+    size: int,
+    *,
+    bare_ms: dict[Transport, float] | None,
+    workdir: Path,
 ) -> None:
     profile_to = args.profile / f"fleet{size}.prof" if args.profile else None
     sample_to = args.py_spy / f"fleet{size}" if args.py_spy else None
