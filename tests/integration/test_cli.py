@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ from monitor.cli import main
 from monitor.simulator import NOSCOPE_CLIENT_ID, NOSCOPE_CLIENT_SECRET, SimulatorServer
 from tests.support import REPO
 from tests.support.daemon import daemon_config
-from tests.support.deploy import free_port
+from tests.support.deploy import free_port, wait_for
 
 pytestmark = pytest.mark.simulator(tenants=2, key_pool_size=4)
 
@@ -150,17 +149,17 @@ def keywatch(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_for(url: str, predicate: str) -> str:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while time.monotonic() < deadline:
+def wait_for_page(url: str, predicate: str) -> str:
+    """The body of ``url`` once it answers 200 with ``predicate`` in it."""
+
+    def page() -> str | None:
         try:
             response = httpx.get(url, timeout=2)
-            if response.status_code == 200 and predicate in response.text:
-                return response.text
         except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url} never answered with {predicate!r}")
+            return None
+        return response.text if response.status_code == 200 and predicate in response.text else None
+
+    return wait_for(page, timeout=DEADLINE_SECONDS, what=f"{url} with {predicate!r}")
 
 
 def stop(process: subprocess.Popen[str], signum: int = signal.SIGTERM) -> tuple[int, str]:
@@ -183,14 +182,15 @@ def test_run_serves_reloads_on_sighup_and_stops_on_sigterm(
     write(config, text.replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"'))
     process = keywatch("run", "--config", str(config))
     try:
-        wait_for(f"http://127.0.0.1:{port}/readyz", "ready")
+        wait_for_page(f"http://127.0.0.1:{port}/readyz", "ready")
         both = daemon_config(server, tmp_path, tenants=("tenant-1", "tenant-2"))
         write(config, both.replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"'))
         process.send_signal(signal.SIGHUP)
-        wait_for(f"http://127.0.0.1:{port}/metrics", 'keywatch_tenant_up{tenant="tenant-2"} 1.0')
+        metrics = f"http://127.0.0.1:{port}/metrics"
+        wait_for_page(metrics, 'keywatch_tenant_up{tenant="tenant-2"} 1.0')
         write(config, "tenants: [oops\n")
         process.send_signal(signal.SIGHUP)
-        wait_for(f"http://127.0.0.1:{port}/healthz", "ok")
+        wait_for_page(f"http://127.0.0.1:{port}/healthz", "ok")
     finally:
         code, out = stop(process)
     assert code == 0, out
@@ -210,7 +210,7 @@ def test_simulate_serves_tenants_and_prints_credentials() -> None:
     process = keywatch("simulate", "--listen", f"127.0.0.1:{port}", "--tenants", "2")
     try:
         base = f"http://127.0.0.1:{port}/tenant-2"
-        jwks = wait_for(f"{base}/.well-known/jwks.json", '"keys"')
+        jwks = wait_for_page(f"{base}/.well-known/jwks.json", '"keys"')
         assert len(json.loads(jwks)["keys"]) == 2
         token = httpx.post(
             f"{base}/oauth/token",

@@ -8,8 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from monitor.cli import main
 from monitor.config import MAX_YAML_DEPTH
 from monitor.simulator import Simulator, SimulatorServer
 from tests.support.daemon import daemon_config
-from tests.support.deploy import free_port, port_in_use
+from tests.support.deploy import free_port, port_in_use, wait_for
 
 DEADLINE_SECONDS = 20.0
 POSTGRES_REFUSED = "postgresql://postgres@127.0.0.1:1/test"
@@ -325,13 +324,10 @@ def keywatch_run(config: Path, log: Path) -> Iterator[subprocess.Popen[str]]:
             process.wait()
 
 
-def wait_until(check: object, what: str, process: subprocess.Popen[str], log: Path) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not check():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"no {what}:\n{log.read_text()}")
-        time.sleep(0.02)
+def wait_until(
+    check: Callable[[], object], what: str, process: subprocess.Popen[str], log: Path
+) -> None:
+    wait_for(check, timeout=DEADLINE_SECONDS, what=what, diagnostics=log.read_text, process=process)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ except in CI (``CI=true``), where a missing binary is a failure.
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ from monitor.config import AlertmanagerDestination
 from monitor.model import Event, EventType, make_event
 from monitor.notify.alertmanager import AlertmanagerNotifier
 from monitor.notify.base import Outcome
-from tests.support.deploy import find_tool, free_port
+from tests.support.deploy import find_tool, free_port, wait_for
 
 CONFIG = """
 route:
@@ -32,16 +31,7 @@ DEADLINE = 20.0
 
 
 def wait_until(check: Any, what: str, process: subprocess.Popen[bytes] | None = None) -> Any:
-    """Poll ``check()`` until it returns something truthy, or fail after ``DEADLINE``."""
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            pytest.fail(f"alertmanager exited with {process.returncode} while waiting for {what}")
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
+    return wait_for(check, timeout=DEADLINE, what=what, process=process)
 
 
 @pytest.fixture

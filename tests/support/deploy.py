@@ -110,14 +110,20 @@ def wait_for(
     timeout: float,
     what: str,
     diagnostics: Callable[[], str] = lambda: "",
+    process: subprocess.Popen[str] | subprocess.Popen[bytes] | None = None,
 ) -> T:
-    """Call ``probe`` until it returns something other than None (or False); fail after
-    ``timeout`` seconds, naming ``what`` was awaited and appending ``diagnostics()``."""
+    """Call ``probe`` until it returns something truthy and return that; fail after ``timeout``
+    seconds, or as soon as ``process`` (when given) has exited, naming ``what`` was awaited and
+    appending ``diagnostics()``. The one way a synchronous test waits."""
     deadline = time.monotonic() + timeout
     while True:
         result = probe()
-        if result is not None and result is not False:
+        if result:
             return result
+        if process is not None and process.poll() is not None:
+            pytest.fail(
+                f"exited with {process.returncode} while waiting for {what}\n{diagnostics()}"
+            )
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}\n{diagnostics()}")
         time.sleep(POLL_SECONDS)

@@ -105,10 +105,11 @@ def unavailable(reason: str) -> None:
 
 
 def _postgres_bin() -> Path | None:
-    """The directory of initdb and pg_ctl: on PATH, else Debian's newest version."""
+    """The directory of initdb and pg_ctl: on PATH, else Debian's newest version. A link on PATH
+    is followed, since the server may run as ``postgres``, who cannot enter every PATH dir."""
     found = shutil.which("initdb")
     if found:
-        return Path(found).parent
+        return Path(found).resolve().parent
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     return candidates[-1].parent if candidates else None
 
