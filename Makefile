@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict bench/*.py
 
 # The documentation site (mkdocs.yml); --strict turns a broken link or anchor into a failure.
 docs: $(STAMP)

@@ -26,6 +26,7 @@ import asyncio
 import cProfile
 import functools
 import gc
+import io
 import logging
 import math
 import os
@@ -726,14 +727,16 @@ def scrape_telemetry(tenants: int) -> Telemetry:
     """The state of a polled fleet: 3 keys with dates, a publication view, every counter."""
     telemetry = Telemetry()
     now = datetime.now(UTC)
-    dates = {"not_before": now - timedelta(days=30), "not_after": now + timedelta(days=3650)}
+    dated = functools.partial(
+        KeyState, not_before=now - timedelta(days=30), not_after=now + timedelta(days=3650)
+    )
     for number in range(1, tenants + 1):
         tenant = f"tenant-{number}"
         kids = [f"{role}{number:016d}xyzab" for role in ("cur", "nxt", "prv")]
         keys = {
-            kids[0]: KeyState(kids[0], "A" * 40, "A" * 40, "A" * 40, current=True, **dates),
-            kids[1]: KeyState(kids[1], "B" * 40, "B" * 40, "B" * 40, next=True, **dates),
-            kids[2]: KeyState(kids[2], "C" * 40, "C" * 40, "C" * 40, previous=True, **dates),
+            kids[0]: dated(kids[0], "A" * 40, "A" * 40, "A" * 40, current=True),
+            kids[1]: dated(kids[1], "B" * 40, "B" * 40, "B" * 40, next=True),
+            kids[2]: dated(kids[2], "C" * 40, "C" * 40, "C" * 40, previous=True),
         }
         telemetry.add_tenant(tenant)
         telemetry.set_snapshot(Snapshot(tenant=tenant, taken_at=now, keys=keys))
@@ -994,8 +997,8 @@ def print_samples(path: Path, title: str) -> None:
     print(f"\n{title} (py-spy, {total} samples at 50 Hz; saved in {path})")
     for heading, counts in (("own", own), ("within", within)):
         print(f"  -- {heading}")
-        for frame, count in counts.most_common(PROFILE_TOP):
-            print(f"  {count / total:6.1%}  {frame}")
+        for frame, samples in counts.most_common(PROFILE_TOP):
+            print(f"  {samples / total:6.1%}  {frame}")
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -1131,7 +1134,8 @@ def run_fleet(
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:

@@ -63,8 +63,8 @@ LEASE_TTL = 3.0
 TIMEOUT = 2.0
 SETTLE_DEADLINE = 240.0
 ROTATION_EVENTS = {EventType.KEY_ROTATED, EventType.KEY_ADDED, EventType.KEY_STATE_CHANGED}
-MALFORMED_API = ("html", "truncated", "wrong_type", "flag_string", "missing_field", "bad_cert")
-MALFORMED_API += ("bad_thumbprint", "empty", "no_current")
+MALFORMED_API: tuple[str, ...] = ("html", "truncated", "wrong_type", "flag_string")
+MALFORMED_API += ("missing_field", "bad_cert", "bad_thumbprint", "empty", "no_current")
 LEADER_LINE = re.compile(r"^keywatch_leader 1\.0$", re.MULTILINE)
 
 
