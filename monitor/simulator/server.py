@@ -203,7 +203,7 @@ def _print_banner(server: SimulatorServer, out: TextIO) -> None:
 
 def run_simulator(listen: str, tenants: int, *, preset: str = "unlimited") -> int:
     """Serve ``tenants`` simulated tenants on ``listen`` until SIGINT/SIGTERM; 0 on a clean
-    stop, 2 for bad arguments, 1 when the address cannot be bound."""
+    stop, 2 for bad arguments or an address that cannot be bound (as ``run`` and ``demo``)."""
     try:
         host, port = parse_listen(listen)
         resolve_preset(preset)
@@ -222,7 +222,7 @@ def run_simulator(listen: str, tenants: int, *, preset: str = "unlimited") -> in
             server.start()
         except OSError as exc:
             print(f"keywatch simulate: cannot listen on {listen}: {exc.strerror}", file=sys.stderr)
-            return 1
+            return 2
         simulator.ensure_keys()
         _print_banner(server, sys.stdout)
         while not stop_requested.wait(0.5):

@@ -266,6 +266,13 @@ def test_demo_with_its_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> Non
     assert "stopped" not in result.stdout + result.stderr
 
 
+def test_simulate_with_its_port_in_use_is_one_line_and_exit_2() -> None:
+    with port_in_use() as port:
+        result = keywatch("simulate", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    one_clean_line(result.stderr, f"keywatch simulate: cannot listen on 127.0.0.1:{port}", "in use")
+
+
 def test_run_with_its_port_in_use_says_so_and_never_stopped(
     server: SimulatorServer, tmp_path: Path
 ) -> None:
