@@ -8,8 +8,14 @@ so a 10,000-tenant daemon stayed about 45 MB above what it used (measured in
 milliseconds; ``ReturnFreeMemory`` calls it every ``RETURN_EVERY`` seconds from a thread of
 its own (ctypes releases the GIL for the call, so the event loop does not wait for it).
 
-Python has no binding for it, hence ctypes here (a library for one call would be a dependency
-for nothing). Off glibc (musl, macOS, Windows) nothing is done.
+``map_big_blocks()`` keeps blocks of ``MMAP_THRESHOLD`` bytes and more out of the heaps
+(``mallopt(M_MMAP_THRESHOLD)``): each is mapped on its own and unmapped when freed. glibc does
+that from 128 KiB by default, but raises the threshold to the size of each such block freed,
+so after the first scrapes the compressed cells, their text and a scrape's body came from the
+heaps and stayed there between two returns (the 10,000-tenant peak: 241 -> 221 MB).
+
+Python has no binding for either, hence ctypes here (a library for two calls would be a
+dependency for nothing). Off glibc (musl, macOS, Windows) nothing is done.
 """
 
 from __future__ import annotations
@@ -25,19 +31,36 @@ RETURN_EVERY = 10.0
 tenants, off the event loop)."""
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
+MMAP_THRESHOLD = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+
+
+def _glibc() -> ctypes.CDLL | None:
     try:
         if not os.confstr("CS_GNU_LIBC_VERSION"):  # glibc answers "glibc 2.36"
             return None
-        trim = ctypes.CDLL(None).malloc_trim  # the process's own C library
-    except (ValueError, OSError, AttributeError):  # no such name (not glibc), no symbol
+        return ctypes.CDLL(None)  # the process's own C library
+    except (ValueError, OSError):  # no such name: not glibc
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
 
 
-_TRIM = _malloc_trim()
+def _function(name: str, *argtypes: type) -> Callable[..., int] | None:
+    library = _glibc()
+    function = getattr(library, name, None) if library is not None else None
+    if function is not None:
+        function.argtypes = list(argtypes)
+        function.restype = ctypes.c_int
+    return function
+
+
+_TRIM = _function("malloc_trim", ctypes.c_size_t)
+_MALLOPT = _function("mallopt", ctypes.c_int, ctypes.c_int)
+
+
+def map_big_blocks() -> bool:
+    """Blocks of ``MMAP_THRESHOLD`` bytes and more are mapped apart and unmapped when freed
+    (see the module); False where that is not possible (not glibc)."""
+    return _MALLOPT is not None and _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
 
 
 def return_free_memory() -> bool:
