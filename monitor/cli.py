@@ -30,6 +30,7 @@ from monitor.config import DestinationConfig, Settings, load_config
 from monitor.daemon import build_daemon, ignore_stop_signals, secrets_of
 from monitor.detect import problems
 from monitor.errors import ConfigError, KeywatchError, SourceError
+from monitor.heap import ReturnFreeMemory, map_big_blocks, return_free_memory
 from monitor.httpclient import HttpClients, Route, build_http_client
 from monitor.logs import configure_logging
 from monitor.notify import build_notifier, sample_event
@@ -85,11 +86,13 @@ def _stop_signals() -> Iterator[None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    map_big_blocks()
     settings = _load(args.config)
+    return_free_memory()  # what parsing the file took (a big fleet's is tens of MB)
     redactor = configure_logging(
         log_format=settings.log_format, level=settings.log_level, secrets=secrets_of(settings)
     )
-    with _stop_signals():
+    with _stop_signals(), ReturnFreeMemory():
         daemon = build_daemon(settings, config_path=args.config, redactor=redactor)
         asyncio.run(daemon.run())
     return EXIT_OK

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -150,6 +150,15 @@ def pem_sha1(text: str) -> str:
 # --- comparing ---------------------------------------------------------------------------------
 
 
+_NO_FINDINGS: frozenset[Finding] = frozenset()
+"""An agreeing fetch's findings: one object, kept by every tenant's watch (``frozenset(())``
+would be a new 216-byte set each time)."""
+
+
+def _findings(found: Iterable[Finding]) -> frozenset[Finding]:
+    return frozenset(found) or _NO_FINDINGS
+
+
 def expected_publication(snapshot: Snapshot) -> tuple[frozenset[str], ...]:
     """What a JWKS must show of the tenant: (current kids, next kids, revoked kids)."""
     return (
@@ -192,7 +201,7 @@ def check_jwks(
             findings.add(Finding(Check.X5C_MISMATCH, key.kid))
         if _key_differs(key, known):
             findings.add(Finding(Check.KEY_MISMATCH, key.kid))
-    return frozenset(findings)
+    return _findings(findings)
 
 
 def _key_differs(key: PublishedKey, known: KeyState) -> bool:
@@ -207,12 +216,12 @@ def _key_differs(key: PublishedKey, known: KeyState) -> bool:
 
 def check_mirror(snapshot: Snapshot, published: Collection[PublishedKey]) -> frozenset[Finding]:
     """A mirror must serve the current and next keys and no revoked key."""
-    return frozenset(_presence(snapshot, [key.kid for key in published]))
+    return _findings(_presence(snapshot, [key.kid for key in published]))
 
 
 def check_certificate(snapshot: Snapshot, cert_sha1: str) -> frozenset[Finding]:
     """``/pem`` or ``/cer`` must serve the current key's certificate."""
     current = [snapshot.keys[kid] for kid in snapshot.current_kids]
     if not current or any(key.cert_sha1 == cert_sha1 for key in current):
-        return frozenset()
-    return frozenset(Finding(Check.CERT_MISMATCH, key.kid) for key in current)
+        return _NO_FINDINGS
+    return _findings(Finding(Check.CERT_MISMATCH, key.kid) for key in current)

@@ -370,6 +370,31 @@ def test_models_can_be_built_directly(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "duplicate tenant name 'sim'" in str(caught.value)
 
 
+SHARED = """
+defaults: {confirm: {polls: 3}}
+tenants:
+  - {name: a, base_url: "http://127.0.0.1:1/a", client_id: app, client_secret: "${AUTH0_SECRET}"}
+  - {name: b, base_url: "http://127.0.0.1:1/b", client_id: app, client_secret: "${AUTH0_SECRET}"}
+  - {name: c, base_url: "http://127.0.0.1:1/c", client_id: other, client_secret: own, jitter: 0,
+     kids: [k1]}
+"""
+
+
+def test_tenants_hold_equal_values_once_and_stay_equal_to_fresh_models() -> None:
+    a, b, c = load(SHARED).tenants
+    for name in ("client_id", "client_secret", "confirm", "expiry_warnings"):
+        assert getattr(a, name) is getattr(b, name), name
+    assert a.model_fields_set is b.model_fields_set
+    assert a.confirm is c.confirm and a.confirm.polls == 3
+    assert (c.client_id, c.client_secret.get_secret_value()) == ("other", "own")
+    assert (c.jitter, a.jitter) == (0, 0.1)
+    assert {"name", "base_url", "client_id", "client_secret"} <= a.model_fields_set
+    assert "kids" in c.model_fields_set and "kids" not in a.model_fields_set
+    for tenant in (a, b, c):
+        assert tenant == TenantConfig.model_validate(tenant.model_dump())
+        assert tenant.model_copy().model_fields_set == tenant.model_fields_set
+
+
 # --- durations -----------------------------------------------------------------------------
 
 
