@@ -28,7 +28,7 @@ import httpx
 from monitor.clock import utc_now
 from monitor.detect import is_suspicious
 from monitor.errors import SourceError
-from monitor.httpclient import build_timeout
+from monitor.httpclient import Answer, build_timeout
 from monitor.model import KeyState, Snapshot, parse_signing_key, parse_signing_keys
 from monitor.redact import Redactor
 from monitor.sources._errors import REQUIRED_SCOPE, ErrorReporter, translate_httpx_errors
@@ -160,7 +160,7 @@ class Auth0Client:
         with self._errors.shape_errors(endpoint):
             return parse_signing_key(body, f"keys/signing/{kid}")
 
-    async def _management_get(self, path: str) -> httpx.Response:
+    async def _management_get(self, path: str) -> Answer:
         """GET with a bearer token; on 401 renew the token once. Returns any non-401 answer."""
         endpoint = f"GET {path}"
         token = await self._tokens.get()
@@ -185,7 +185,7 @@ class Auth0Client:
             )
         return response
 
-    async def _authorized_get(self, path: str, endpoint: str, token: str) -> httpx.Response:
+    async def _authorized_get(self, path: str, endpoint: str, token: str) -> Answer:
         return await self._sender.send(
             "GET",
             f"{self._api_base}{path}",
@@ -194,7 +194,7 @@ class Auth0Client:
             paced=True,
         )
 
-    def _management_error(self, response: httpx.Response, endpoint: str) -> SourceError:
+    def _management_error(self, response: Answer, endpoint: str) -> SourceError:
         return self._errors.management_error(
             response, endpoint, static_token=self._credentials.is_static
         )
