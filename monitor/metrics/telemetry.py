@@ -18,7 +18,7 @@ from typing import Protocol
 
 from prometheus_client.samples import Sample
 
-from monitor.metrics.exposition import lines_by_name
+from monitor.metrics.exposition import lines_by_name, sample_line
 from monitor.metrics.names import (
     API_ERROR_REASONS,
     JOB_ERROR_KINDS,
@@ -241,10 +241,14 @@ class Telemetry:
             self._durations.observe(duration)
             state = self._tenants.get(tenant)
             if state is not None:
+                was_up = state.up
                 self._mark_polled(state)
                 state.up = True
                 state.last_success = self._clock()
-                self._show_status(state)
+                if was_up and state.polling:  # the steady state: only the time moved
+                    self._show_last_success(state)
+                else:
+                    self._show_status(state)
         if state is None:
             _log_unknown(tenant, "poll success")
 
@@ -336,6 +340,12 @@ class Telemetry:
         last success."""
         self.tables.put(state.tenant, STATUS_FAMILIES, lines_by_name(_status_series(state)))
 
+    def _show_last_success(self, state: _TenantState) -> None:
+        """Render the last-success line again, and only it; call with the lock held."""
+        assert state.last_success is not None
+        sample = Sample(LAST_SUCCESS, {"tenant": state.tenant}, state.last_success)
+        self.tables.put(state.tenant, (LAST_SUCCESS,), {LAST_SUCCESS: sample_line(sample).encode()})
+
     def _show_counters(self, state: _TenantState, families: Sequence[str] = ()) -> None:
         """Render the counters of ``families`` (default: all) again; call with the lock held,
         after changing one of them. Only those: the tables would decompress the cells of the
@@ -424,11 +434,8 @@ def _log_unknown(tenant: str, what: str) -> None:
 # --- samples -----------------------------------------------------------------------------------
 
 
-STATUS_FAMILIES = (
-    "keywatch_tenant_up",
-    "keywatch_last_successful_poll_timestamp_seconds",
-    "keywatch_unconfirmed_changes",
-)
+LAST_SUCCESS = "keywatch_last_successful_poll_timestamp_seconds"
+STATUS_FAMILIES = ("keywatch_tenant_up", LAST_SUCCESS, "keywatch_unconfirmed_changes")
 COUNTER_FAMILIES = (
     "auth0_signing_key_rotations_total",
     "auth0_signing_key_revocations_total",
@@ -467,7 +474,7 @@ def _status_series(state: _TenantState) -> Series:
     if state.polling:
         one("keywatch_tenant_up", 1 if state.up else 0)
         if state.last_success is not None:
-            one("keywatch_last_successful_poll_timestamp_seconds", state.last_success)
+            one(LAST_SUCCESS, state.last_success)
     one("keywatch_unconfirmed_changes", 1 if state.unconfirmed else 0)
     return tuple(series)
 

@@ -117,12 +117,16 @@ class ErrorReporter:
             retry_after=retry_after,
         )
 
-    def json_body(self, response: Answer, endpoint: str) -> object:
+    def json_type(self, response: Answer, endpoint: str) -> None:
+        """Raises ``MalformedResponse`` unless the answer says it is JSON."""
         content_type = response.headers.get("content-type", "")
         media_type = content_type.partition(";")[0].strip().lower()
         if media_type != "application/json" and not media_type.endswith("+json"):
             got = media_type or "no Content-Type"
             raise self.malformed(f"{endpoint}: expected JSON, got {got}")
+
+    def json_body(self, response: Answer, endpoint: str) -> object:
+        self.json_type(response, endpoint)
         try:
             return json.loads(response.content)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError

@@ -1135,3 +1135,23 @@ async def test_fetch_confirms_a_vanished_kid_by_get_before_leaving_it_out(
     assert sorted(snapshot.keys) == ["kidCurrent", "kidNext", "kidPrevious"]
     assert snapshot.keys["kidPrevious"].state == "previous"
     assert auth0.routes[-2:] == [f"GET {KEYS}/kidPrevious", f"GET {KEYS}/kidWatched"]
+
+
+async def test_the_same_list_answer_again_is_not_parsed_again(
+    auth0: FakeAuth0, make_client: MakeClient
+) -> None:
+    client = make_client()
+    first = await client.fetch(previous=None, now=lambda: TAKEN_AT)
+    again = await client.fetch(previous=first, now=lambda: TAKEN_AT)
+    assert again.keys is first.keys  # the same key objects: nothing parsed, compared at once
+    auth0.keys_body[1] = make_signing_key_json("kidNext", previous=True)
+    changed = await client.fetch(previous=again, now=lambda: TAKEN_AT)
+    assert changed.keys["kidNext"].state == "previous"
+    assert changed.keys["kidCurrent"] is not first.keys["kidCurrent"]
+    same_body_as_html = httpx.Response(
+        200, content=json.dumps(auth0.keys_body).encode(), headers=HTML
+    )
+    auth0.script(KEYS_ROUTE, same_body_as_html)
+    with pytest.raises(MalformedResponse, match="expected JSON, got text/html"):
+        await client.fetch(previous=changed, now=lambda: TAKEN_AT)
+    assert auth0.routes.count(KEYS_ROUTE) == 4
