@@ -241,12 +241,10 @@ class Telemetry:
             self._durations.observe(duration)
             state = self._tenants.get(tenant)
             if state is not None:
-                was_up = state.up
+                was_up, state.up, state.last_success = state.up, True, self._clock()
                 self._mark_polled(state)
-                state.up = True
-                state.last_success = self._clock()
                 if was_up and state.polling:  # the steady state: only the time moved
-                    self._show_last_success(state)
+                    self.tables.put(state.tenant, (LAST_SUCCESS,), _last_success_line(state))
                 else:
                     self._show_status(state)
         if state is None:
@@ -339,12 +337,6 @@ class Telemetry:
         """Render the poll status again; call with the lock held, after changing a flag or the
         last success."""
         self.tables.put(state.tenant, STATUS_FAMILIES, lines_by_name(_status_series(state)))
-
-    def _show_last_success(self, state: _TenantState) -> None:
-        """Render the last-success line again, and only it; call with the lock held."""
-        assert state.last_success is not None
-        sample = Sample(LAST_SUCCESS, {"tenant": state.tenant}, state.last_success)
-        self.tables.put(state.tenant, (LAST_SUCCESS,), {LAST_SUCCESS: sample_line(sample).encode()})
 
     def _show_counters(self, state: _TenantState, families: Sequence[str] = ()) -> None:
         """Render the counters of ``families`` (default: all) again; call with the lock held,
@@ -477,6 +469,13 @@ def _status_series(state: _TenantState) -> Series:
             one(LAST_SUCCESS, state.last_success)
     one("keywatch_unconfirmed_changes", 1 if state.unconfirmed else 0)
     return tuple(series)
+
+
+def _last_success_line(state: _TenantState) -> dict[str, bytes]:
+    """The last-success line of ``_status_series``, alone."""
+    assert state.last_success is not None
+    sample = Sample(LAST_SUCCESS, {"tenant": state.tenant}, state.last_success)
+    return {LAST_SUCCESS: sample_line(sample).encode()}
 
 
 def _counter_series(state: _TenantState) -> Series:
