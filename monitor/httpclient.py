@@ -141,7 +141,8 @@ def build_http_client(
 
 def _proxy(url: str) -> httpx.Proxy:
     """The proxy with its credentials as a ``Proxy-Authorization`` header (aiohttp deprecates
-    ``proxy_auth``)."""
+    ``proxy_auth``). aiohttp sends the proxy's headers with a ``CONNECT`` only: a plain-HTTP
+    request through the proxy carries them itself (``_AiohttpTransport``, ``_direct``)."""
     proxy = httpx.Proxy(url)  # takes the credentials out of the URL
     if proxy.auth is None:
         return proxy
@@ -211,6 +212,8 @@ class _AiohttpTransport(AiohttpTransport):
     """httpx-aiohttp's transport raising the httpx error that matches aiohttp's."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.proxy is not None and request.url.scheme == "http":
+            request.headers.update(self.proxy.headers)
         try:
             response = await super().handle_async_request(request)
         except (httpx.TransportError, aiohttp.ClientError) as exc:
@@ -236,10 +239,12 @@ class AiohttpClient(httpx.AsyncClient):
         super().__init__(transport=transport, **options)  # type: ignore[arg-type]
         self.aiohttp = transport
         self.direct_headers = {"User-Agent": self.headers["User-Agent"]}
+        self.plain_http_headers = self.direct_headers  # with the proxy's, through a proxy
         proxy = transport.proxy
-        self.proxy_options: dict[str, object] = (
-            {} if proxy is None else {"proxy": str(proxy.url), "proxy_headers": proxy.headers}
-        )
+        self.proxy_options: dict[str, object] = {}
+        if proxy is not None:
+            self.proxy_options = {"proxy": str(proxy.url), "proxy_headers": proxy.headers}
+            self.plain_http_headers = {**self.direct_headers, **proxy.headers}
 
 
 class HttpClients:
@@ -389,7 +394,8 @@ async def _direct(
 ) -> Answer:
     """``request_limited``'s request on ``http``'s aiohttp session; the timeouts mapped as
     httpx-aiohttp maps them, the body decoded by aiohttp (gzip, deflate)."""
-    sent = {**http.direct_headers, **headers} if headers else http.direct_headers
+    own = http.plain_http_headers if url.startswith("http:") else http.direct_headers
+    sent = {**own, **headers} if headers else own
     data = None
     if json is not None:  # as httpx encodes it
         data = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
