@@ -39,6 +39,11 @@ def confirm(
     if state is None:
         return TenantState.confirmed(observed), []
     confirmed = state.snapshot
+    if observed.tenant == confirmed.tenant and observed.same_keys(confirmed):
+        # Nothing changed (the same keys yield no event and no new anomaly; the steady state
+        # needs no diff), and a pending answer that did not come back is dropped. The
+        # confirmed snapshot keeps its taken_at, part of some event ids.
+        return TenantState(confirmed, state.last_current), []
     every_event = diff(confirmed, observed, last_current=state.last_current)
     events = (
         diff(confirmed, observed, kids=kids, last_current=state.last_current)
@@ -50,9 +55,6 @@ def confirm(
         if seen < polls:
             pending = TenantState(confirmed, state.last_current, observed, seen)
             return pending, [event for event in events if event.type is EventType.KEY_REVOKED]
-    elif not every_event and observed.same_keys(confirmed):
-        # The confirmed snapshot keeps its taken_at, part of some event ids.
-        return TenantState(confirmed, state.last_current), []
     return TenantState.confirmed(observed, state.last_current), events
 
 

@@ -57,6 +57,29 @@ RESTART_ONLY = ("listen", "state", "lease", "web", "metrics")
 """Settings a reload does not apply (it warns)."""
 
 
+SCHEDULER_TICK = 0.05
+"""Seconds: the scheduler's timer fires at most this often; the polls that fell due meanwhile
+start together (a poll starts up to 50 ms after its time)."""
+
+
+class TickingScheduler(AsyncIOScheduler):  # type: ignore[misc]  # APScheduler has no types
+    """APScheduler's asyncio scheduler, its timer coarsened to ``SCHEDULER_TICK`` and run
+    in the event loop directly. The stock timer calls ``wakeup``, which goes through
+    ``call_soon_threadsafe`` (a write to the loop's self-pipe, a read, one more turn of the
+    loop) and fires once per job: at 10,000 tenants every minute, that was about as much CPU
+    as a poll's own work outside its request."""
+
+    def _start_timer(self, wait_seconds: float | None) -> None:
+        self._stop_timer()
+        if wait_seconds is not None:
+            delay = max(wait_seconds, SCHEDULER_TICK)
+            self._timeout = self._eventloop.call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._stop_timer()
+        self._start_timer(self._process_jobs())
+
+
 def secrets_of(settings: Settings) -> list[str]:
     """Every secret value in the settings, for the log redaction filter: tenant credentials,
     destination URLs (and the tokens inside them), signing secrets and routing keys."""
@@ -149,7 +172,7 @@ class Daemon:
         for tenant in self.settings.tenants:
             self.poller.add_tenant(tenant, stored.get(tenant.name))
         self._use_notifiers({d.name: self.notifier_factory(d) for d in self.settings.destinations})
-        self._scheduler = AsyncIOScheduler(
+        self._scheduler = TickingScheduler(
             timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1}
         )
         self._schedule = PollSchedule(self._scheduler, self.poller, self.telemetry)

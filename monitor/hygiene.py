@@ -55,7 +55,10 @@ def check(
     """The state with ``alerted`` updated, and the findings not raised before."""
     found = findings(state.snapshot, now=now, policy=policy, kids=kids)
     new = [event for event in found if event.id not in alerted]
-    return replace(state, alerted=frozenset(event.id for event in found)), new
+    now_alerted = frozenset(event.id for event in found)
+    if now_alerted == state.alerted:  # no finding, most often: no copy
+        return state, new
+    return replace(state, alerted=now_alerted), new
 
 
 def findings(

@@ -145,7 +145,9 @@ class Snapshot:
         return self.kids_in("next")
 
     def same_keys(self, other: Snapshot | None) -> bool:
-        return other is not None and dict(self.keys) == dict(other.keys)
+        if other is None:
+            return False
+        return self.keys is other.keys or dict(self.keys) == dict(other.keys)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from prometheus_client.samples import Sample
 
-from monitor.metrics.exposition import lines_by_name
+from monitor.metrics.exposition import lines_by_name, sample_line
 from monitor.metrics.names import (
     API_ERROR_REASONS,
     JOB_ERROR_KINDS,
@@ -241,10 +241,12 @@ class Telemetry:
             self._durations.observe(duration)
             state = self._tenants.get(tenant)
             if state is not None:
+                was_up, state.up, state.last_success = state.up, True, self._clock()
                 self._mark_polled(state)
-                state.up = True
-                state.last_success = self._clock()
-                self._show_status(state)
+                if was_up and state.polling:  # the steady state: only the time moved
+                    self.tables.put(state.tenant, (LAST_SUCCESS,), _last_success_line(state))
+                else:
+                    self._show_status(state)
         if state is None:
             _log_unknown(tenant, "poll success")
 
@@ -424,11 +426,8 @@ def _log_unknown(tenant: str, what: str) -> None:
 # --- samples -----------------------------------------------------------------------------------
 
 
-STATUS_FAMILIES = (
-    "keywatch_tenant_up",
-    "keywatch_last_successful_poll_timestamp_seconds",
-    "keywatch_unconfirmed_changes",
-)
+LAST_SUCCESS = "keywatch_last_successful_poll_timestamp_seconds"
+STATUS_FAMILIES = ("keywatch_tenant_up", LAST_SUCCESS, "keywatch_unconfirmed_changes")
 COUNTER_FAMILIES = (
     "auth0_signing_key_rotations_total",
     "auth0_signing_key_revocations_total",
@@ -467,9 +466,16 @@ def _status_series(state: _TenantState) -> Series:
     if state.polling:
         one("keywatch_tenant_up", 1 if state.up else 0)
         if state.last_success is not None:
-            one("keywatch_last_successful_poll_timestamp_seconds", state.last_success)
+            one(LAST_SUCCESS, state.last_success)
     one("keywatch_unconfirmed_changes", 1 if state.unconfirmed else 0)
     return tuple(series)
+
+
+def _last_success_line(state: _TenantState) -> dict[str, bytes]:
+    """The last-success line of ``_status_series``, alone."""
+    assert state.last_success is not None
+    sample = Sample(LAST_SUCCESS, {"tenant": state.tenant}, state.last_success)
+    return {LAST_SUCCESS: sample_line(sample).encode()}
 
 
 def _counter_series(state: _TenantState) -> Series:

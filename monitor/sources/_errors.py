@@ -28,6 +28,7 @@ from monitor.errors import (
     SourceTimeout,
     UnexpectedStatus,
 )
+from monitor.httpclient import Answer
 
 REQUIRED_SCOPE = "read:signing_keys"
 SERVER_TEXT_LIMIT = 200
@@ -46,7 +47,7 @@ class ErrorReporter:
     def message(self, text: str) -> str:
         return f"tenant {self.tenant}: {self.scrub(text)}"
 
-    def status_line(self, endpoint: str, response: httpx.Response) -> str:
+    def status_line(self, endpoint: str, response: Answer) -> str:
         """``GET /path -> 503 Service Unavailable: <Auth0's message>``."""
         line = f"{endpoint} -> {response.status_code} {response.reason_phrase}".rstrip()
         server_text = auth0_error_text(response)
@@ -59,7 +60,7 @@ class ErrorReporter:
         return MalformedResponse(self.message(text), tenant=self.tenant)
 
     def management_error(
-        self, response: httpx.Response, endpoint: str, *, static_token: bool
+        self, response: Answer, endpoint: str, *, static_token: bool
     ) -> SourceError:
         """The error for a Management API answer that is neither 200 nor retried."""
         if response.status_code == 403:
@@ -67,7 +68,7 @@ class ErrorReporter:
         return self.status_error(response, endpoint)
 
     def _insufficient_scope(
-        self, response: httpx.Response, endpoint: str, *, static_token: bool
+        self, response: Answer, endpoint: str, *, static_token: bool
     ) -> InsufficientScope:
         server_text = auth0_error_text(response)
         scopes = _SCOPE_PATTERN.findall(server_text.partition("expected")[2])
@@ -92,7 +93,7 @@ class ErrorReporter:
             scope=" ".join(scopes),
         )
 
-    def status_error(self, response: httpx.Response, endpoint: str) -> SourceError:
+    def status_error(self, response: Answer, endpoint: str) -> SourceError:
         status = response.status_code
         line = self.status_line(endpoint, response)
         if status == 404:
@@ -107,7 +108,7 @@ class ErrorReporter:
         return UnexpectedStatus(self.message(line), tenant=self.tenant)
 
     def temporary_status_error(
-        self, response: httpx.Response, endpoint: str, retry_after: float | None
+        self, response: Answer, endpoint: str, retry_after: float | None
     ) -> SourceTemporaryError:
         error_class = RateLimited if response.status_code == 429 else ServerError
         return error_class(
@@ -116,12 +117,16 @@ class ErrorReporter:
             retry_after=retry_after,
         )
 
-    def json_body(self, response: httpx.Response, endpoint: str) -> object:
+    def json_type(self, response: Answer, endpoint: str) -> None:
+        """Raises ``MalformedResponse`` unless the answer says it is JSON."""
         content_type = response.headers.get("content-type", "")
         media_type = content_type.partition(";")[0].strip().lower()
         if media_type != "application/json" and not media_type.endswith("+json"):
             got = media_type or "no Content-Type"
             raise self.malformed(f"{endpoint}: expected JSON, got {got}")
+
+    def json_body(self, response: Answer, endpoint: str) -> object:
+        self.json_type(response, endpoint)
         try:
             return json.loads(response.content)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
@@ -172,7 +177,7 @@ def translate_httpx_errors(
         raise SourceConnectError(message("failed", exc), tenant=tenant) from exc
 
 
-def auth0_error_text(response: httpx.Response) -> str:
+def auth0_error_text(response: Answer) -> str:
     """Auth0's error text: ``error: error_description`` (token endpoint) or ``message``."""
     try:
         body = json.loads(response.content)

@@ -11,7 +11,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import httpx
+from monitor.httpclient import Answer
 
 logger = logging.getLogger("monitor.sources.auth0")  # the Auth0 client logs under one name
 
@@ -44,7 +44,7 @@ class RateLimitPacer:
         self._clock = clock
         self._hint = RateLimitHint()
 
-    def remember(self, response: httpx.Response) -> None:
+    def remember(self, response: Answer) -> None:
         self._hint = RateLimitHint(
             remaining=parse_count(response.headers.get("x-ratelimit-remaining")),
             reset_at=parse_epoch(response.headers.get("x-ratelimit-reset")),

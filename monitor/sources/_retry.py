@@ -17,6 +17,7 @@ import httpx
 from monitor.errors import SourceTemporaryError
 from monitor.httpclient import (
     MAX_ANSWER_BYTES,
+    Answer,
     ResponseTooLarge,
     parse_retry_after,
     request_limited,
@@ -102,7 +103,7 @@ class RetryingSender:
         headers: Mapping[str, str],
         json_body: object = None,
         paced: bool,
-    ) -> httpx.Response:
+    ) -> Answer:
         """Send until the answer is not 429/5xx/timeout/network error, or the policy gives up.
 
         ``paced`` requests share the Management API bucket whose headers we remember; the
@@ -153,7 +154,7 @@ class RetryingSender:
         *,
         headers: Mapping[str, str],
         json_body: object,
-    ) -> httpx.Response:
+    ) -> Answer:
         self.requests_made += 1
         with translate_httpx_errors(
             tenant=self._tenant, endpoint=endpoint, scrub=self._errors.scrub
@@ -180,7 +181,7 @@ class RetryingSender:
         jittered = capped * (1 + BACKOFF_JITTER * (2 * self._rng() - 1))
         return min(policy.max_delay, jittered)
 
-    def _server_wait(self, response: httpx.Response) -> tuple[float | None, float | None]:
+    def _server_wait(self, response: Answer) -> tuple[float | None, float | None]:
         """(retry_after to report, seconds to wait) from Retry-After or x-ratelimit-reset."""
         now = self._clock()
         retry_after = parse_retry_after(

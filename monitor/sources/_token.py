@@ -87,6 +87,8 @@ class TokenCache:
     async def get(self) -> str:
         if self._credentials.token is not None:
             return self._credentials.token
+        if self._token is not None and self._clock() < self._renew_at:
+            return self._token  # the steady state, without the lock
         async with self._lock:
             if self._token is not None and self._clock() < self._renew_at:
                 return self._token

@@ -16,10 +16,11 @@ One ``Auth0Client`` per tenant, sharing the daemon's ``httpx.AsyncClient``:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from urllib.parse import quote
 
@@ -28,7 +29,7 @@ import httpx
 from monitor.clock import utc_now
 from monitor.detect import is_suspicious
 from monitor.errors import SourceError
-from monitor.httpclient import build_timeout
+from monitor.httpclient import Answer, build_timeout
 from monitor.model import KeyState, Snapshot, parse_signing_key, parse_signing_keys
 from monitor.redact import Redactor
 from monitor.sources._errors import REQUIRED_SCOPE, ErrorReporter, translate_httpx_errors
@@ -88,6 +89,9 @@ class Auth0Client:
             credentials=credentials,
             clock=clock,
         )
+        self._listed: tuple[bytes, Mapping[str, KeyState]] | None = None
+        """The SHA-256 of the last list answer's body and its keys: the same body again (the
+        steady state) is not parsed again, and the snapshot holds the same key objects."""
 
     @property
     def tenant(self) -> str:
@@ -109,18 +113,18 @@ class Auth0Client:
         believed, and a kid that vanished since ``previous`` (or a watched kid missing from the
         list) is confirmed with ``GET /keys/signing/{kid}`` before the snapshot leaves it out.
         Raises ``SourceError`` when the tenant cannot be read; never returns half a view."""
-        snapshot = self._snapshot(await self.list_signing_keys(), now())
+        snapshot = self._snapshot(await self._list_keys(), now())
         if is_suspicious(snapshot):
             logger.warning(
                 "suspicious answer (%d keys, no current key); fetching again before believing it",
                 len(snapshot.keys),
                 extra={"tenant": self._tenant},
             )
-            snapshot = self._snapshot(await self.list_signing_keys(), now())
+            snapshot = self._snapshot(await self._list_keys(), now())
 
-        expected = set(watched_kids) | (set(previous.keys) if previous else set())
+        expected = {*watched_kids, *(previous.keys if previous else ())}
         confirmed: dict[str, KeyState] = {}
-        for kid in sorted(expected - set(snapshot.keys)):
+        for kid in sorted(kid for kid in expected if kid not in snapshot.keys):
             key = await self.get_signing_key(kid)
             if key is not None:
                 confirmed[kid] = key
@@ -132,18 +136,27 @@ class Auth0Client:
             tenant=self._tenant, taken_at=snapshot.taken_at, keys={**snapshot.keys, **confirmed}
         )
 
-    def _snapshot(self, keys: Iterable[KeyState], taken_at: datetime) -> Snapshot:
-        return Snapshot(tenant=self._tenant, taken_at=taken_at, keys={key.kid: key for key in keys})
+    def _snapshot(self, keys: Mapping[str, KeyState], taken_at: datetime) -> Snapshot:
+        return Snapshot(tenant=self._tenant, taken_at=taken_at, keys=keys)
 
     async def list_signing_keys(self) -> list[KeyState]:
         """Every signing key of the tenant, from one ``GET /api/v2/keys/signing``."""
+        return list((await self._list_keys()).values())
+
+    async def _list_keys(self) -> Mapping[str, KeyState]:
         endpoint = f"GET {KEYS_PATH}"
         response = await self._management_get(KEYS_PATH)
         if response.status_code != 200:
             raise self._management_error(response, endpoint)
+        self._errors.json_type(response, endpoint)
+        digest = hashlib.sha256(response.content).digest()
+        if self._listed is not None and self._listed[0] == digest:
+            return self._listed[1]
         body = self._errors.json_body(response, endpoint)
         with self._errors.shape_errors(endpoint):
-            return parse_signing_keys(body)
+            keys = {key.kid: key for key in parse_signing_keys(body)}
+        self._listed = (digest, keys)
+        return keys
 
     async def get_signing_key(self, kid: str) -> KeyState | None:
         """One key by kid, or None when the tenant has no such key (404)."""
@@ -160,7 +173,7 @@ class Auth0Client:
         with self._errors.shape_errors(endpoint):
             return parse_signing_key(body, f"keys/signing/{kid}")
 
-    async def _management_get(self, path: str) -> httpx.Response:
+    async def _management_get(self, path: str) -> Answer:
         """GET with a bearer token; on 401 renew the token once. Returns any non-401 answer."""
         endpoint = f"GET {path}"
         token = await self._tokens.get()
@@ -185,7 +198,7 @@ class Auth0Client:
             )
         return response
 
-    async def _authorized_get(self, path: str, endpoint: str, token: str) -> httpx.Response:
+    async def _authorized_get(self, path: str, endpoint: str, token: str) -> Answer:
         return await self._sender.send(
             "GET",
             f"{self._api_base}{path}",
@@ -194,7 +207,7 @@ class Auth0Client:
             paced=True,
         )
 
-    def _management_error(self, response: httpx.Response, endpoint: str) -> SourceError:
+    def _management_error(self, response: Answer, endpoint: str) -> SourceError:
         return self._errors.management_error(
             response, endpoint, static_token=self._credentials.is_static
         )

@@ -28,6 +28,7 @@ from monitor.clock import utc_now
 from monitor.errors import MalformedResponse, SourceError
 from monitor.httpclient import (
     MAX_ANSWER_BYTES,
+    Answer,
     ResponseTooLarge,
     build_timeout,
     request_limited,
@@ -167,7 +168,7 @@ class PublicationReader:
             self._fresh_until[source.url] = moment + timedelta(seconds=age)
         return reading
 
-    async def _get(self, source: _Source) -> httpx.Response:
+    async def _get(self, source: _Source) -> Answer:
         endpoint = f"GET {source.target.url}"
         self.requests_made += 1
         with translate_httpx_errors(tenant=self._tenant, endpoint=endpoint):
@@ -189,7 +190,7 @@ class PublicationReader:
             raise self._errors.temporary_status_error(response, endpoint, None)
         raise self._errors.status_error(response, endpoint)
 
-    def _parse(self, source: _Source, response: httpx.Response) -> Reading:
+    def _parse(self, source: _Source, response: Answer) -> Reading:
         target = source.target
         endpoint = f"GET {target.url}"
         if target.kind is TargetKind.CER:
@@ -203,7 +204,7 @@ class PublicationReader:
             return Reading(target, fresh=True, keys=parse_jwks(body, target.kind.value))
 
 
-def _text(response: httpx.Response) -> str:
+def _text(response: Answer) -> str:
     try:
         return response.content.decode("ascii")
     except UnicodeDecodeError as exc:

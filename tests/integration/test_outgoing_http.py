@@ -8,6 +8,7 @@ receiver serving HTTPS with a certificate from a CA made for the test (tests/sup
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import logging
 import socket
@@ -22,7 +23,13 @@ import pytest
 from monitor.config import parse_config, parse_destination
 from monitor.daemon import build_daemon
 from monitor.errors import MalformedResponse, SourceConnectError, SourceTimeout
-from monitor.httpclient import HttpClients, Route, build_http_client
+from monitor.httpclient import (
+    HttpClients,
+    Route,
+    build_http_client,
+    build_timeout,
+    request_limited,
+)
 from monitor.model import MAX_KEYS_PER_TENANT, parse_signing_keys
 from monitor.notify import build_notifier
 from monitor.notify.base import Outcome
@@ -133,6 +140,39 @@ async def test_https_through_the_proxy_is_a_connect_tunnel_verified_against_the_
             await clients.aclose()
         assert response.status_code == 204
         assert proxy.seen == [f"CONNECT 127.0.0.1:{receiver.port}"]
+
+
+async def test_proxy_credentials_go_in_a_proxy_authorization_header(pki: Pki) -> None:
+    """With a poll's request (straight to aiohttp) and a delivery's (through httpx), over
+    plain HTTP and in the ``CONNECT`` of an HTTPS tunnel."""
+    with (
+        ForwardProxy() as proxy,
+        Receiver() as plain,
+        Receiver(tls=pki.server_context()) as tls,
+    ):
+        route = Route(
+            proxy=proxy.url.replace("http://", "http://keywatch:s%3Acret@"),
+            ca_file=str(pki.ca_file),
+        )
+        statuses = []
+        for url in (plain.url("/api"), tls.url("/api")):
+            async with build_http_client(route=route) as http:  # a new connection each
+                answer = await request_limited(
+                    http,
+                    "POST",
+                    url,
+                    limit=1000,
+                    endpoint="POST /api",
+                    timeouts=build_timeout(5.0),
+                    json={},
+                )
+            async with build_http_client(route=route) as http:
+                response = await http.post(url, content=b"{}")
+            statuses += [answer.status_code, response.status_code]
+    assert statuses == [204] * 4
+    assert proxy.seen == [f"POST {plain.url('/api')}"] * 2 + [f"CONNECT 127.0.0.1:{tls.port}"] * 2
+    expected = "Basic " + base64.b64encode(b"keywatch:s:cret").decode()
+    assert proxy.credentials == [expected] * 4
 
 
 async def test_the_daemon_delivers_to_a_private_ca_destination_configured_globally(

@@ -22,10 +22,12 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 class ForwardProxy:
     """``with ForwardProxy() as proxy:`` ... ``proxy.url``, ``proxy.seen``: one line per
-    request, ``"POST http://127.0.0.1:8080/hook"`` or ``"CONNECT 127.0.0.1:8443"``."""
+    request, ``"POST http://127.0.0.1:8080/hook"`` or ``"CONNECT 127.0.0.1:8443"``;
+    ``proxy.credentials``: each request's ``Proxy-Authorization`` ("" without one)."""
 
     def __init__(self) -> None:
         self._seen: list[str] = []
+        self._credentials: list[str] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -40,6 +42,11 @@ class ForwardProxy:
     def seen(self) -> list[str]:
         with self._lock:
             return list(self._seen)
+
+    @property
+    def credentials(self) -> list[str]:
+        with self._lock:
+            return list(self._credentials)
 
     def __enter__(self) -> ForwardProxy:
         self._thread.start()
@@ -61,8 +68,17 @@ class ForwardProxy:
             return
         request_line, *header_lines = head.decode("latin-1").split("\r\n")
         method, target, version = request_line.split(" ", 2)
+        authorization = next(
+            (
+                line.partition(":")[2].strip()
+                for line in header_lines
+                if line.lower().startswith("proxy-authorization:")
+            ),
+            "",
+        )
         with self._lock:
             self._seen.append(f"{method} {target}")
+            self._credentials.append(authorization)
         if method == "CONNECT":
             host, _, port = target.rpartition(":")
             upstream_r, upstream_w = await asyncio.open_connection(host, int(port))

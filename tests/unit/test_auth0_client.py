@@ -9,6 +9,7 @@ against small servers on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,7 +36,7 @@ from monitor.errors import (
     SourceTimeout,
     UnexpectedStatus,
 )
-from monitor.httpclient import build_http_client
+from monitor.httpclient import AiohttpClient, build_http_client, build_timeout, request_limited
 from monitor.model import Snapshot
 from monitor.sources.auth0 import (
     Auth0Client,
@@ -996,6 +997,102 @@ async def test_shared_client_does_not_follow_redirects(
     assert request_lines == [f"GET {KEYS} HTTP/1.1".encode()]
 
 
+async def _answer_once(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer: bytes, seen: list[bytes]
+) -> None:
+    """Read one request (head and a Content-Length body), record it, send ``answer``."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    seen.append(head + await reader.readexactly(length))
+    writer.write(answer)
+    await writer.drain()
+    writer.close()
+
+
+async def test_request_limited_reads_alike_straight_from_aiohttp_and_through_httpx(
+    loopback: Callable[[Handler], Awaitable[str]],
+) -> None:
+    """keywatch's client sends ``request_limited`` to aiohttp directly; httpx's own transport
+    goes through httpx: the same request leaves, the same answer comes back."""
+    body = gzip.compress(b'{"access_token": "t"}')
+    answer = (
+        b"HTTP/1.1 200 Fine Thanks\r\nContent-Type: application/json\r\n"
+        b"Content-Encoding: gzip\r\nX-Repeated: one\r\nx-repeated: two\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    seen: list[bytes] = []
+    base = await loopback(lambda reader, writer: _answer_once(reader, writer, answer, seen))
+    answers = []
+    for transport in ("aiohttp", "httpcore"):
+        async with build_http_client(transport=transport) as http:
+            assert isinstance(http, AiohttpClient) is (transport == "aiohttp")
+            answers.append(
+                await request_limited(
+                    http,
+                    "POST",
+                    f"{base}/oauth/token/a%3Db%2F~?x=a%2Fb&y=%C3%BC",
+                    limit=1000,
+                    endpoint="POST /oauth/token",
+                    timeouts=build_timeout(5.0),
+                    headers={"Accept": "application/json"},
+                    json={"client_id": "id", "name": "é"},
+                )
+            )
+    direct, through_httpx = (
+        (
+            a.status_code,
+            a.reason_phrase,
+            a.headers.get("X-REPEATED"),
+            a.headers.get("nope"),
+            a.content,
+        )
+        for a in answers
+    )
+    assert (
+        direct == through_httpx == (200, "Fine Thanks", "one, two", None, b'{"access_token": "t"}')
+    )
+    requests = [_request_parts(request) for request in seen]
+    assert requests[0] == requests[1]
+    assert requests[0] == (
+        b"POST /oauth/token/a%3Db%2F~?x=a%2Fb&y=%C3%BC HTTP/1.1",
+        f"keywatch/{__version__}".encode(),
+        b"application/json",
+        b"application/json",
+        '{"client_id":"id","name":"é"}'.encode(),
+    )
+
+
+def _request_parts(request: bytes) -> tuple[bytes, ...]:
+    head, _, body = request.partition(b"\r\n\r\n")
+    line, *fields = head.split(b"\r\n")
+    headers = dict(field.split(b": ", 1) for field in fields)
+    headers = {name.lower(): value for name, value in headers.items()}
+    return line, headers[b"user-agent"], headers[b"accept"], headers[b"content-type"], body
+
+
+async def test_an_undecodable_body_from_a_real_server_is_malformed_not_retried(
+    loopback: Callable[[Handler], Awaitable[str]], fake_time: FakeTime
+) -> None:
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        b"Content-Length: 8\r\n\r\nnot gzip"
+    )
+    seen: list[bytes] = []
+    base = await loopback(lambda reader, writer: _answer_once(reader, writer, answer, seen))
+    async with build_http_client() as http:
+        with pytest.raises(MalformedResponse, match="sent a body that cannot be decoded"):
+            await _loopback_client(http, base, fake_time).list_signing_keys()
+    assert len(seen) == 1
+    assert fake_time.sleeps == []
+
+
 # --- the client as a SnapshotSource ----------------------------------------------------------
 
 TAKEN_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -1038,3 +1135,23 @@ async def test_fetch_confirms_a_vanished_kid_by_get_before_leaving_it_out(
     assert sorted(snapshot.keys) == ["kidCurrent", "kidNext", "kidPrevious"]
     assert snapshot.keys["kidPrevious"].state == "previous"
     assert auth0.routes[-2:] == [f"GET {KEYS}/kidPrevious", f"GET {KEYS}/kidWatched"]
+
+
+async def test_the_same_list_answer_again_is_not_parsed_again(
+    auth0: FakeAuth0, make_client: MakeClient
+) -> None:
+    client = make_client()
+    first = await client.fetch(previous=None, now=lambda: TAKEN_AT)
+    again = await client.fetch(previous=first, now=lambda: TAKEN_AT)
+    assert again.keys is first.keys  # the same key objects: nothing parsed, compared at once
+    auth0.keys_body[1] = make_signing_key_json("kidNext", previous=True)
+    changed = await client.fetch(previous=again, now=lambda: TAKEN_AT)
+    assert changed.keys["kidNext"].state == "previous"
+    assert changed.keys["kidCurrent"] is not first.keys["kidCurrent"]
+    same_body_as_html = httpx.Response(
+        200, content=json.dumps(auth0.keys_body).encode(), headers=HTML
+    )
+    auth0.script(KEYS_ROUTE, same_body_as_html)
+    with pytest.raises(MalformedResponse, match="expected JSON, got text/html"):
+        await client.fetch(previous=changed, now=lambda: TAKEN_AT)
+    assert auth0.routes.count(KEYS_ROUTE) == 4

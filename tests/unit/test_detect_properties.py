@@ -10,7 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from monitor.confirm import confirm
-from monitor.detect import diff
+from monitor.detect import anomalies, diff
 from monitor.model import Event, KeyState, Snapshot, TenantState
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -300,3 +300,25 @@ def test_transient_faults_change_no_event(script: list[Step], polls: int) -> Non
     from_truth = detected(truth, polls)
     assert sorted((kind, kid) for kind, kid, _ in from_truth) == sorted(expected)
     assert sorted(detected(answers, polls)) == sorted(from_truth)
+
+
+@settings(max_examples=200, deadline=None)
+@given(script=fault_steps, polls=st.integers(min_value=1, max_value=3))
+def test_the_confirmed_keys_again_change_nothing_but_drop_a_pending_answer(
+    script: list[Step], polls: int
+) -> None:
+    """``confirm`` decides an answer with the confirmed keys without a diff: it must be what
+    the diff would say (no event, no new anomaly), from any state the answers lead to."""
+    _, answers, _ = true_and_faulty_answers(script, polls)
+    state: TenantState | None = None
+    for answer in answers:
+        state, _ = confirm(state, answer, polls=polls)
+        confirmed = state.snapshot
+        later = answer.taken_at + timedelta(seconds=1)
+        again = replace(confirmed, taken_at=later, keys=dict(confirmed.keys))  # equal, not same
+        assert diff(confirmed, again, last_current=state.last_current) == []
+        assert anomalies(again) == anomalies(confirmed)
+        assert confirm(state, again, polls=polls) == (
+            TenantState(confirmed, state.last_current),
+            [],
+        )
