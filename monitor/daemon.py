@@ -43,9 +43,10 @@ from monitor.model import Event
 from monitor.notify import build_notifier
 from monitor.notify.base import Notifier
 from monitor.notify.dispatcher import Dispatcher
-from monitor.poll import Poller, PollSchedule
+from monitor.poll import Poller
 from monitor.redact import url_secrets
 from monitor.retention import Pruner
+from monitor.schedule import PollSchedule
 from monitor.store import open_store
 from monitor.store.base import Store
 from monitor.web import EmbeddedServer, bind, build_app, build_server

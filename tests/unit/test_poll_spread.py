@@ -25,7 +25,8 @@ from monitor.firstpolls import (
     next_rate,
 )
 from monitor.metrics import Telemetry
-from monitor.poll import Poller, PollSchedule
+from monitor.poll import Poller
+from monitor.schedule import PollSchedule
 
 
 def test_the_rate_halves_when_a_timer_fires_late_and_grows_while_on_time() -> None:
