@@ -39,7 +39,8 @@ from monitor.metrics import Telemetry
 from monitor.model import Event, Severity, Snapshot, TenantState
 from monitor.notify.base import Notifier
 from monitor.publishing import PublicationCheck
-from monitor.reachability import Reachability, after_failure, after_success
+from monitor.reachabilities import Reachabilities
+from monitor.reachability import Reachability
 from monitor.sources.auth0 import Auth0Client, Credentials
 from monitor.sources.base import SnapshotSource
 from monitor.sources.publication import PublicationReader, publication_targets
@@ -48,7 +49,7 @@ from monitor.store.base import Fence, Fencing, PollWrite, Store
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_POLLS = 10
-"""Polls in flight at once. A burst (the start, a reload, many tenants falling due together)
+"""Polls fetching at once (a poll's commit waits outside this limit). A burst (the start, a reload, many tenants falling due together)
 waits here, cheaply, instead of in httpcore's connection pool, where every request start and
 finish costs O(waiting requests x connections)."""
 
@@ -120,44 +121,29 @@ class TenantRuntime:
     publication: PublicationCheck | None = None
 
 
-class _Reachabilities:
-    """Each tenant's run of failed polls as last committed (``monitor.reachability``), loaded
-    from the store when first needed, and what a poll's outcome makes of it."""
+class _Slot:
+    """One of the poller's ``max_concurrent`` places, held while a poll fetches and given back
+    before its commit (``release``, or at the end): a baseline waiting for its group commit
+    (``monitor.commits``) lets another poll fetch meanwhile, so the batches grow."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._known: dict[str, Reachability] = {}
+    __slots__ = ("_held", "_limit")
 
-    def forget(self, name: str | None = None) -> None:
-        """Read the tenant's (or every tenant's) run from the store again when next needed."""
-        if name is None:
-            self._known.clear()
-        else:
-            self._known.pop(name, None)
+    def __init__(self, limit: asyncio.Semaphore) -> None:
+        self._limit = limit
+        self._held = False
 
-    def remember(self, state: Reachability) -> None:
-        self._known[state.tenant] = state
+    async def __aenter__(self) -> _Slot:
+        await self._limit.acquire()
+        self._held = True
+        return self
 
-    async def after_failure(
-        self, config: TenantConfig, error: SourceError, *, at: datetime
-    ) -> tuple[Reachability, list[Event]]:
-        known = await self._of(config.name)
-        reason, threshold = error.reason, config.unreachable_after
-        return after_failure(known, reason=reason, error=str(error), at=at, threshold=threshold)
+    async def __aexit__(self, *_: object) -> None:
+        self.release()
 
-    async def after_success(
-        self, name: str, *, at: datetime
-    ) -> tuple[Reachability, list[Event]] | None:
-        """None in the steady state (reachable before, and now): nothing to write."""
-        known = await self._of(name)
-        return None if known.healthy else after_success(known, at=at)
-
-    async def _of(self, name: str) -> Reachability:
-        known = self._known.get(name)
-        if known is None:
-            known = await asyncio.to_thread(self._store.load_reachability, name)
-            self._known[name] = known
-        return known
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._limit.release()
 
 
 class Poller:
@@ -185,7 +171,7 @@ class Poller:
         self._lease = lease
         self._now = now
         self._destinations: tuple[Notifier, ...] = ()
-        self._reachability = _Reachabilities(store)
+        self._reachability = Reachabilities(store)
         self._commits = Commits(store)
         self._slots = asyncio.Semaphore(max_concurrent)
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -242,8 +228,8 @@ class Poller:
         if task is not None:
             self._inflight.add(task)
         try:
-            async with self._slots:
-                return await self._poll_once(runtime)
+            async with _Slot(self._slots) as slot:
+                return await self._poll_once(runtime, slot)
         finally:
             if task is not None:
                 self._inflight.discard(task)
@@ -251,7 +237,7 @@ class Poller:
                 self._ready.set()
 
     def polls_in_flight(self) -> int:
-        """Polls started and not finished: running, or waiting for a slot."""
+        """Polls started and not finished: waiting for a slot, fetching, or committing."""
         return len(self._inflight)
 
     async def wait_ready(self) -> None:
@@ -265,10 +251,10 @@ class Poller:
             for task in pending:
                 task.cancel()
 
-    async def _poll_once(self, runtime: TenantRuntime) -> list[Event]:
+    async def _poll_once(self, runtime: TenantRuntime, slot: _Slot) -> list[Event]:
         lease = self._lease()  # every commit of this poll carries its fence as of now
         try:
-            return await self._poll_counted(runtime, fence=lease.fence if lease else None)
+            return await self._poll_counted(runtime, slot, fence=lease.fence if lease else None)
         except FencedOut as exc:  # not an outage: another replica leads, this one steps down
             name = runtime.config.name
             log.warning("poll result refused, stepping down: %s", exc, extra={"tenant": name})
@@ -276,11 +262,15 @@ class Poller:
                 lease.fenced_out()
             return []
 
-    async def _poll_counted(self, runtime: TenantRuntime, *, fence: Fence | None) -> list[Event]:
+    async def _poll_counted(
+        self, runtime: TenantRuntime, slot: _Slot, *, fence: Fence | None
+    ) -> list[Event]:
         name = runtime.config.name
         started, started_at = time.perf_counter(), self._now()
         try:
-            return await self._poll(runtime, started=started, started_at=started_at, fence=fence)
+            return await self._poll(
+                runtime, slot, started=started, started_at=started_at, fence=fence
+            )
         except SourceError as exc:
             self._telemetry.record_poll_failure(
                 name, reason=exc.reason, duration=time.perf_counter() - started
@@ -303,7 +293,13 @@ class Poller:
             return []
 
     async def _poll(
-        self, runtime: TenantRuntime, *, started: float, started_at: datetime, fence: Fence | None
+        self,
+        runtime: TenantRuntime,
+        slot: _Slot,
+        *,
+        started: float,
+        started_at: datetime,
+        fence: Fence | None,
     ) -> list[Event]:
         name = runtime.config.name
         previous = runtime.state
@@ -337,6 +333,7 @@ class Poller:
         if not self._leading():  # stepped down while fetching: the new leader polls instead
             log.info("poll result dropped: not the leader any more", extra={"tenant": name})
             return []
+        slot.release()  # fetched: the commit (a baseline's waits for its batch) needs no slot
         committed: list[Event] = []
         deliveries = self._deliveries_of(events)
         if state != previous or (outcome is not None and outcome.events):
