@@ -49,9 +49,9 @@ from monitor.store.base import Fence, Fencing, PollWrite, Store
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_POLLS = 10
-"""Polls fetching at once (a poll's commit waits outside this limit). A burst (the start, a reload, many tenants falling due together)
-waits here, cheaply, instead of in httpcore's connection pool, where every request start and
-finish costs O(waiting requests x connections)."""
+"""Polls fetching at once (a poll's commit waits outside this limit). A burst (the start, a
+reload, many tenants falling due together) waits here, cheaply, instead of in the HTTP
+client's connection pool."""
 
 
 # --- fetching --------------------------------------------------------------------------------
