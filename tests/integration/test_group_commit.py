@@ -171,9 +171,11 @@ async def test_a_baseline_waits_for_its_commit_without_holding_a_poll_slot(
             # one slot: the later tenants fetch only if the first baseline's commit gave it back
             listed = server.simulator.tenant
             await eventually(
-                lambda: store.entered.is_set()
-                and all(listed(name).requests["list_keys"] for name in names)
-                and not poller._slots.locked(),  # the last one is past its fetch: queued
+                lambda: (
+                    store.entered.is_set()
+                    and all(listed(name).requests["list_keys"] for name in names)
+                    and not poller._slots.locked()
+                ),  # the last one is past its fetch: queued
                 what="every tenant fetched while the first batch is held",
             )
             assert telemetry.polled_once() == (0, 3)  # nothing shown polled before it is durable
