@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -119,6 +120,42 @@ class TenantRuntime:
     client: SnapshotSource
     state: TenantState | None = None
     publication: PublicationCheck | None = None
+    first_check: datetime | None = None
+    """When the first publication check of this runtime is due (``checks_publication``);
+    None: not yet known (before its first poll), or checked already (``checked``)."""
+    checked: bool = False
+
+
+def first_check_delay(tenant: str, recheck: float) -> float:
+    """Seconds from a tenant's first poll to its first publication check: a fraction of
+    ``recheck`` fixed by its name, so a fleet's first checks spread evenly over it."""
+    return recheck * (zlib.crc32(tenant.encode()) / 2**32)
+
+
+def checks_publication(
+    runtime: TenantRuntime, previous: TenantState | None, state: TenantState, at: datetime
+) -> bool:
+    """Whether the poll started ``at`` checks what the tenant publishes.
+
+    Once checked, every poll asks ``PublicationCheck.observe`` (which fetches what is due).
+    The first check is spread over the tenant's first ``publication_recheck`` (from its first
+    poll on, ``first_check_delay``): a fleet's start-up then polls the Management API alone,
+    and the checks come at the steady recheck rate, not all at once. Unless something asks
+    for it now: a stored episode to follow, or keys changed since the last confirmed poll."""
+    if runtime.publication is None:
+        return False
+    if not runtime.checked:
+        due = runtime.first_check
+        if due is None:
+            delay = first_check_delay(runtime.config.name, runtime.config.publication_recheck)
+            due = runtime.first_check = at + timedelta(seconds=delay)
+        followed = previous is not None and (
+            bool(previous.publication) or not state.snapshot.same_keys(previous.snapshot)
+        )
+        if not followed and at < due:
+            return False
+        runtime.checked, runtime.first_check = True, None
+    return True
 
 
 class _Slot:
@@ -325,7 +362,8 @@ class Poller:
         events += findings
         publication = runtime.publication
         outcome = None
-        if publication is not None:  # what the world sees, against the confirmed snapshot
+        if publication is not None and checks_publication(runtime, previous, state, started_at):
+            # what the world sees, against the confirmed snapshot
             outcome = await publication.observe(state.snapshot, now=self._now)
             publication.record_errors(outcome)
             events = [*events, *outcome.events]
@@ -347,6 +385,8 @@ class Poller:
             self._show(runtime, state)
             if publication is not None and outcome is not None:
                 publication.apply(outcome)
+            elif publication is not None:  # its first check is not due yet
+                publication.skip(state.snapshot)
         self._telemetry.record_events(committed)
         self._telemetry.record_poll_success(name, duration=time.perf_counter() - started)
         _log_state(runtime, previous, state)
