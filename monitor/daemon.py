@@ -175,7 +175,7 @@ class Daemon:
             ),
             self.settings.web,
         )
-        self._spawn(self._server.serve(sockets=[sock]), name="web-server")
+        self._spawn(self._server.serve_in_thread([sock]), name="web-server")
         web, host = self.settings.web, self.settings.listen_host
         auth = " (basic auth)" if web.basic_auth_users else ""
         log.info("serving %s://%s:%s/metrics%s", web.scheme, host, self.port, auth)
