@@ -373,7 +373,7 @@ class Poller:
             return []
         slot.release()  # fetched: the commit (a baseline's waits for its batch) needs no slot
         committed: list[Event] = []
-        deliveries = self._deliveries_of(events)
+        deliveries = deliveries_of(events, self._destinations)
         if state != previous or (outcome is not None and outcome.events):
             # An unchanged state is not written (unless publication events come with it): in
             # memory and on disk agree on what "old" is.
@@ -413,7 +413,7 @@ class Poller:
         """Commit the run of failed polls with its events and their deliveries, then tell."""
         if not self._leading():
             return []
-        deliveries = self._deliveries_of(events)
+        deliveries = deliveries_of(events, self._destinations)
         committed = await asyncio.to_thread(
             self._store.save_reachability, state, events, deliveries, fence=fence
         )
@@ -433,15 +433,14 @@ class Poller:
             self._telemetry.set_snapshot(state.seen)
         self._telemetry.set_unconfirmed(runtime.config.name, state.pending is not None)
 
-    def _deliveries_of(self, events: Sequence[Event]) -> list[tuple[str, str]]:
-        """(event id, destination) for every destination that wants each event. Events the
-        store already knows get no second delivery: the store ignores known pairs."""
-        return [
-            (event.id, destination.name)
-            for event in events
-            for destination in self._destinations
-            if destination.matches(event)
-        ]
+
+def deliveries_of(
+    events: Sequence[Event], destinations: Iterable[Notifier]
+) -> list[tuple[str, str]]:
+    """(event id, destination) for every destination that wants each event. Events the
+    store already knows get no second delivery: the store ignores known pairs."""
+    wanted = tuple(destinations)
+    return [(event.id, d.name) for event in events for d in wanted if d.matches(event)]
 
 
 def hygiene_policy(config: TenantConfig) -> HygienePolicy:
