@@ -104,7 +104,6 @@ class Daemon:
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _lease_tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    _switch_interval: float | None = None
 
     def __post_init__(self) -> None:
         self.dispatcher = Dispatcher(
@@ -182,7 +181,6 @@ class Daemon:
         # The web thread (and the threads it hands a scrape or a store ping to) wait for the
         # interpreter's lock whenever the polling loop is busy: a switch every 1 ms instead of
         # 5 ms lets an answer through sooner (each compressed cell of a scrape waits again).
-        self._switch_interval = sys.getswitchinterval()  # put back at shutdown
         sys.setswitchinterval(WEB_SWITCH_INTERVAL)
         self._spawn(self._server.serve_in_thread([sock]), name="web-server")
         web, host = self.settings.web, self.settings.listen_host
@@ -293,8 +291,6 @@ class Daemon:
             await asyncio.wait(set(self._background), timeout=SHUTDOWN_GRACE_SECONDS)
         await self.clients.aclose()
         await asyncio.to_thread(self.store.close)
-        if self._switch_interval is not None:
-            sys.setswitchinterval(self._switch_interval)
         if self._server is not None:  # it had started: a failed start ends with its error
             log.info("stopped")
 
