@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,8 +54,6 @@ from monitor.web import EmbeddedServer, bind, build_app, build_server
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 10.0
-WEB_SWITCH_INTERVAL = 0.001
-"""Seconds (``sys.setswitchinterval``) a thread waits for the interpreter's lock at most."""
 RESTART_ONLY = ("listen", "state", "lease", "web", "metrics")
 """Settings a reload does not apply (it warns)."""
 
@@ -178,10 +175,6 @@ class Daemon:
             ),
             self.settings.web,
         )
-        # The web thread (and the threads it hands a scrape or a store ping to) wait for the
-        # interpreter's lock whenever the polling loop is busy: a switch every 1 ms instead of
-        # 5 ms lets an answer through sooner (each compressed cell of a scrape waits again).
-        sys.setswitchinterval(WEB_SWITCH_INTERVAL)
         self._spawn(self._server.serve_in_thread([sock]), name="web-server")
         web, host = self.settings.web, self.settings.listen_host
         auth = " (basic auth)" if web.basic_auth_users else ""
