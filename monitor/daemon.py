@@ -43,9 +43,10 @@ from monitor.model import Event
 from monitor.notify import build_notifier
 from monitor.notify.base import Notifier
 from monitor.notify.dispatcher import Dispatcher
-from monitor.poll import Poller, PollSchedule
+from monitor.poll import Poller
 from monitor.redact import url_secrets
 from monitor.retention import Pruner
+from monitor.schedule import PollSchedule
 from monitor.store import open_store
 from monitor.store.base import Store
 from monitor.web import EmbeddedServer, bind, build_app, build_server
@@ -197,7 +198,7 @@ class Daemon:
             ),
             self.settings.web,
         )
-        self._spawn(self._server.serve(sockets=[sock]), name="web-server")
+        self._spawn(self._server.serve_in_thread([sock]), name="web-server")
         web, host = self.settings.web, self.settings.listen_host
         auth = " (basic auth)" if web.basic_auth_users else ""
         log.info("serving %s://%s:%s/metrics%s", web.scheme, host, self.port, auth)

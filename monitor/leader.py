@@ -255,7 +255,7 @@ class LeaderLease:
 
 
 class Polling(Protocol):
-    """The leader's polling (``monitor.poll.PollSchedule``)."""
+    """The leader's polling (``monitor.schedule.PollSchedule``)."""
 
     def pause(self) -> None: ...
 

@@ -1,4 +1,5 @@
-"""Polling: one tenant's pipeline (``Poller``) and the timer that runs it (``PollSchedule``).
+"""Polling: one tenant's pipeline (``Poller``); the timer that runs it is
+``monitor.schedule.PollSchedule``.
 
 ``Poller.poll(name)`` polls one tenant now, whoever asks (the schedule's timer, a test, a
 future trigger): fetch a snapshot (``fetch_snapshot``), confirm it against the tenant's state
@@ -18,23 +19,15 @@ confirmed with ``GET /keys/signing/{kid}``); that is the source's job: see
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
+import zlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from apscheduler.events import (
-    EVENT_JOB_ERROR,
-    EVENT_JOB_MAX_INSTANCES,
-    EVENT_JOB_MISSED,
-    JobExecutionEvent,
-)
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.clock import utc_now
 from monitor.commits import Commits
@@ -42,13 +35,13 @@ from monitor.config import TenantConfig
 from monitor.confirm import confirm
 from monitor.detect import anomalies
 from monitor.errors import FencedOut, SourceError, StoreError
-from monitor.firstpolls import FirstPolls
 from monitor.hygiene import HygienePolicy, check
 from monitor.metrics import Telemetry
 from monitor.model import Event, Severity, Snapshot, TenantState
 from monitor.notify.base import Notifier
 from monitor.publishing import PublicationCheck
-from monitor.reachability import Reachability, after_failure, after_success
+from monitor.reachabilities import Reachabilities
+from monitor.reachability import Reachability
 from monitor.sources.auth0 import Auth0Client, Credentials
 from monitor.sources.base import SnapshotSource
 from monitor.sources.publication import PublicationReader, publication_targets
@@ -57,27 +50,9 @@ from monitor.store.base import Fence, Fencing, PollWrite, Store
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_POLLS = 10
-"""Polls in flight at once. A burst (the start, a reload, many tenants falling due together)
-waits here, cheaply, instead of in httpcore's connection pool, where every request start and
-finish costs O(waiting requests x connections)."""
-_JOB_PREFIX = "poll:"
-_HOLD_SLICE = 500  # jobs held between two turns of the event loop
-_JOB_EVENT_KINDS = {
-    EVENT_JOB_ERROR: "error",
-    EVENT_JOB_MISSED: "missed",
-    EVENT_JOB_MAX_INSTANCES: "max_instances",
-}
-
-
-class _SkippedRunFilter(logging.Filter):
-    """APScheduler warns of every run skipped because the last one is still running; the
-    schedule counts those and logs them at DEBUG itself (``PollSchedule._on_job_event``)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "maximum number of running instances" not in str(record.msg)
-
-
-logging.getLogger("apscheduler.scheduler").addFilter(_SkippedRunFilter())
+"""Polls fetching at once (a poll's commit waits outside this limit). A burst (the start, a
+reload, many tenants falling due together) waits here, cheaply, instead of in the HTTP
+client's connection pool."""
 
 
 # --- fetching --------------------------------------------------------------------------------
@@ -145,46 +120,67 @@ class TenantRuntime:
     client: SnapshotSource
     state: TenantState | None = None
     publication: PublicationCheck | None = None
+    first_check: datetime | None = None
+    """When the first publication check of this runtime is due (``checks_publication``);
+    None: not yet known (before its first poll), or checked already (``checked``)."""
+    checked: bool = False
 
 
-class _Reachabilities:
-    """Each tenant's run of failed polls as last committed (``monitor.reachability``), loaded
-    from the store when first needed, and what a poll's outcome makes of it."""
+def first_check_delay(tenant: str, recheck: float) -> float:
+    """Seconds from a tenant's first poll to its first publication check: a fraction of
+    ``recheck`` fixed by its name, so a fleet's first checks spread evenly over it."""
+    return recheck * (zlib.crc32(tenant.encode()) / 2**32)
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._known: dict[str, Reachability] = {}
 
-    def forget(self, name: str | None = None) -> None:
-        """Read the tenant's (or every tenant's) run from the store again when next needed."""
-        if name is None:
-            self._known.clear()
-        else:
-            self._known.pop(name, None)
+def checks_publication(
+    runtime: TenantRuntime, previous: TenantState | None, state: TenantState, at: datetime
+) -> bool:
+    """Whether the poll started ``at`` checks what the tenant publishes.
 
-    def remember(self, state: Reachability) -> None:
-        self._known[state.tenant] = state
+    Once checked, every poll asks ``PublicationCheck.observe`` (which fetches what is due).
+    The first check is spread over the tenant's first ``publication_recheck`` (from its first
+    poll on, ``first_check_delay``): a fleet's start-up then polls the Management API alone,
+    and the checks come at the steady recheck rate, not all at once. Unless something asks
+    for it now: a stored episode to follow, or keys changed since the last confirmed poll."""
+    if runtime.publication is None:
+        return False
+    if not runtime.checked:
+        due = runtime.first_check
+        if due is None:
+            delay = first_check_delay(runtime.config.name, runtime.config.publication_recheck)
+            due = runtime.first_check = at + timedelta(seconds=delay)
+        followed = previous is not None and (
+            bool(previous.publication) or not state.snapshot.same_keys(previous.snapshot)
+        )
+        if not followed and at < due:
+            return False
+        runtime.checked, runtime.first_check = True, None
+    return True
 
-    async def after_failure(
-        self, config: TenantConfig, error: SourceError, *, at: datetime
-    ) -> tuple[Reachability, list[Event]]:
-        known = await self._of(config.name)
-        reason, threshold = error.reason, config.unreachable_after
-        return after_failure(known, reason=reason, error=str(error), at=at, threshold=threshold)
 
-    async def after_success(
-        self, name: str, *, at: datetime
-    ) -> tuple[Reachability, list[Event]] | None:
-        """None in the steady state (reachable before, and now): nothing to write."""
-        known = await self._of(name)
-        return None if known.healthy else after_success(known, at=at)
+class _Slot:
+    """One of the poller's ``max_concurrent`` places, held while a poll fetches and given back
+    before its commit (``release``, or at the end): a baseline waiting for its group commit
+    (``monitor.commits``) lets another poll fetch meanwhile, so the batches grow."""
 
-    async def _of(self, name: str) -> Reachability:
-        known = self._known.get(name)
-        if known is None:
-            known = await asyncio.to_thread(self._store.load_reachability, name)
-            self._known[name] = known
-        return known
+    __slots__ = ("_held", "_limit")
+
+    def __init__(self, limit: asyncio.Semaphore) -> None:
+        self._limit = limit
+        self._held = False
+
+    async def __aenter__(self) -> _Slot:
+        await self._limit.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._limit.release()
 
 
 class Poller:
@@ -212,7 +208,7 @@ class Poller:
         self._lease = lease
         self._now = now
         self._destinations: tuple[Notifier, ...] = ()
-        self._reachability = _Reachabilities(store)
+        self._reachability = Reachabilities(store)
         self._commits = Commits(store)
         self._slots = asyncio.Semaphore(max_concurrent)
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -269,8 +265,8 @@ class Poller:
         if task is not None:
             self._inflight.add(task)
         try:
-            async with self._slots:
-                return await self._poll_once(runtime)
+            async with _Slot(self._slots) as slot:
+                return await self._poll_once(runtime, slot)
         finally:
             if task is not None:
                 self._inflight.discard(task)
@@ -278,7 +274,7 @@ class Poller:
                 self._ready.set()
 
     def polls_in_flight(self) -> int:
-        """Polls started and not finished: running, or waiting for a slot."""
+        """Polls started and not finished: waiting for a slot, fetching, or committing."""
         return len(self._inflight)
 
     async def wait_ready(self) -> None:
@@ -292,10 +288,10 @@ class Poller:
             for task in pending:
                 task.cancel()
 
-    async def _poll_once(self, runtime: TenantRuntime) -> list[Event]:
+    async def _poll_once(self, runtime: TenantRuntime, slot: _Slot) -> list[Event]:
         lease = self._lease()  # every commit of this poll carries its fence as of now
         try:
-            return await self._poll_counted(runtime, fence=lease.fence if lease else None)
+            return await self._poll_counted(runtime, slot, fence=lease.fence if lease else None)
         except FencedOut as exc:  # not an outage: another replica leads, this one steps down
             name = runtime.config.name
             log.warning("poll result refused, stepping down: %s", exc, extra={"tenant": name})
@@ -303,11 +299,15 @@ class Poller:
                 lease.fenced_out()
             return []
 
-    async def _poll_counted(self, runtime: TenantRuntime, *, fence: Fence | None) -> list[Event]:
+    async def _poll_counted(
+        self, runtime: TenantRuntime, slot: _Slot, *, fence: Fence | None
+    ) -> list[Event]:
         name = runtime.config.name
         started, started_at = time.perf_counter(), self._now()
         try:
-            return await self._poll(runtime, started=started, started_at=started_at, fence=fence)
+            return await self._poll(
+                runtime, slot, started=started, started_at=started_at, fence=fence
+            )
         except SourceError as exc:
             self._telemetry.record_poll_failure(
                 name, reason=exc.reason, duration=time.perf_counter() - started
@@ -330,7 +330,13 @@ class Poller:
             return []
 
     async def _poll(
-        self, runtime: TenantRuntime, *, started: float, started_at: datetime, fence: Fence | None
+        self,
+        runtime: TenantRuntime,
+        slot: _Slot,
+        *,
+        started: float,
+        started_at: datetime,
+        fence: Fence | None,
     ) -> list[Event]:
         name = runtime.config.name
         previous = runtime.state
@@ -356,7 +362,8 @@ class Poller:
         events += findings
         publication = runtime.publication
         outcome = None
-        if publication is not None:  # what the world sees, against the confirmed snapshot
+        if publication is not None and checks_publication(runtime, previous, state, started_at):
+            # what the world sees, against the confirmed snapshot
             outcome = await publication.observe(state.snapshot, now=self._now)
             publication.record_errors(outcome)
             events = [*events, *outcome.events]
@@ -364,8 +371,9 @@ class Poller:
         if not self._leading():  # stepped down while fetching: the new leader polls instead
             log.info("poll result dropped: not the leader any more", extra={"tenant": name})
             return []
+        slot.release()  # fetched: the commit (a baseline's waits for its batch) needs no slot
         committed: list[Event] = []
-        deliveries = self._deliveries_of(events)
+        deliveries = deliveries_of(events, self._destinations)
         if state != previous or (outcome is not None and outcome.events):
             # An unchanged state is not written (unless publication events come with it): in
             # memory and on disk agree on what "old" is.
@@ -377,6 +385,8 @@ class Poller:
             self._show(runtime, state)
             if publication is not None and outcome is not None:
                 publication.apply(outcome)
+            elif publication is not None:  # its first check is not due yet
+                publication.skip(state.snapshot)
         self._telemetry.record_events(committed)
         self._telemetry.record_poll_success(name, duration=time.perf_counter() - started)
         _log_state(runtime, previous, state)
@@ -403,7 +413,7 @@ class Poller:
         """Commit the run of failed polls with its events and their deliveries, then tell."""
         if not self._leading():
             return []
-        deliveries = self._deliveries_of(events)
+        deliveries = deliveries_of(events, self._destinations)
         committed = await asyncio.to_thread(
             self._store.save_reachability, state, events, deliveries, fence=fence
         )
@@ -423,15 +433,14 @@ class Poller:
             self._telemetry.set_snapshot(state.seen)
         self._telemetry.set_unconfirmed(runtime.config.name, state.pending is not None)
 
-    def _deliveries_of(self, events: Sequence[Event]) -> list[tuple[str, str]]:
-        """(event id, destination) for every destination that wants each event. Events the
-        store already knows get no second delivery: the store ignores known pairs."""
-        return [
-            (event.id, destination.name)
-            for event in events
-            for destination in self._destinations
-            if destination.matches(event)
-        ]
+
+def deliveries_of(
+    events: Sequence[Event], destinations: Iterable[Notifier]
+) -> list[tuple[str, str]]:
+    """(event id, destination) for every destination that wants each event. Events the
+    store already knows get no second delivery: the store ignores known pairs."""
+    wanted = tuple(destinations)
+    return [(event.id, d.name) for event in events for d in wanted if d.matches(event)]
 
 
 def hygiene_policy(config: TenantConfig) -> HygienePolicy:
@@ -471,120 +480,3 @@ def _announce(events: Sequence[Event]) -> None:
                 fields[name] = value
         fields["event_id"] = event.id
         log.log(level, "%s", event.summary, extra=fields)
-
-
-# --- the schedule ----------------------------------------------------------------------------
-
-
-class PollSchedule:
-    """Polls every tenant on its interval (with jitter) through ``Poller.poll``, on an
-    APScheduler it takes started or not; paused while the process stands by."""
-
-    def __init__(self, scheduler: AsyncIOScheduler, poller: Poller, telemetry: Telemetry) -> None:
-        self._scheduler = scheduler
-        self._poller = poller
-        self._telemetry = telemetry
-        self._tenants: dict[str, TenantConfig] = {}
-        self._pacing: asyncio.Task[None] | None = None
-        scheduler.add_listener(
-            self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
-        )
-
-    def start(self, tenants: Iterable[TenantConfig]) -> None:
-        """Take the tenants and start the scheduler, paused: ``resume`` starts polling. A
-        tenant's job is made when its first poll is released (10,000 jobs made at once held
-        the event loop for a second).
-
-        What exists now (the settings, every tenant's runtime) lives as long as the schedule:
-        it is frozen out of the cyclic collector's sight until ``finish``, so its full
-        collections stop walking it (at 10,000 tenants each walk held the loop for ~0.3 s,
-        several times during the start-up)."""
-        self._tenants.update((tenant.name, tenant) for tenant in tenants)
-        gc.collect()
-        gc.freeze()
-        self._scheduler.start(paused=True)
-
-    def add(self, tenant: TenantConfig, *, first_run: datetime) -> None:
-        """Schedule a tenant, or replace its job with its new settings."""
-        self._tenants[tenant.name] = tenant
-        self._scheduler.add_job(
-            self._poller.poll,
-            IntervalTrigger(
-                seconds=tenant.interval, jitter=tenant.interval * tenant.jitter or None
-            ),
-            args=[tenant.name],
-            id=f"{_JOB_PREFIX}{tenant.name}",
-            name=f"poll {tenant.name}",
-            next_run_time=first_run,
-            replace_existing=True,
-            misfire_grace_time=max(1, int(tenant.interval)),
-        )
-
-    def remove(self, name: str) -> None:
-        del self._tenants[name]
-        if self._scheduler.get_job(f"{_JOB_PREFIX}{name}") is not None:  # released already
-            self._scheduler.remove_job(f"{_JOB_PREFIX}{name}")
-
-    def pause(self) -> None:
-        self._stop_pacing()
-        self._scheduler.pause()
-
-    def resume(self) -> None:
-        """Poll every tenant from now on, each first poll when the pacer releases it
-        (``monitor.firstpolls``), then on its interval from there (the spread carries over)."""
-        self._stop_pacing()
-        self._pacing = asyncio.get_running_loop().create_task(
-            self._first_polls(), name="first-polls"
-        )
-
-    async def _first_polls(self) -> None:
-        """Hold the jobs an earlier lead left scheduled (a slice at a time: the loop serves
-        requests meanwhile), resume the scheduler, then release every tenant at the pace."""
-        names = list(self._tenants)
-        for index, name in enumerate(names):
-            job = self._scheduler.get_job(f"{_JOB_PREFIX}{name}")
-            if job is not None and job.next_run_time is not None:
-                job.pause()
-            if index % _HOLD_SLICE == _HOLD_SLICE - 1:
-                await asyncio.sleep(0)
-        self._scheduler.resume()
-        interval = min((tenant.interval for tenant in self._tenants.values()), default=60.0)
-        pacer = FirstPolls(self.release, backlog=self._poller.polls_in_flight)
-        await pacer.run(names, interval=interval)
-
-    def release(self, name: str) -> None:
-        """Start polling a tenant now: make its job, or start its held one (a job a reload
-        scheduled meanwhile is left alone)."""
-        tenant = self._tenants.get(name)
-        job = self._scheduler.get_job(f"{_JOB_PREFIX}{name}")
-        if tenant is None or (job is not None and job.next_run_time is not None):
-            return
-        self.add(tenant, first_run=datetime.now(UTC))
-
-    def _stop_pacing(self) -> None:
-        if self._pacing is not None:
-            self._pacing.cancel()
-            self._pacing = None
-
-    async def finish(self, *, grace: float) -> None:
-        """Stop for good: no new poll starts, the running ones finish (``grace`` at most)."""
-        self._stop_pacing()
-        if self._scheduler.running:
-            self._scheduler.pause()
-        await self._poller.finish(grace=grace)
-        if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
-        gc.unfreeze()
-
-    def _on_job_event(self, event: JobExecutionEvent) -> None:
-        kind = _JOB_EVENT_KINDS.get(event.code, "error")
-        tenant = str(event.job_id).removeprefix(_JOB_PREFIX)
-        self._telemetry.record_job_error(tenant, kind)
-        if event.code == EVENT_JOB_ERROR:
-            log.error("poll job crashed: %r", event.exception, extra={"tenant": tenant})
-        elif event.code == EVENT_JOB_MAX_INSTANCES:
-            # The last poll is still running, most often waiting out the tenant's rate limit:
-            # expected, so counted (keywatch_scheduler_job_errors_total) and logged at DEBUG.
-            log.debug("poll skipped: the last one is still running", extra={"tenant": tenant})
-        else:
-            log.warning("poll job %s", kind.replace("_", " "), extra={"tenant": tenant})

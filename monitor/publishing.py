@@ -15,7 +15,10 @@ disagreed (an episode pending confirmation or open), or this process has not fet
 otherwise (settled) each target once per ``recheck`` seconds since its last applied fetch
 (the ``publication_recheck`` setting; 0: every poll). A publication that goes wrong on its own,
 with no change at the Management API, is therefore seen within ``recheck`` plus a poll
-interval, and believed ``polls - 1`` polls later.
+interval, and believed ``polls - 1`` polls later. The poller starts a tenant's checks once its
+first check is due, spread over its first ``recheck`` unless a stored episode or a change of
+keys asks for it sooner (``monitor.poll.checks_publication``); ``skip`` follows the keys
+until then.
 """
 
 from __future__ import annotations
@@ -265,6 +268,12 @@ class PublicationCheck:
         current = confirmed.current_kids
         self._lead = {kid: s for kid, s in lead.items() if kid in current} or _EMPTY
         self._telemetry.publication.set_view(self._tenant, self._view(confirmed))
+
+    def skip(self, confirmed: Snapshot) -> None:
+        """A committed poll that checked nothing (its first check was not due yet: see
+        ``monitor.poll.checks_publication``): the first check goes on from ``confirmed``, so a
+        change of keys after it propagates as if it had been checked."""
+        self._checked = confirmed
 
     def _view(self, confirmed: Snapshot) -> PublicationView:
         published: dict[tuple[str, str], bool] = {}

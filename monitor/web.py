@@ -1,7 +1,8 @@
 """HTTP endpoints: ``/metrics``, ``/healthz`` (alive, store answers), ``/readyz`` (the store
 answers, and every tenant was polled once, or the process stands by: a standby serves the
-shared state it loaded at start, so it is ready without polling). Served by uvicorn inside the
-daemon's own event loop, over TLS and behind basic auth when ``web`` says so.
+shared state it loaded at start, so it is ready without polling). Served by uvicorn on a thread
+and event loop of its own (``EmbeddedServer.serve_in_thread``), over TLS and behind basic auth
+when ``web`` says so.
 
 ``/metrics`` is written from prepared bytes (``monitor.metrics.prepared_chunks``) in a worker
 thread, in the OpenMetrics format when the ``Accept`` header asks for it, gzipped when
@@ -18,6 +19,7 @@ import logging
 import os
 import socket
 import ssl
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
@@ -269,9 +271,15 @@ class CertificateReloader:
 
 
 class EmbeddedServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: the daemon owns SIGTERM/SIGINT/SIGHUP."""
+    """uvicorn without its own signal handlers: the daemon owns SIGTERM/SIGINT/SIGHUP.
+
+    The daemon runs it on a thread of its own, in an event loop of its own
+    (``serve_in_thread``): a request then waits for nothing the daemon's loop does. A fleet's
+    start-up keeps that loop busy (each turn runs many polls' callbacks), and an answer that
+    takes several turns of it missed 100 ms (issue 12)."""
 
     certificates: CertificateReloader | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -279,6 +287,7 @@ class EmbeddedServer(uvicorn.Server):
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         """Serve until ``should_exit``, looking at the TLS files on a timer meanwhile."""
+        self._loop = asyncio.get_running_loop()
         if self.certificates is None:
             await super().serve(sockets)
             return
@@ -289,10 +298,58 @@ class EmbeddedServer(uvicorn.Server):
             reloading.cancel()
             await asyncio.gather(reloading, return_exceptions=True)
 
+    async def serve_in_thread(self, sockets: list[socket.socket]) -> None:
+        """``serve`` on a thread of its own (its own event loop), until ``should_exit``;
+        returns, or raises what it raised, once it has stopped. Cancelled: asks it to stop."""
+        loop = asyncio.get_running_loop()
+        stopped: asyncio.Future[None] = loop.create_future()
+
+        def run() -> None:
+            failure: BaseException | None = None
+            try:
+                asyncio.run(self.serve(sockets))
+            except BaseException as exc:  # told to the awaiting task
+                failure = exc
+            with contextlib.suppress(RuntimeError):  # the daemon's loop is closed already
+                loop.call_soon_threadsafe(_settle, stopped, failure)
+
+        threading.Thread(target=run, name="web", daemon=True).start()
+        try:
+            await asyncio.shield(stopped)
+        except asyncio.CancelledError:
+            self.should_exit = True
+            raise
+
     def reload_certificates(self) -> None:
-        """Look at the TLS files now (SIGHUP)."""
-        if self.certificates is not None:
-            self.certificates.check()
+        """Look at the TLS files now (SIGHUP), on the server's loop, where its handshakes use
+        them; returns once looked at."""
+        certificates, loop = self.certificates, self._loop
+        if certificates is None:
+            return
+        if loop is None or not loop.is_running():
+            certificates.check()
+            return
+
+        async def check() -> None:
+            certificates.check()
+
+        try:
+            asyncio.run_coroutine_threadsafe(check(), loop).result(CERTIFICATE_CHECK_TIMEOUT)
+        except TimeoutError:  # stopping, or stuck: the timer looks again
+            log.warning("web: the TLS files were not looked at (the web server did not answer)")
+
+
+CERTIFICATE_CHECK_TIMEOUT = 10.0
+"""Seconds a SIGHUP waits for the web thread to look at the TLS files."""
+
+
+def _settle(future: asyncio.Future[None], failure: BaseException | None) -> None:
+    if future.done():
+        return
+    if failure is None:
+        future.set_result(None)
+    else:
+        future.set_exception(failure)
 
 
 def build_server(app: ASGIApp, web: WebConfig | None = None) -> EmbeddedServer:

@@ -18,10 +18,16 @@ class ReachabilityQueries(PollQueries):
     def load_reachability(self, tenant: str) -> Reachability:
         with self._session("load_reachability", write=False) as session:
             rows = session.query("SELECT body FROM reachability WHERE tenant = ?", (tenant,))
-        if not rows:
-            return Reachability(tenant)
+        return self._decode_reachability(tenant, rows[0][0]) if rows else Reachability(tenant)
+
+    def load_reachabilities(self) -> dict[str, Reachability]:
+        with self._session("load_reachabilities", write=False) as session:
+            rows = session.query("SELECT tenant, body FROM reachability ORDER BY tenant")
+        return {tenant: self._decode_reachability(tenant, body) for tenant, body in rows}
+
+    def _decode_reachability(self, tenant: str, body: str) -> Reachability:
         try:
-            return reachability_from_json(tenant, rows[0][0])
+            return reachability_from_json(tenant, body)
         except (ValueError, KeyError, TypeError) as exc:
             raise StoreError(
                 f"{self.where}: the stored reachability of tenant {tenant!r} is unreadable: "

@@ -131,6 +131,10 @@ class Store(Protocol):
     def load_reachability(self, tenant: str) -> Reachability:
         """The tenant's run of failed polls; a healthy ``Reachability`` when there is none."""
 
+    def load_reachabilities(self) -> dict[str, Reachability]:
+        """Every stored run of failed polls, by tenant, in one read: a tenant missing from it
+        is reachable (what ``load_reachability`` answers for it)."""
+
     def save_reachability(
         self,
         state: Reachability,

@@ -337,26 +337,27 @@ async def test_watched_kids_limit_per_key_events_and_unknown_kids_are_confirmed(
         assert sample(daemon, "keywatch_tenant_up", tenant="tenant-1") == 1
 
 
-async def test_a_burst_of_due_polls_is_limited_to_a_few_in_flight(
-    server: SimulatorServer, tmp_path: Path
+async def test_a_burst_of_due_polls_is_limited_to_a_few_fetching_at_once(
+    server: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from monitor import poll
     from monitor.poll import MAX_CONCURRENT_POLLS
 
     names = [server.simulator.add_tenant().name for _ in range(MAX_CONCURRENT_POLLS + 3)]
     async with running(daemon_settings(server, tmp_path, tenants=names)) as daemon:
-        in_flight, most = 0, 0
-        original = daemon.poller._poll
+        fetching, most = 0, 0
+        original = poll.fetch_snapshot
 
-        async def counting(runtime: Any, **options: Any) -> Any:
-            nonlocal in_flight, most
-            in_flight += 1
-            most = max(most, in_flight)
+        async def counting(*args: Any, **options: Any) -> Any:
+            nonlocal fetching, most
+            fetching += 1
+            most = max(most, fetching)
             try:
-                return await original(runtime, **options)
+                return await original(*args, **options)
             finally:
-                in_flight -= 1
+                fetching -= 1
 
-        daemon.poller._poll = counting  # type: ignore[method-assign]
+        monkeypatch.setattr(poll, "fetch_snapshot", counting)
         await asyncio.gather(*(daemon.poll_tenant(name) for name in names))
     assert most == MAX_CONCURRENT_POLLS
 

@@ -456,11 +456,11 @@ async def test_pending_deliveries_resume_before_the_first_poll(
     seen_at_first_poll: list[tuple[int, dict[tuple[str, str], int]]] = []
     poll = daemon.poller._poll
 
-    async def first_poll_sees(runtime: Any, **options: Any) -> list[Event]:
+    async def first_poll_sees(*args: Any, **options: Any) -> list[Event]:
         if not seen_at_first_poll:
             counts = await asyncio.to_thread(daemon.store.delivery_counts)
             seen_at_first_poll.append((len(receiver.received()), counts))
-        return await poll(runtime, **options)
+        return await poll(*args, **options)
 
     daemon.poller._poll = first_poll_sees  # type: ignore[method-assign]
     await daemon.start()

@@ -4,6 +4,7 @@ over a real SQLite store; a batch that fails commits nothing, and its polls dete
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from monitor.simulator import Simulator, SimulatorServer
 from monitor.store.base import Fence, PollWrite
 from monitor.store.sqlite import SQLiteStore
 from tests.support.daemon import daemon_config
+from tests.support.delivery import DEADLINE_SECONDS, eventually
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -126,3 +128,62 @@ async def test_a_failed_batch_leaves_the_tenants_unpolled_and_the_next_poll_dete
     assert sorted(stored) == names
     assert all(poller.tenants[name].state == stored[name] for name in names)
     assert sum(store.batches) == 6  # each baseline was tried twice, in batches
+
+
+class GatedStore(BatchCountingStore):
+    """Holds every ``save_polls`` batch until ``gate`` opens (``entered``: one is held)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def save_polls(
+        self, polls: Sequence[PollWrite], *, fence: Fence | None = None
+    ) -> list[list[Event]]:
+        self.entered.set()
+        if not self.gate.wait(timeout=DEADLINE_SECONDS):
+            raise AssertionError("the test never opened the gate")
+        return super().save_polls(polls, fence=fence)
+
+
+async def test_a_baseline_waits_for_its_commit_without_holding_a_poll_slot(
+    server: SimulatorServer, tmp_path: Path
+) -> None:
+    store = GatedStore(tmp_path / "gated.db")
+    store.migrate()
+    names = ["tenant-1", "tenant-2", "tenant-3"]
+    settings = parse_config(daemon_config(server, tmp_path, tenants=names))
+    telemetry = Telemetry()
+    async with httpx.AsyncClient() as http:
+        poller = Poller(
+            store=store,
+            client_of=lambda _: http,
+            telemetry=telemetry,
+            wake=lambda _: None,
+            leading=lambda: True,
+            max_concurrent=1,
+        )
+        for tenant in settings.tenants:
+            poller.add_tenant(tenant, None)
+        polls = [asyncio.create_task(poller.poll(name)) for name in names]
+        try:
+            # one slot: the later tenants fetch only if the first baseline's commit gave it back
+            listed = server.simulator.tenant
+            await eventually(
+                lambda: (
+                    store.entered.is_set()
+                    and all(listed(name).requests["list_keys"] for name in names)
+                    and not poller._slots.locked()
+                ),  # the last one is past its fetch: queued
+                what="every tenant fetched while the first batch is held",
+            )
+            assert telemetry.polled_once() == (0, 3)  # nothing shown polled before it is durable
+            assert store.load_states() == {}
+        finally:
+            store.gate.set()
+            await asyncio.gather(*polls, return_exceptions=True)
+    assert store.batches == [1, 2]
+    assert sorted(store.load_states()) == names
+    assert telemetry.polled_once() == (3, 3)
+    store.close()

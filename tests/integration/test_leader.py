@@ -269,10 +269,19 @@ async def test_with_sqlite_the_one_process_always_leads(tmp_path: Path) -> None:
 
 
 def replica_settings(
-    server: SimulatorServer, receiver: Receiver, tmp_path: Path, state: str, *, ttl: str = "1s"
+    server: SimulatorServer,
+    receiver: Receiver,
+    tmp_path: Path,
+    state: str,
+    *,
+    ttl: str = "1s",
+    tenant_lines: str = "",
 ) -> Settings:
     lease = f"lease: {{ttl: {ttl}}}"
-    return parse_config(replica_config(server, receiver, tmp_path, state=state, extra_lines=lease))
+    text = replica_config(
+        server, receiver, tmp_path, state=state, extra_lines=lease, extra_tenant_lines=tenant_lines
+    )
+    return parse_config(text)
 
 
 @dataclass
@@ -522,11 +531,19 @@ def store_rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
 
 @pytest.mark.postgres
 async def test_a_new_leader_recovers_the_publication_episode_the_last_one_opened(
-    server: SimulatorServer, group: Replicas
+    server: SimulatorServer, receiver: Receiver, tmp_path: Path, postgres_url: str
 ) -> None:
     tenant = server.simulator.tenant("tenant-1")
     tenant.publication.jwks_max_age = 0  # fetched on every poll
     tenant.malform_next(None, kind="no_next", target="jwks")
+    every_poll = "    publication_recheck: every_poll"  # the first check at the first poll
+    settings = replica_settings(server, receiver, tmp_path, postgres_url, tenant_lines=every_poll)
+    async with replicas(settings) as group:
+        await recovered_by_the_new_leader(server, group)
+
+
+async def recovered_by_the_new_leader(server: SimulatorServer, group: Replicas) -> None:
+    tenant = server.simulator.tenant("tenant-1")
 
     def of_type(daemon: Daemon, kind: EventType) -> list[str]:
         return [event.id for event in daemon.store.recent_events() if event.type is kind]

@@ -18,6 +18,7 @@ import pytest
 
 from monitor.daemon import Daemon
 from monitor.model import Event, EventType, Severity, event_id
+from monitor.poll import first_check_delay
 from monitor.simulator import Simulator, SimulatorServer
 from monitor.simulator.tenant import SimulatedTenant
 from tests.support.daemon import daemon_settings, running, sample, stored_events
@@ -394,13 +395,27 @@ async def polls_until_event(daemon: Daemon, clock: SharedClock, most: int) -> tu
     raise AssertionError(f"no publication event within {most} polls")
 
 
+async def first_check(daemon: Daemon, tenant: SimulatedTenant, clock: SharedClock) -> None:
+    """Polls 60 s apart until the tenant's first publication check, which is due
+    ``first_check_delay`` after its first poll (a fixed part of the recheck, by its name)."""
+    due = first_check_delay(TENANT, RECHECK_POLLS * MINUTE)
+    assert tenant.publication.requests_to("jwks") == 0  # not at the first poll
+    polls = 0
+    while tenant.publication.requests_to("jwks") == 0:
+        assert polls * MINUTE < due  # each poll before it is due fetches nothing
+        await poll(daemon, clock, every=MINUTE)
+        polls += 1
+    assert polls * MINUTE >= due  # the first poll once it was due
+
+
 async def test_a_settled_publication_is_fetched_once_per_recheck_not_every_poll(
     server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
 ) -> None:
     tenant.publication.add_mirror("gw", delay=0)
     mirror = f"{server.tenant_url(TENANT)}/__mirrors/gw/jwks.json"
     async with watching(server, tmp_path, clock, f"    mirrors: [{mirror}]", recheck=None) as d:
-        assert tenant.publication.requests_to("jwks") == 1  # the first poll
+        await first_check(d, tenant, clock)
+        assert tenant.publication.requests_to("jwks") == 1
         assert await poll(d, clock, 2 * RECHECK_POLLS, every=MINUTE) == []
         # fetched again at 5 and 10 minutes, not at each of the 10 polls
         assert tenant.publication.requests_to("jwks") == 3
@@ -444,6 +459,7 @@ async def test_a_due_fetch_that_fails_is_retried_each_poll_and_counted_never_an_
     server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
 ) -> None:
     async with watching(server, tmp_path, clock, recheck=None) as daemon:
+        await first_check(daemon, tenant, clock)
         tenant.fail_next(None, status=503, target="jwks")
         assert await poll(daemon, clock, RECHECK_POLLS + 2, every=MINUTE) == []
         errors = sample(

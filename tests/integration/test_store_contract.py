@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -373,6 +373,25 @@ def test_a_run_of_failures_survives_a_reopen_and_a_success_clears_it(backend: Ba
     ]
 
 
+def test_load_reachabilities_reads_every_stored_run_and_no_reachable_tenant(
+    backend: Backend,
+) -> None:
+    store = backend.open()
+    assert store.load_reachabilities() == {}
+    down, _ = outage(2)
+    counting = replace(outage(1)[0], tenant="staging")
+    store.save_reachability(down, [])
+    store.save_reachability(counting, [])
+    store.save_reachability(Reachability("dev"), [])  # reachable: nothing stored
+    reopened = backend.open()
+    assert reopened.load_reachabilities() == {"prod": down, "staging": counting}
+    assert reopened.load_reachabilities() == {
+        name: reopened.load_reachability(name) for name in ("prod", "staging")
+    }
+    reopened.save_reachability(Reachability("prod"), [])
+    assert reopened.load_reachabilities() == {"staging": counting}
+
+
 def test_the_same_outage_saved_twice_is_one_event(store: Store) -> None:
     down, [unreachable] = outage(2)
     store.save_reachability(down, [unreachable], [(unreachable.id, "ops")])
@@ -386,6 +405,8 @@ def test_an_unreadable_stored_run_is_a_store_error(backend: Backend) -> None:
     store_query(backend, "UPDATE reachability SET body = '{}' RETURNING tenant")
     with pytest.raises(StoreError, match="reachability of tenant 'prod' is unreadable"):
         store.load_reachability("prod")
+    with pytest.raises(StoreError, match="reachability of tenant 'prod' is unreadable"):
+        store.load_reachabilities()
 
 
 # --- save_poll -------------------------------------------------------------------------------

@@ -72,10 +72,17 @@ def replica_config(
     *,
     state: str,
     extra_lines: str = "",
+    extra_tenant_lines: str = "",
 ) -> str:
     """One replica's configuration: one simulated tenant polled every 200 ms, the store
     ``state``, a webhook for everything and a Slack destination for rotations on ``receiver``."""
-    text = daemon_config(server, directory, interval="200ms", extra_lines=extra_lines)
+    text = daemon_config(
+        server,
+        directory,
+        interval="200ms",
+        extra_lines=extra_lines,
+        extra_tenant_lines=extra_tenant_lines,
+    )
     text = text.replace(f'state: "sqlite:///{directory}/state.db"', f'state: "{state}"')
     assert state in text
     return (

@@ -25,7 +25,8 @@ from monitor.firstpolls import (
     next_rate,
 )
 from monitor.metrics import Telemetry
-from monitor.poll import Poller, PollSchedule
+from monitor.poll import Poller
+from monitor.schedule import PollSchedule
 
 
 def test_the_rate_halves_when_a_timer_fires_late_and_grows_while_on_time() -> None:
@@ -173,3 +174,15 @@ async def test_a_new_lead_holds_the_jobs_left_scheduled_and_paces_them_again() -
         assert runs["poll:t0"] is not None and runs["poll:t0"].year > 2000
     finally:
         await schedule.finish(grace=0)
+
+
+def test_the_first_publication_checks_of_a_fleet_spread_evenly_over_the_recheck() -> None:
+    from monitor.poll import first_check_delay
+
+    delays = [first_check_delay(f"tenant-{n}", 300.0) for n in range(1, 10_001)]
+    assert all(0 <= delay < 300 for delay in delays)
+    tenths = Counter(int(delay // 30) for delay in delays)
+    assert sorted(tenths) == list(range(10))
+    assert all(900 <= count <= 1100 for count in tenths.values())  # ~1,000 each
+    assert first_check_delay("tenant-1", 0.0) == 0  # every_poll: at the first poll
+    assert first_check_delay("tenant-1", 300.0) == first_check_delay("tenant-1", 300.0)
