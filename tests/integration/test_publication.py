@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import monitor.poll
 from monitor.daemon import Daemon
 from monitor.model import Event, EventType, Severity, event_id
 from monitor.poll import first_check_delay
@@ -395,6 +396,13 @@ async def polls_until_event(daemon: Daemon, clock: SharedClock, most: int) -> tu
     raise AssertionError(f"no publication event within {most} polls")
 
 
+@pytest.fixture
+def spread_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's one tenant checks what it publishes as a fleet's tenant does: its first
+    check spread over the first ``publication_recheck``."""
+    monkeypatch.setattr(monitor.poll, "SPREAD_FIRST_CHECKS_ABOVE", 0)
+
+
 async def first_check(daemon: Daemon, tenant: SimulatedTenant, clock: SharedClock) -> None:
     """Polls 60 s apart until the tenant's first publication check, which is due
     ``first_check_delay`` after its first poll (a fixed part of the recheck, by its name)."""
@@ -408,6 +416,20 @@ async def first_check(daemon: Daemon, tenant: SimulatedTenant, clock: SharedCloc
     assert polls * MINUTE >= due  # the first poll once it was due
 
 
+async def test_a_small_fleet_checks_what_it_publishes_at_the_first_poll(
+    server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
+) -> None:
+    async with watching(server, tmp_path, clock, recheck=None) as daemon:
+        await poll(daemon, clock, every=MINUTE)
+        assert tenant.publication.requests_to("jwks") == 1
+        current = tenant.current_kid
+        assert (
+            sample(daemon, "auth0_signing_key_published", tenant=TENANT, kid=current, source="jwks")
+            == 1
+        )
+
+
+@pytest.mark.usefixtures("spread_fleet")
 async def test_a_settled_publication_is_fetched_once_per_recheck_not_every_poll(
     server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
 ) -> None:
@@ -455,6 +477,7 @@ async def test_a_publication_going_wrong_on_its_own_is_believed_within_recheck_a
         assert tenant.publication.requests_to("jwks") == fetched + 1
 
 
+@pytest.mark.usefixtures("spread_fleet")
 async def test_a_due_fetch_that_fails_is_retried_each_poll_and_counted_never_an_event(
     server: SimulatorServer, tenant: SimulatedTenant, tmp_path: Path, clock: SharedClock
 ) -> None:
