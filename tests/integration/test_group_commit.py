@@ -18,7 +18,7 @@ from monitor.errors import FencedOut, StoreError
 from monitor.metrics import Telemetry
 from monitor.model import Event, EventType, Snapshot, TenantState, make_event
 from monitor.poll import Poller
-from monitor.simulator import Simulator, SimulatorServer
+from monitor.simulator import SimulatorServer
 from monitor.store.base import Fence, PollWrite
 from monitor.store.sqlite import SQLiteStore
 from tests.support.daemon import daemon_config
@@ -97,28 +97,40 @@ async def test_a_fenced_out_batch_fails_every_poll_and_commits_nothing(
     assert store.load_states() == {} and store.recent_events() == []
 
 
-@pytest.fixture
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(tenants=3)) as running_server:
-        yield running_server
+NAMES = ["tenant-1", "tenant-2", "tenant-3"]
 
 
+def poller_of(
+    server: SimulatorServer,
+    store: SQLiteStore,
+    http: httpx.AsyncClient,
+    tmp_path: Path,
+    *,
+    telemetry: Telemetry | None = None,
+    max_concurrent: int = 10,
+) -> Poller:
+    """A leading poller of the simulator's three tenants, none polled yet, on ``store``."""
+    settings = parse_config(daemon_config(server, tmp_path, tenants=NAMES))
+    poller = Poller(
+        store=store,
+        client_of=lambda _: http,
+        telemetry=telemetry or Telemetry(),
+        wake=lambda _: None,
+        leading=lambda: True,
+        max_concurrent=max_concurrent,
+    )
+    for tenant in settings.tenants:
+        poller.add_tenant(tenant, None)
+    return poller
+
+
+@pytest.mark.simulator(tenants=3)
 async def test_a_failed_batch_leaves_the_tenants_unpolled_and_the_next_poll_detects_again(
     server: SimulatorServer, store: BatchCountingStore, tmp_path: Path
 ) -> None:
-    names = ["tenant-1", "tenant-2", "tenant-3"]
-    settings = parse_config(daemon_config(server, tmp_path, tenants=names))
-    telemetry = Telemetry()
+    names = NAMES
     async with httpx.AsyncClient() as http:
-        poller = Poller(
-            store=store,
-            client_of=lambda _: http,
-            telemetry=telemetry,
-            wake=lambda _: None,
-            leading=lambda: True,
-        )
-        for tenant in settings.tenants:
-            poller.add_tenant(tenant, None)
+        poller = poller_of(server, store, http, tmp_path)
         refuse_writes(store, True)
         assert await asyncio.gather(*(poller.poll(name) for name in names)) == [[], [], []]
         assert [poller.tenants[name].state for name in names] == [None, None, None]
@@ -147,25 +159,15 @@ class GatedStore(BatchCountingStore):
         return super().save_polls(polls, fence=fence)
 
 
+@pytest.mark.simulator(tenants=3)
 async def test_a_baseline_waits_for_its_commit_without_holding_a_poll_slot(
     server: SimulatorServer, tmp_path: Path
 ) -> None:
     store = GatedStore(tmp_path / "gated.db")
     store.migrate()
-    names = ["tenant-1", "tenant-2", "tenant-3"]
-    settings = parse_config(daemon_config(server, tmp_path, tenants=names))
-    telemetry = Telemetry()
+    names, telemetry = NAMES, Telemetry()
     async with httpx.AsyncClient() as http:
-        poller = Poller(
-            store=store,
-            client_of=lambda _: http,
-            telemetry=telemetry,
-            wake=lambda _: None,
-            leading=lambda: True,
-            max_concurrent=1,
-        )
-        for tenant in settings.tenants:
-            poller.add_tenant(tenant, None)
+        poller = poller_of(server, store, http, tmp_path, telemetry=telemetry, max_concurrent=1)
         polls = [asyncio.create_task(poller.poll(name)) for name in names]
         try:
             # one slot: the later tenants fetch only if the first baseline's commit gave it back
