@@ -374,12 +374,9 @@ class Poller:
             kids=runtime.config.kids,
         )
         events += findings
-        publication = runtime.publication
-        outcome = None
+        publication, outcome = runtime.publication, None
         spread = len(self.tenants) > SPREAD_FIRST_CHECKS_ABOVE
-        if publication is not None and checks_publication(
-            runtime, previous, state, started_at, spread=spread
-        ):
+        if publication and checks_publication(runtime, previous, state, started_at, spread=spread):
             # what the world sees, against the confirmed snapshot
             outcome = await publication.observe(state.snapshot, now=self._now)
             publication.record_errors(outcome)
