@@ -305,23 +305,24 @@ def size_text(size: int) -> str:
     return f"{size} bytes"
 
 
-async def read_limited(response: httpx.Response, limit: int, *, endpoint: str) -> bytes:
-    """The (decoded) body of a streamed response, read until ``limit`` bytes at most; raises
-    ``ResponseTooLarge`` as soon as it would be longer, without reading the rest. A
-    ``Content-Length`` over the limit fails before anything is read."""
-    declared = response.headers.get("content-length", "")
+async def read_limited(
+    declared: str, chunks: AsyncIterator[bytes], limit: int, *, endpoint: str
+) -> bytes:
+    """The (decoded) body of a streamed answer from its ``chunks``, read until ``limit`` bytes
+    at most; raises ``ResponseTooLarge`` as soon as it would be longer, without reading the
+    rest. A ``Content-Length`` (``declared``) over the limit fails before anything is read."""
     if declared.isdigit() and int(declared) > limit:
         raise ResponseTooLarge(endpoint, limit)
-    chunks: list[bytes] = []
+    kept: list[bytes] = []
     total = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in chunks:
         total += len(chunk)
         if total > limit:
-            break  # the caller's ``stream`` block closes the connection: the rest is not read
-        chunks.append(chunk)
+            break  # the caller's block closes the connection: the rest is not read
+        kept.append(chunk)
     if total > limit:
         raise ResponseTooLarge(endpoint, limit)
-    return b"".join(chunks)
+    return b"".join(kept)
 
 
 class Answer(Protocol):
@@ -369,7 +370,10 @@ async def request_limited(
             async with http.stream(
                 method, url, headers=headers, json=json, timeout=timeouts
             ) as streamed:
-                body = await read_limited(streamed, limit, endpoint=endpoint)
+                declared = streamed.headers.get("content-length", "")
+                body = await read_limited(
+                    declared, streamed.aiter_bytes(), limit, endpoint=endpoint
+                )
     except TimeoutError:
         raise httpx.ReadTimeout(f"no complete answer within {total:g}s") from None
     return httpx.Response(
@@ -414,19 +418,13 @@ async def _direct(
             **http.proxy_options,  # type: ignore[arg-type]
         ) as response:
             declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise ResponseTooLarge(endpoint, limit)
-            chunks: list[bytes] = []
-            total = 0
-            async for chunk in response.content.iter_any():
-                total += len(chunk)
-                if total > limit:  # leaving the block closes the connection, the rest unread
-                    raise ResponseTooLarge(endpoint, limit)
-                chunks.append(chunk)
+            body = await read_limited(
+                declared, response.content.iter_any(), limit, endpoint=endpoint
+            )
     except aiohttp.ClientError as exc:
         raise _as_httpx(exc) from exc
     reason = response.reason or httpx.codes.get_reason_phrase(response.status)
-    return _Answer(response.status, reason, _Headers(response.headers), b"".join(chunks))
+    return _Answer(response.status, reason, _Headers(response.headers), body)
 
 
 _PLAIN_URL = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:/?#\[\]@]|%[0-9A-Fa-f]{2})*")
