@@ -15,9 +15,10 @@ import pytest
 from monitor.errors import StoreError
 from monitor.model import EventType
 from monitor.reachabilities import Reachabilities
-from monitor.reachability import Reachability, after_failure
+from monitor.reachability import Reachability
 from monitor.store.sqlite import SQLiteStore
 from tests.support.delivery import DEADLINE_SECONDS, eventually
+from tests.support.snapshots import outage
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -45,25 +46,12 @@ class ReadCountingStore(SQLiteStore):
         return super().load_reachabilities()
 
 
-def failed(tenant: str, polls: int) -> Reachability:
-    state = Reachability(tenant)
-    for minute in range(polls):
-        state, _ = after_failure(
-            state,
-            reason="timeout",
-            error="timed out",
-            at=T0 + timedelta(minutes=minute),
-            threshold=2,
-        )
-    return state
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[ReadCountingStore]:
     opened = ReadCountingStore(tmp_path / "state.db")
     opened.migrate()
-    opened.save_reachability(failed("prod", 2), [])  # announced: recovers with an event
-    opened.save_reachability(failed("staging", 1), [])  # below the threshold: ends silently
+    opened.save_reachability(outage(2, "prod")[0], [])  # announced: recovers with an event
+    opened.save_reachability(outage(1, "staging")[0], [])  # below the threshold: ends silently
     yield opened
     opened.close()
 

@@ -32,10 +32,11 @@ from monitor.model import (
     event_to_json,
     make_event,
 )
-from monitor.reachability import Reachability, after_failure, after_success
+from monitor.reachability import Reachability, after_success
 from monitor.store import migrations, open_store, redact_url
 from monitor.store.base import Fence, LeaseInfo, OutboxStats, PollWrite, Pruned, Store
 from monitor.store.sqlite import SQLiteStore
+from tests.support.snapshots import outage
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 PLUS_TWO = timezone(timedelta(hours=2))
@@ -331,20 +332,6 @@ def test_the_publication_episodes_survive_a_reopen(backend: Backend) -> None:
 
 
 # --- reachability ----------------------------------------------------------------------------
-
-
-def outage(failures: int) -> tuple[Reachability, list[Event]]:
-    state, raised = Reachability("prod"), []
-    for minute in range(failures):
-        state, events = after_failure(
-            state,
-            reason="timeout",
-            error="timed out",
-            at=T0 + timedelta(minutes=minute),
-            threshold=2,
-        )
-        raised += events
-    return state, raised
 
 
 def test_a_reachable_tenant_has_no_stored_run(store: Store) -> None:

@@ -7,7 +7,8 @@ import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from monitor.model import KeyState, Snapshot
+from monitor.model import Event, KeyState, Snapshot
+from monitor.reachability import Reachability, after_failure
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TENANT = "prod"
@@ -40,3 +41,19 @@ def snap(*keys: KeyState, minutes: int = 0, tenant: str = TENANT) -> Snapshot:
 
 
 STEADY = snap(key("A", "previous"), key("B", "current"), key("C", "next"))
+
+
+def outage(failures: int, tenant: str = TENANT) -> tuple[Reachability, list[Event]]:
+    """The tenant's run after ``failures`` timed-out polls a minute apart from ``T0`` (it is
+    announced unreachable at the second), and the events it raised."""
+    state, raised = Reachability(tenant), []
+    for minute in range(failures):
+        state, events = after_failure(
+            state,
+            reason="timeout",
+            error="timed out",
+            at=T0 + timedelta(minutes=minute),
+            threshold=2,
+        )
+        raised += events
+    return state, raised
