@@ -229,7 +229,7 @@ class Daemon:
     async def reload(self) -> bool:
         """Re-read the config file and renewed TLS files; on a problem keep the old settings."""
         if self._server is not None:
-            self._server.reload_certificates()
+            await self._server.reload_certificates()
         if self.config_path is None:
             log.warning("reload requested but the daemon was not started from a file")
             return False

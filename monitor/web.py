@@ -320,9 +320,9 @@ class EmbeddedServer(uvicorn.Server):
             self.should_exit = True
             raise
 
-    def reload_certificates(self) -> None:
+    async def reload_certificates(self) -> None:
         """Look at the TLS files now (SIGHUP), on the server's loop, where its handshakes use
-        them; returns once looked at."""
+        them; returns once looked at. The caller's loop goes on meanwhile."""
         certificates, loop = self.certificates, self._loop
         if certificates is None:
             return
@@ -333,8 +333,9 @@ class EmbeddedServer(uvicorn.Server):
         async def check() -> None:
             certificates.check()
 
+        looked = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(check(), loop))
         try:
-            asyncio.run_coroutine_threadsafe(check(), loop).result(CERTIFICATE_CHECK_TIMEOUT)
+            await asyncio.wait_for(looked, CERTIFICATE_CHECK_TIMEOUT)
         except TimeoutError:  # stopping, or stuck: the timer looks again
             log.warning("web: the TLS files were not looked at (the web server did not answer)")
 
