@@ -127,6 +127,10 @@ class ErrorReporter:
 
     def json_body(self, response: Answer, endpoint: str) -> object:
         self.json_type(response, endpoint)
+        return self.json_parsed(response, endpoint)
+
+    def json_parsed(self, response: Answer, endpoint: str) -> object:
+        """The body parsed, once ``json_type`` accepted the answer."""
         try:
             return json.loads(response.content)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError

@@ -152,7 +152,7 @@ class Auth0Client:
         digest = hashlib.sha256(response.content).digest()
         if self._listed is not None and self._listed[0] == digest:
             return self._listed[1]
-        body = self._errors.json_body(response, endpoint)
+        body = self._errors.json_parsed(response, endpoint)
         with self._errors.shape_errors(endpoint):
             keys = {key.kid: key for key in parse_signing_keys(body)}
         self._listed = (digest, keys)
